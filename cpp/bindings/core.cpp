@@ -1,0 +1,213 @@
+// The one binding file: exposes the plain C++ core as dupscope._core. Shape and dtype checks
+// live in one helper; every long call releases the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "dupscope/cpu_features.hpp"
+#include "dupscope/cuda_tiles.hpp"
+#include "dupscope/engine.hpp"
+#include "dupscope/normalize.hpp"
+
+namespace py = pybind11;
+using namespace dupscope;
+
+namespace {
+
+// Checks a 2-D C-contiguous array and returns (rows, cols).
+std::pair<int64_t, int64_t> check_matrix(const py::array& a, const char* name) {
+  if (a.ndim() != 2)
+    throw py::value_error(std::string(name) + " must be 2-D (N x D), got " +
+                          std::to_string(a.ndim()) + "-D");
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) +
+                          " must be C-contiguous: pass numpy.ascontiguousarray(x)");
+  return {a.shape(0), a.shape(1)};
+}
+
+py::array_t<float> normalize(const py::array& emb) {
+  auto [n, d] = check_matrix(emb, "embeddings");
+  py::array_t<float> out({n, d});
+  int64_t bad = -1;
+  if (py::isinstance<py::array_t<float, 0>>(emb) && emb.dtype().is(py::dtype::of<float>())) {
+    const float* in = static_cast<const float*>(emb.data());
+    float* o = out.mutable_data();
+    py::gil_scoped_release release;
+    bad = normalize_rows(in, n, d, d, o);
+  } else if (emb.dtype().kind() == 'f' && emb.dtype().itemsize() == 2) {
+    const uint16_t* in = static_cast<const uint16_t*>(emb.data());
+    float* o = out.mutable_data();
+    py::gil_scoped_release release;
+    bad = normalize_rows(in, n, d, d, o);
+  } else {
+    throw py::type_error("embeddings must be float32 or float16, got " +
+                         std::string(py::str(emb.dtype())) + ": use x.astype(numpy.float32)");
+  }
+  if (bad >= 0)
+    throw py::value_error("embeddings row " + std::to_string(bad) +
+                          " contains NaN or infinity: fix or drop that row");
+  return out;
+}
+
+class PyJob {
+ public:
+  PyJob(py::array_t<float, py::array::c_style> normalized, py::object valid, int64_t tile, int k,
+        int threads, const std::string& simd, const std::string& device,
+        const std::string& output, py::object dense_out, int queue_chunks) {
+    auto [n, d] = check_matrix(normalized, "normalized");
+    JobOptions opt;
+    opt.tile = tile;
+    opt.k = k;
+    opt.threads = threads;
+    opt.simd = simd.empty() ? simd_default() : parse_simd(simd);
+    if (device != "cpu" && device != "cuda")
+      throw py::value_error("device must be 'cpu' or 'cuda', got '" + device + "'");
+    opt.use_cuda = device == "cuda";
+    if (output == "none") opt.output = Output::None;
+    else if (output == "dense") opt.output = Output::Dense;
+    else if (output == "chunks") opt.output = Output::Chunks;
+    else throw py::value_error("output must be none, dense or chunks");
+    opt.queue_chunks = queue_chunks;
+    if (opt.output == Output::Dense) {
+      dense_ = py::array_t<uint16_t, py::array::c_style>::ensure(dense_out);
+      if (!dense_ || dense_.ndim() != 2 || dense_.shape(0) != n || dense_.shape(1) != n)
+        throw py::value_error("dense_out must be a C-contiguous uint16 array of shape (N, N)");
+      opt.dense_out = dense_.mutable_data();
+    }
+    std::vector<uint8_t> v;
+    if (!valid.is_none()) {
+      auto va = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(valid);
+      if (!va || va.ndim() != 1 || va.shape(0) != n)
+        throw py::value_error("valid must be a 1-D boolean array of length N");
+      v.assign(va.data(), va.data() + n);
+    }
+    const float* data = normalized.data();
+    {
+      py::gil_scoped_release release;
+      job_ = std::make_unique<SimilarityJob>(data, n, d, v.empty() ? nullptr : v.data(), opt);
+    }
+    tile_ = tile;
+    n_ = n;
+    k_ = k;
+  }
+
+  void start() { job_->start(); }
+
+  // Returns None on time-out, False when all chunks were popped, else (row_block, col_block, chunk).
+  py::object pop(int timeout_ms) {
+    py::array_t<uint16_t> chunk({tile_, tile_});
+    ChunkInfo info;
+    int r;
+    uint16_t* dst = chunk.mutable_data();
+    {
+      py::gil_scoped_release release;
+      r = job_->pop(dst, info, timeout_ms);
+    }
+    if (r < 0) return py::bool_(false);
+    if (r == 0) return py::none();
+    return py::make_tuple(info.row_block, info.col_block, chunk);
+  }
+
+  void wait() {
+    py::gil_scoped_release release;
+    job_->wait();
+  }
+
+  py::tuple topk() {
+    py::array_t<int32_t> idx({n_, static_cast<int64_t>(k_)});
+    py::array_t<uint16_t> sim({n_, static_cast<int64_t>(k_)});
+    int32_t* pi = idx.mutable_data();
+    uint16_t* ps = sim.mutable_data();
+    {
+      py::gil_scoped_release release;
+      job_->topk(pi, ps);
+    }
+    return py::make_tuple(idx, sim);
+  }
+
+  std::unique_ptr<SimilarityJob> job_;
+
+ private:
+  py::array_t<uint16_t, py::array::c_style> dense_;
+  int64_t tile_ = 0, n_ = 0;
+  int k_ = 0;
+};
+
+py::dict build_info() {
+  py::dict d;
+  d["version"] = DUPSCOPE_VERSION;
+  d["compiler"] = DUPSCOPE_CXX_COMPILER;
+  d["simd_compiled"] = std::string(DUPSCOPE_SIMD_COMPILED);
+  py::list sup;
+  for (auto l : simd_supported()) sup.append(simd_name(l));
+  d["simd_supported"] = sup;
+  try {
+    d["simd_selected"] = simd_name(simd_default());
+  } catch (const std::exception& e) {
+    d["simd_selected"] = std::string("error: ") + e.what();
+  }
+  d["threads"] = "std::thread";
+  d["hardware_concurrency"] = std::thread::hardware_concurrency();
+#if defined(DUPSCOPE_HAS_CUDA)
+  d["cuda_compiled"] = true;
+  d["cuda_version"] = DUPSCOPE_CUDA_VERSION;
+  d["cuda_architectures"] = DUPSCOPE_CUDA_ARCHS;
+#else
+  d["cuda_compiled"] = false;
+#endif
+  std::string why;
+  const bool ok = cuda::available(&why);
+  d["cuda_available"] = ok;
+  d["cuda_device"] = ok ? cuda::device_name() : why;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "dupscope compiled core: similarity tiles, top-k and the streaming engine";
+  m.def("build_info", &build_info);
+  m.def("normalize", &normalize, py::arg("embeddings"),
+        "L2-normalised float32 copy of float32/float16 embeddings (zero rows stay zero)");
+  m.def("cuda_available", [] {
+    std::string why;
+    const bool ok = cuda::available(&why);
+    return py::make_tuple(ok, why);
+  });
+  m.def("cuda_benchmark", [](int64_t mm, int64_t nn, int64_t d, int iters) {
+    cuda::KernelTiming t;
+    {
+      py::gil_scoped_release release;
+      t = cuda::benchmark_kernel(mm, nn, d, iters);
+    }
+    py::dict r;
+    r["ms_ours"] = t.ms_ours;
+    r["ms_cublas"] = t.ms_cublas;
+    r["tflops_ours"] = t.tflops_ours;
+    r["tflops_cublas"] = t.tflops_cublas;
+    r["max_abs_diff"] = t.max_abs_diff;
+    r["device"] = cuda::device_name();
+    return r;
+  }, py::arg("m"), py::arg("n"), py::arg("d"), py::arg("iters") = 20);
+  py::class_<PyJob>(m, "Job")
+      .def(py::init<py::array_t<float, py::array::c_style>, py::object, int64_t, int, int,
+                    const std::string&, const std::string&, const std::string&, py::object,
+                    int>(),
+           py::arg("normalized"), py::arg("valid"), py::arg("tile"), py::arg("k"),
+           py::arg("threads"), py::arg("simd"), py::arg("device"), py::arg("output"),
+           py::arg("dense_out"), py::arg("queue_chunks"))
+      .def("start", &PyJob::start)
+      .def("pop", &PyJob::pop, py::arg("timeout_ms") = 100)
+      .def("wait", &PyJob::wait)
+      .def("cancel", [](PyJob& j) { j.job_->cancel(); })
+      .def("topk", &PyJob::topk)
+      .def_property_readonly("tiles_total", [](const PyJob& j) { return j.job_->tiles_total(); })
+      .def_property_readonly("tiles_done", [](const PyJob& j) { return j.job_->tiles_done(); })
+      .def_property_readonly("chunks_total", [](const PyJob& j) { return j.job_->chunks_total(); })
+      .def_property_readonly("threads", [](const PyJob& j) { return j.job_->threads(); })
+      .def_property_readonly("device", [](const PyJob& j) { return std::string(j.job_->device()); });
+}

@@ -1,0 +1,21 @@
+// Instruction-set levels of the CPU kernels and their run-time selection.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace dupscope {
+
+enum class SimdLevel : int { Portable = 0, AVX2 = 1, AVX512 = 2 };
+
+const char* simd_name(SimdLevel level);
+// Parses "portable", "avx2", "avx512" (case-insensitive); throws std::invalid_argument otherwise.
+SimdLevel parse_simd(const std::string& name);
+// Levels this build contains.
+std::vector<SimdLevel> simd_compiled();
+// Levels this build contains and this CPU (and OS) can run.
+std::vector<SimdLevel> simd_supported();
+// The best supported level, or the one forced by the DUPSCOPE_SIMD environment variable
+// (throws std::runtime_error if that level is unknown or unsupported here).
+SimdLevel simd_default();
+
+}  // namespace dupscope

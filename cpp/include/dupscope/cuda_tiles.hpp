@@ -1,0 +1,42 @@
+// The CUDA path, seen from plain C++ (no CUDA headers here). Built only when nvcc was found;
+// otherwise engine.cpp supplies versions that report "built without CUDA".
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace dupscope {
+namespace cuda {
+
+// True when this build has CUDA and a usable device exists; otherwise `why` says why not.
+bool available(std::string* why);
+std::string device_name();
+
+// Holds the normalised embeddings on the device as float16 and computes cosine tiles with a
+// tensor-core kernel (float16 in, float32 accumulate). Each host worker thread uses its own
+// slot (stream + buffers), so tiles from several threads overlap on the device.
+class TileContext {
+ public:
+  TileContext(const float* normalized, int64_t n, int64_t d, int64_t max_tile, int slots);
+  ~TileContext();
+  TileContext(const TileContext&) = delete;
+  TileContext& operator=(const TileContext&) = delete;
+  // cos of rows [i0, i0+m) x [j0, j0+n) into host c (row stride ldc floats).
+  void tile(int slot, int64_t i0, int64_t m, int64_t j0, int64_t n, float* c, int64_t ldc);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct KernelTiming {
+  double ms_ours = 0, ms_cublas = -1;  // -1 when cuBLAS is not loadable
+  double tflops_ours = 0, tflops_cublas = 0;
+  double max_abs_diff = 0;             // ours vs cuBLAS (or vs a CPU check when absent)
+};
+// Times the tile kernel on an m x n x d problem from device-resident random data; compares with
+// cuBLAS (loaded at run time with dlopen, so building needs no cuBLAS) when it is available.
+KernelTiming benchmark_kernel(int64_t m, int64_t n, int64_t d, int iters);
+
+}  // namespace cuda
+}  // namespace dupscope

@@ -1,0 +1,105 @@
+// The similarity engine: turns N normalised embeddings into similarity tiles and top-k lists.
+//
+// Tiles (I, J) with I <= J are handed to worker threads through an atomic counter; each is
+// computed once and serves both halves of the symmetric matrix. What happens to a finished tile
+// depends on the output mode:
+//   Dense:  written straight into a caller-owned N x N float16 buffer (both halves).
+//   Chunks: copied into fixed-size chunk buffers (tile x tile, the HDF5 chunk) queued for a
+//           consumer thread, with back-pressure: at most `queue_chunks` buffers exist, so memory
+//           stays bounded whatever N is.
+//   None:   only the top-k lists are kept.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "dupscope/cpu_features.hpp"
+#include "dupscope/kernels.hpp"
+#include "dupscope/topk.hpp"
+
+namespace dupscope {
+
+namespace cuda { class TileContext; }
+
+enum class Output { None, Dense, Chunks };
+
+struct JobOptions {
+  int64_t tile = 256;
+  int k = 32;
+  int threads = 0;          // 0: hardware concurrency
+  SimdLevel simd = SimdLevel::Portable;
+  bool use_cuda = false;
+  Output output = Output::None;
+  uint16_t* dense_out = nullptr;  // Output::Dense: N x N
+  int queue_chunks = 0;           // Output::Chunks: 0 picks 2 * threads + 2
+};
+
+struct ChunkInfo {
+  int64_t row_block = -1, col_block = -1;
+};
+
+class SimilarityJob {
+ public:
+  // `normalized` (n x d float32) and `valid` (n bytes, may be null = all valid) are copied.
+  SimilarityJob(const float* normalized, int64_t n, int64_t d, const uint8_t* valid,
+                const JobOptions& opt);
+  ~SimilarityJob();
+  SimilarityJob(const SimilarityJob&) = delete;
+  SimilarityJob& operator=(const SimilarityJob&) = delete;
+
+  void start();
+  // Output::Chunks: waits up to timeout_ms for a finished chunk and copies it (tile * tile
+  // float16) into dst. Returns 1 with `info` set, 0 on time-out, -1 when every chunk was popped.
+  // Rethrows a worker's exception.
+  int pop(uint16_t* dst, ChunkInfo& info, int timeout_ms);
+  void cancel();
+  // Joins the workers and rethrows the first worker exception, if any.
+  void wait();
+
+  int64_t tiles_total() const { return tiles_total_; }
+  int64_t tiles_done() const { return tiles_done_.load(); }
+  int64_t chunks_total() const { return chunks_total_; }
+  int threads() const { return threads_; }
+  const char* device() const;
+  // After wait(): each row's k nearest neighbours (see TopK::finish).
+  void topk(int32_t* index, uint16_t* sim) const;
+
+ private:
+  void worker(int slot);
+  void tile_pair(int64_t t, int64_t& bi, int64_t& bj) const;
+  void run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws, std::vector<uint8_t>& ones);
+  void fail(std::exception_ptr e);
+
+  int64_t n_, d_;
+  JobOptions opt_;
+  const KernelSet* kernels_;
+  std::vector<float> emb_;
+  std::vector<uint8_t> valid_;
+  int64_t blocks_, tiles_total_, chunks_total_;
+  int threads_;
+  TopK topk_;
+  std::unique_ptr<cuda::TileContext> cuda_;
+
+  std::atomic<int64_t> next_tile_{0};
+  std::atomic<int64_t> tiles_done_{0};
+  std::atomic<bool> cancelled_{false};
+  std::vector<std::thread> workers_;
+  bool started_ = false, joined_ = false;
+
+  // chunk pool and queue (Output::Chunks)
+  std::mutex qmu_;
+  std::condition_variable q_ready_, q_free_;
+  std::vector<std::vector<uint16_t>> buffers_;
+  std::vector<int> free_;
+  std::deque<std::pair<int, ChunkInfo>> ready_;
+  int64_t chunks_popped_ = 0;
+  std::exception_ptr error_;
+};
+
+}  // namespace dupscope

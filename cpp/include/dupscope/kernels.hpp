@@ -1,0 +1,51 @@
+// The per-instruction-set tile kernels.
+//
+// A tile is the block of similarities between rows [i0, i0+m) and [j0, j0+n) of the normalised
+// embedding matrix. Each kernel set provides:
+//   gemm:     c[r * ldc + s] = dot(a_r, b_s) in float32 (a, b row-major with row stride d).
+//   epilogue: maps c to the [0, 1] similarity (1 + c) / 2, clamps, writes it back into c (float32,
+//             for top-k) and as float16 into out (row-major, stride ldo) and, when out_t is not
+//             null, transposed into out_t (stride ldo_t). Rows/columns whose valid flag is 0
+//             become NaN; when diag is true the tile sits on the diagonal and (r, r) becomes 1.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "dupscope/cpu_features.hpp"
+
+namespace dupscope {
+
+struct TileWorkspace {
+  float* a_pack = nullptr;  // at least pack_floats(tile, kc) floats, 64-byte aligned
+  float* b_pack = nullptr;  // same
+  float* c = nullptr;       // at least c_floats(tile) floats
+  int64_t ldc = 0;          // row stride of c, set by the kernel's padded_cols(n)
+};
+
+struct KernelSet {
+  SimdLevel level;
+  int mr, nr;  // micro-tile shape (rows of a, rows of b)
+  int kc;      // depth of one packed block
+  void (*gemm)(const float* a, int64_t m, const float* b, int64_t n, int64_t d, TileWorkspace& ws);
+  void (*epilogue)(float* c, int64_t ldc, int64_t m, int64_t n, const uint8_t* row_valid,
+                   const uint8_t* col_valid, bool diag, uint16_t* out, int64_t ldo,
+                   uint16_t* out_t, int64_t ldo_t);
+};
+
+const KernelSet& kernels_portable();
+#if defined(DUPSCOPE_X86)
+const KernelSet& kernels_avx2();
+const KernelSet& kernels_avx512();
+#endif
+const KernelSet& kernels_for(SimdLevel level);
+
+// Workspace sizes (in floats) for a tile of up to `tile` rows with kernel set `k`.
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+inline int64_t pack_floats(const KernelSet& k, int64_t tile) {
+  return (round_up(tile, 64) + 64) * k.kc;
+}
+inline int64_t c_floats(const KernelSet& k, int64_t tile) {
+  return round_up(tile, k.mr) * round_up(tile, k.nr);
+}
+
+}  // namespace dupscope

@@ -1,0 +1,228 @@
+#include "dupscope/engine.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "dupscope/cuda_tiles.hpp"
+
+namespace dupscope {
+
+namespace {
+
+struct AlignedFloats {
+  float* p = nullptr;
+  explicit AlignedFloats(int64_t count) {
+    const size_t bytes = static_cast<size_t>((count * 4 + 63) / 64 * 64);
+    p = static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64));
+    if (p == nullptr) throw std::bad_alloc();
+  }
+  ~AlignedFloats() { std::free(p); }
+  AlignedFloats(const AlignedFloats&) = delete;
+  AlignedFloats& operator=(const AlignedFloats&) = delete;
+};
+
+}  // namespace
+
+#if !defined(DUPSCOPE_HAS_CUDA)
+namespace cuda {
+bool available(std::string* why) {
+  if (why != nullptr) *why = "dupscope was built without CUDA (nvcc not found or DUPSCOPE_CUDA=OFF)";
+  return false;
+}
+std::string device_name() { return ""; }
+struct TileContext::Impl {};
+TileContext::TileContext(const float*, int64_t, int64_t, int64_t, int) {
+  throw std::runtime_error("dupscope was built without CUDA");
+}
+TileContext::~TileContext() = default;
+void TileContext::tile(int, int64_t, int64_t, int64_t, int64_t, float*, int64_t) {}
+KernelTiming benchmark_kernel(int64_t, int64_t, int64_t, int) {
+  throw std::runtime_error("dupscope was built without CUDA");
+}
+}  // namespace cuda
+#endif
+
+SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, const uint8_t* valid,
+                             const JobOptions& opt)
+    : n_(n), d_(d), opt_(opt), kernels_(&kernels_for(opt.simd)),
+      emb_(normalized, normalized + n * d), valid_(static_cast<size_t>(n), 1),
+      blocks_((n + opt.tile - 1) / opt.tile),
+      tiles_total_(blocks_ * (blocks_ + 1) / 2),
+      chunks_total_(blocks_ * blocks_),
+      threads_(1),
+      topk_(n, opt.k, opt.tile) {
+  if (n < 1 || d < 1) throw std::invalid_argument("need at least one row and one column");
+  if (opt.tile < 16) throw std::invalid_argument("tile must be at least 16");
+  if (valid != nullptr) std::memcpy(valid_.data(), valid, static_cast<size_t>(n));
+  int t = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
+  threads_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(t, tiles_total_)));
+  if (opt.output == Output::Dense && opt.dense_out == nullptr)
+    throw std::invalid_argument("dense output needs a buffer");
+  if (opt.use_cuda) cuda_ = std::make_unique<cuda::TileContext>(emb_.data(), n, d, opt.tile, threads_);
+  if (opt.output == Output::Chunks) {
+    const int q = opt.queue_chunks > 0 ? opt.queue_chunks : 2 * threads_ + 2;
+    buffers_.resize(static_cast<size_t>(std::max(q, 2)));
+    for (size_t b = 0; b < buffers_.size(); ++b) {
+      buffers_[b].assign(static_cast<size_t>(opt.tile * opt.tile), 0);
+      free_.push_back(static_cast<int>(b));
+    }
+  }
+}
+
+SimilarityJob::~SimilarityJob() {
+  cancel();
+  for (auto& w : workers_)
+    if (w.joinable()) w.join();
+}
+
+const char* SimilarityJob::device() const { return cuda_ ? "cuda" : "cpu"; }
+
+void SimilarityJob::start() {
+  if (started_) throw std::logic_error("job already started");
+  started_ = true;
+  for (int s = 0; s < threads_; ++s) workers_.emplace_back([this, s] { worker(s); });
+}
+
+void SimilarityJob::tile_pair(int64_t t, int64_t& bi, int64_t& bj) const {
+  // Row I of the upper triangle starts at tile I*B - I*(I-1)/2; find the last start <= t.
+  const int64_t B = blocks_;
+  int64_t lo = 0, hi = B - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (mid * B - mid * (mid - 1) / 2 <= t) lo = mid; else hi = mid - 1;
+  }
+  bi = lo;
+  bj = lo + (t - (lo * B - lo * (lo - 1) / 2));
+}
+
+void SimilarityJob::fail(std::exception_ptr e) {
+  {
+    std::lock_guard<std::mutex> lock(qmu_);
+    if (!error_) error_ = e;
+  }
+  cancelled_ = true;
+  q_ready_.notify_all();
+  q_free_.notify_all();
+}
+
+void SimilarityJob::cancel() {
+  cancelled_ = true;
+  q_ready_.notify_all();
+  q_free_.notify_all();
+}
+
+void SimilarityJob::worker(int slot) {
+  try {
+    const int64_t T = opt_.tile;
+    AlignedFloats a_pack(pack_floats(*kernels_, T)), b_pack(pack_floats(*kernels_, T));
+    AlignedFloats c(std::max(c_floats(*kernels_, T), T * round_up(T, 16)));
+    TileWorkspace ws;
+    ws.a_pack = a_pack.p;
+    ws.b_pack = b_pack.p;
+    ws.c = c.p;
+    std::vector<uint8_t> scratch;
+    for (;;) {
+      if (cancelled_) return;
+      const int64_t t = next_tile_.fetch_add(1);
+      if (t >= tiles_total_) return;
+      int64_t bi, bj;
+      tile_pair(t, bi, bj);
+      run_tile(slot, bi, bj, ws, scratch);
+      tiles_done_.fetch_add(1);
+    }
+  } catch (...) {
+    fail(std::current_exception());
+  }
+}
+
+void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws,
+                             std::vector<uint8_t>&) {
+  const int64_t T = opt_.tile;
+  const int64_t i0 = bi * T, j0 = bj * T;
+  const int64_t m = std::min(T, n_ - i0), nn = std::min(T, n_ - j0);
+  const bool diag = bi == bj;
+  if (cuda_) {
+    ws.ldc = round_up(nn, 16);
+    cuda_->tile(slot, i0, m, j0, nn, ws.c, ws.ldc);
+  } else {
+    kernels_->gemm(emb_.data() + i0 * d_, m, emb_.data() + j0 * d_, nn, d_, ws);
+  }
+  const uint8_t* rv = valid_.data() + i0;
+  const uint8_t* cv = valid_.data() + j0;
+  if (opt_.output == Output::Dense) {
+    uint16_t* out = opt_.dense_out + i0 * n_ + j0;
+    uint16_t* out_t = diag ? nullptr : opt_.dense_out + j0 * n_ + i0;
+    kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, out, n_, out_t, n_);
+  } else if (opt_.output == Output::Chunks) {
+    const size_t need = diag ? 1 : 2;
+    int ba = -1, bb = -1;
+    {
+      std::unique_lock<std::mutex> lock(qmu_);
+      q_free_.wait(lock, [&] { return cancelled_ || free_.size() >= need; });
+      if (cancelled_) return;
+      ba = free_.back();
+      free_.pop_back();
+      if (!diag) {
+        bb = free_.back();
+        free_.pop_back();
+      }
+    }
+    uint16_t* out = buffers_[ba].data();
+    uint16_t* out_t = diag ? nullptr : buffers_[bb].data();
+    if (m < T || nn < T) {  // edge chunk: HDF5 stores the full chunk, keep the padding zero
+      std::fill(out, out + T * T, uint16_t{0});
+      if (out_t) std::fill(out_t, out_t + T * T, uint16_t{0});
+    }
+    kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, out, T, out_t, T);
+    {
+      std::lock_guard<std::mutex> lock(qmu_);
+      ready_.push_back({ba, ChunkInfo{bi, bj}});
+      if (!diag) ready_.push_back({bb, ChunkInfo{bj, bi}});
+    }
+    q_ready_.notify_all();
+  } else {
+    kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, nullptr, 0, nullptr, 0);
+  }
+  topk_.offer_rows(ws.c, ws.ldc, i0, m, j0, nn, valid_.data());
+  if (!diag) topk_.offer_cols(ws.c, ws.ldc, i0, m, j0, nn, valid_.data());
+}
+
+int SimilarityJob::pop(uint16_t* dst, ChunkInfo& info, int timeout_ms) {
+  std::unique_lock<std::mutex> lock(qmu_);
+  if (chunks_popped_ >= chunks_total_) return -1;
+  const bool got = q_ready_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
+    return !ready_.empty() || error_ != nullptr || cancelled_;
+  });
+  if (error_) std::rethrow_exception(error_);
+  if (!got || ready_.empty()) {
+    if (cancelled_) throw std::runtime_error("similarity job was cancelled");
+    return 0;
+  }
+  auto [buf, ci] = ready_.front();
+  ready_.pop_front();
+  std::memcpy(dst, buffers_[buf].data(), buffers_[buf].size() * sizeof(uint16_t));
+  free_.push_back(buf);
+  ++chunks_popped_;
+  info = ci;
+  lock.unlock();
+  q_free_.notify_all();
+  return 1;
+}
+
+void SimilarityJob::wait() {
+  for (auto& w : workers_)
+    if (w.joinable()) w.join();
+  joined_ = true;
+  std::lock_guard<std::mutex> lock(qmu_);
+  if (error_) std::rethrow_exception(error_);
+}
+
+void SimilarityJob::topk(int32_t* index, uint16_t* sim) const {
+  if (!joined_) throw std::logic_error("topk() needs the job to be finished (wait())");
+  topk_.finish(index, sim);
+}
+
+}  // namespace dupscope

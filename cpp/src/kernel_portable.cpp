@@ -1,0 +1,51 @@
+// Portable kernel: plain C++ the compiler may vectorise for the baseline instruction set (SSE2
+// on x86-64, NEON on arm64). It is the reference for the SIMD kernels and the fallback on CPUs
+// without AVX2.
+#include <cstdint>
+
+#include "dupscope/half.hpp"
+#include "dupscope/kernels.hpp"
+
+namespace dupscope {
+namespace {
+
+constexpr int MR = 4;
+constexpr int NR = 8;
+constexpr int KC = 256;
+
+void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool acc) {
+  float t[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) t[i][j] = acc ? c[i * ldc + j] : 0.0f;
+  for (int64_t k = 0; k < kc; ++k) {
+    for (int i = 0; i < MR; ++i) {
+      const float ai = a[k * MR + i];
+      for (int j = 0; j < NR; ++j) t[i][j] += ai * b[k * NR + j];
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = t[i][j];
+}
+
+void map_to_unit(float* c, int64_t n) {
+  for (int64_t s = 0; s < n; ++s) {
+    float v = 0.5f * c[s] + 0.5f;
+    v = v < 0.0f ? 0.0f : v;
+    c[s] = v > 1.0f ? 1.0f : v;
+  }
+}
+
+void to_half(const float* c, uint16_t* out, int64_t n) {
+  for (int64_t s = 0; s < n; ++s) out[s] = float_to_half(c[s]);
+}
+
+#include "tile_gemm.inc"
+
+}  // namespace
+
+const KernelSet& kernels_portable() {
+  static const KernelSet k{SimdLevel::Portable, MR, NR, KC, &tile_gemm, &tile_epilogue};
+  return k;
+}
+
+}  // namespace dupscope

@@ -1,0 +1,310 @@
+"""The similarity engine: embeddings in, similarity tiles and top-k neighbours out.
+
+Similarity of images i and j is ``(1 + cos(e_i, e_j)) / 2``: 1 for identical embeddings, 0.5
+for orthogonal ones, 0 for opposite ones; the diagonal is exactly 1. Embeddings are
+L2-normalised by the engine (zero rows stay zero). All heavy work runs in ``dupscope._core``
+with the GIL released.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Iterator, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+
+Progress = Optional[Callable[[int, int], None]]
+
+#: Tile (and HDF5 chunk) edge used when none is given, per device. Chosen by measurement with
+#: benchmarks/bench_tile_size.py (see benchmarks/RESULTS.md).
+DEFAULT_TILE = {"cpu": 256, "cuda": 1024}
+DEFAULT_K = 32
+
+
+def build_info() -> dict:
+    """What this build of dupscope contains and what it picked on this machine.
+
+    Returns
+    -------
+    dict
+        Compiler, SIMD levels compiled / supported / selected (``DUPSCOPE_SIMD`` forces one),
+        threading, and CUDA (compiled, available, device name or the reason it is unavailable).
+    """
+    return dict(_core.build_info())
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``"auto"``/``"cpu"``/``"cuda"`` into the device that will run.
+
+    Raises
+    ------
+    ValueError
+        For an unknown device name.
+    RuntimeError
+        When ``"cuda"`` is asked for but cannot be used (the reason is in the message).
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cpu":
+        return "cpu"
+    ok, why = _core.cuda_available()
+    if ok:
+        return "cuda"
+    if device == "cuda":
+        raise RuntimeError(f"device='cuda' was asked for but CUDA cannot be used: {why}")
+    return "cpu"
+
+
+def default_threads() -> int:
+    """The number of CPU threads the engine uses by default (the cores this process may use)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def normalize(embeddings: np.ndarray) -> np.ndarray:
+    """Check the embeddings and return an L2-normalised float32 copy.
+
+    Parameters
+    ----------
+    embeddings : numpy.ndarray
+        (N, D) float32 or float16, C-contiguous, finite.
+
+    Raises
+    ------
+    TypeError, ValueError
+        With what to do: wrong type, dtype, shape, layout, NaN/inf (naming the row), N == 0.
+    """
+    if not isinstance(embeddings, np.ndarray):
+        raise TypeError(
+            f"embeddings must be a numpy array, got {type(embeddings).__name__}: "
+            "use numpy.asarray(x, dtype=numpy.float32)"
+        )
+    if embeddings.ndim != 2:
+        raise ValueError(
+            f"embeddings must be 2-D (N x D), got shape {embeddings.shape}: "
+            "reshape to (n_images, dim)"
+        )
+    if embeddings.dtype not in (np.float32, np.float16):
+        raise TypeError(
+            f"embeddings must be float32 or float16, got {embeddings.dtype}: "
+            "use x.astype(numpy.float32)"
+        )
+    n, d = embeddings.shape
+    if n == 0:
+        raise ValueError("no embeddings to compare (N == 0)")
+    if d == 0:
+        raise ValueError("embeddings have zero dimensions (D == 0)")
+    if not embeddings.flags.c_contiguous:
+        raise ValueError(
+            "embeddings must be C-contiguous (rows stored one after another): "
+            "pass numpy.ascontiguousarray(x)"
+        )
+    return _core.normalize(embeddings)
+
+
+def _valid_mask(valid: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
+    if valid is None:
+        return None
+    v = np.asarray(valid)
+    if v.shape != (n,):
+        raise ValueError(f"valid must have shape ({n},), one flag per embedding, got {v.shape}")
+    return np.ascontiguousarray(v.astype(np.uint8))
+
+
+def _check_tile(tile: Optional[int], device: str) -> int:
+    t = DEFAULT_TILE[device] if tile is None else int(tile)
+    if t < 16:
+        raise ValueError(f"tile must be at least 16, got {t}")
+    return t
+
+
+class SimilarityJob:
+    """One run of the compiled engine over a set of embeddings.
+
+    Most users want :func:`similarity_matrix`, :func:`topk` or :func:`write_similarity`; this
+    class is the streaming interface underneath them: start it, iterate over finished chunks
+    (``output="chunks"``), then read the top-k lists.
+    """
+
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        *,
+        k: int = DEFAULT_K,
+        tile: Optional[int] = None,
+        device: str = "auto",
+        valid: Optional[np.ndarray] = None,
+        threads: Optional[int] = None,
+        output: str = "none",
+        dense_out: Optional[np.ndarray] = None,
+        queue_chunks: int = 0,
+    ) -> None:
+        normalized = normalize(embeddings)
+        self.n, self.d = normalized.shape
+        if int(k) < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        self.k = int(k)
+        self.device = resolve_device(device)
+        self.tile = _check_tile(tile, self.device)
+        self.threads = default_threads() if threads is None else max(1, int(threads))
+        self._job = _core.Job(
+            normalized,
+            _valid_mask(valid, self.n),
+            self.tile,
+            self.k,
+            self.threads,
+            "",  # SIMD level: the best supported, or DUPSCOPE_SIMD
+            self.device,
+            output,
+            dense_out,
+            queue_chunks,
+        )
+        self._started = False
+
+    @property
+    def tiles_total(self) -> int:
+        return self._job.tiles_total
+
+    @property
+    def tiles_done(self) -> int:
+        return self._job.tiles_done
+
+    def start(self) -> "SimilarityJob":
+        self._job.start()
+        self._started = True
+        return self
+
+    def chunks(self, progress: Progress = None) -> Iterator[Tuple[int, int, np.ndarray]]:
+        """Yield ``(row_block, col_block, chunk)`` for every (tile x tile) float16 chunk."""
+        try:
+            while True:
+                item = self._job.pop(100)
+                if item is False:
+                    break
+                if progress is not None:
+                    progress(self._job.tiles_done, self._job.tiles_total)
+                if item is None:
+                    continue
+                bi, bj, chunk = item
+                yield int(bi), int(bj), chunk.view(np.float16)
+        except BaseException:
+            self._job.cancel()
+            raise
+
+    def wait(self, progress: Progress = None) -> None:
+        """Block until every tile is done, reporting progress every 50 ms."""
+        try:
+            while self._job.tiles_done < self._job.tiles_total:
+                if progress is not None:
+                    progress(self._job.tiles_done, self._job.tiles_total)
+                time.sleep(0.05)
+            self._job.wait()
+        except BaseException:
+            self._job.cancel()
+            raise
+        if progress is not None:
+            progress(self._job.tiles_total, self._job.tiles_total)
+
+    def topk(self) -> Tuple[np.ndarray, np.ndarray]:
+        """The k nearest neighbours of each row after :meth:`wait`: (index int32, sim float16)."""
+        self._job.wait()
+        idx, sim = self._job.topk()
+        return idx, sim.view(np.float16)
+
+
+def similarity_matrix(
+    embeddings: np.ndarray,
+    device: str = "auto",
+    *,
+    tile: Optional[int] = None,
+    valid: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
+) -> np.ndarray:
+    """The full N x N similarity matrix in memory, float16 (for N that fits in memory).
+
+    Parameters
+    ----------
+    embeddings : numpy.ndarray
+        (N, D) float32 or float16.
+    device : {"auto", "cpu", "cuda"}
+    tile : int, optional
+        Tile edge; the default suits the device.
+    valid : numpy.ndarray of bool, optional
+        Rows marked False (e.g. images that failed to load) get NaN rows and columns.
+    threads : int, optional
+        CPU worker threads (default: all cores this process may use).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, N) float16, symmetric, values in [0, 1], diagonal exactly 1.
+    """
+    n = embeddings.shape[0] if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2 else 0
+    out = np.empty((n, n), dtype=np.uint16)
+    job = SimilarityJob(embeddings, k=0, tile=tile, device=device, valid=valid,
+                        threads=threads, output="dense", dense_out=out)
+    job.start().wait()
+    return out.view(np.float16)
+
+
+def topk(
+    embeddings: np.ndarray,
+    k: int = DEFAULT_K,
+    device: str = "auto",
+    *,
+    tile: Optional[int] = None,
+    valid: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
+    progress: Progress = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """The k most similar other rows of every row, without building the N x N matrix.
+
+    Returns
+    -------
+    index : numpy.ndarray
+        (N, k) int32, most similar first; ties go to the lower index; -1 where a row has fewer
+        than k valid neighbours (N - 1 < k, or rows marked invalid).
+    similarity : numpy.ndarray
+        (N, k) float16, NaN where the index is -1.
+    """
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    job = SimilarityJob(embeddings, k=k, tile=tile, device=device, valid=valid,
+                        threads=threads, output="none")
+    job.start().wait(progress)
+    return job.topk()
+
+
+def write_similarity(
+    embeddings: np.ndarray,
+    path: "os.PathLike[str] | str",
+    k: int = DEFAULT_K,
+    dense: bool = True,
+    tile: Optional[int] = None,
+    device: str = "auto",
+    *,
+    valid: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
+    overwrite: bool = False,
+    progress: Progress = None,
+    attrs: Optional[dict[str, Any]] = None,
+) -> "os.PathLike[str] | str":
+    """Compute similarities and write them to an HDF5 file (see docs/SCHEMA.md).
+
+    Writes ``similarity`` (N, N) float16 chunked (tile, tile) when ``dense``, and always
+    ``neighbors/index`` and ``neighbors/similarity`` (N, k). Memory stays bounded by a few
+    tiles plus the embeddings whatever N is; the file appears under ``path`` only once complete.
+    """
+    from .store import SimilarityWriter
+
+    with SimilarityWriter(path, overwrite=overwrite) as w:
+        w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=device, valid=valid,
+                           threads=threads, progress=progress)
+        if attrs:
+            w.attrs.update(attrs)
+    return path
