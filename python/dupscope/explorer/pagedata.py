@@ -1,0 +1,304 @@
+"""Turn a similarity HDF5 file into the compact data the explorer page reads (``data.js``).
+
+The page never sees the N x N matrix: it gets the de-duplicated neighbour pairs sorted by
+similarity (so counting pairs at a threshold is a binary search), each image's highest similarity
+and the order of images by it. Numeric arrays travel as base64 of little-endian typed arrays, which
+the page turns into typed arrays without parsing millions of JSON numbers; similarities stay
+float16 (their bit patterns) as stored in the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "IncompleteFileError",
+    "PageData",
+    "neighbor_pairs",
+    "order_by_max_similarity",
+    "read_page_data",
+    "page_data_json",
+]
+
+#: Version of the ``window.DUPSCOPE_DATA`` layout; the page checks it.
+PAGE_DATA_VERSION = 1
+
+
+class IncompleteFileError(ValueError):
+    """The similarity file was not finished (root attribute ``complete`` is not True)."""
+
+
+@dataclass
+class PageData:
+    """Everything the page needs, read from a similarity file.
+
+    Attributes
+    ----------
+    paths, resolved_paths, labels, splits, errors
+        Per-image strings from ``images/*``.
+    ok
+        (N,) bool, whether the image decoded.
+    pair_a, pair_b
+        (P,) int32 image indices of each duplicate candidate pair, ``pair_a < pair_b``.
+    pair_sim
+        (P,) float16 similarities, sorted in descending order.
+    max_sim
+        (N,) float16 highest similarity of each image to another, NaN when it has no neighbour.
+    order
+        (N,) int32 images from the highest ``max_sim`` to the lowest (ties by lower index, images
+        without neighbours last).
+    attrs
+        Root attributes of the file worth showing (model, metric, ...).
+    """
+
+    paths: list[str]
+    resolved_paths: list[str]
+    labels: list[str]
+    splits: list[str]
+    errors: list[str]
+    ok: np.ndarray
+    pair_a: np.ndarray
+    pair_b: np.ndarray
+    pair_sim: np.ndarray
+    max_sim: np.ndarray
+    order: np.ndarray
+    k: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Number of images."""
+        return len(self.paths)
+
+
+def _descending_key_order(sim: np.ndarray) -> np.ndarray:
+    """Stable order of float16 values from high to low, NaN last, in linear time.
+
+    Non-negative float16 bit patterns sort like the values, and numpy sorts 16-bit integers with a
+    radix sort when asked for a stable sort, so this stays linear in the number of values.
+    """
+    s = np.asarray(sim, dtype=np.float16)
+    bits = np.maximum(s, np.float16(0)).view(np.uint16).astype(np.uint32) + 1
+    bits[np.isnan(s)] = 0
+    # 0x7C01 is one above +inf's bits + 1, so every key fits 16 bits after inverting.
+    inv = (np.uint32(0x7C01) - bits).astype(np.uint16)
+    return np.argsort(inv, kind="stable")
+
+
+def neighbor_pairs(
+    index: np.ndarray, similarity: np.ndarray, *, chunk: int = 1 << 20
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """De-duplicated pairs ``(a, b, s)`` with ``a < b`` from top-k neighbour lists.
+
+    Parameters
+    ----------
+    index
+        (N, k) int32 neighbour indices, ``-1`` for padding.
+    similarity
+        (N, k) float16 similarities, NaN for padding.
+    chunk
+        Rows of the reverse check done at once (bounds memory at ``chunk * k`` booleans).
+
+    Returns
+    -------
+    a, b : numpy.ndarray
+        int32 indices, ``a < b``.
+    s : numpy.ndarray
+        float16 similarities, in descending order (ties keep the order of the rows they came from).
+
+    Notes
+    -----
+    A pair listed by both of its images is kept once, with the similarity from the lower-index
+    image's row. Time is O(N k^2) for the reverse check plus a linear radix sort, i.e. linear in N
+    for a fixed k.
+    """
+    index = np.asarray(index)
+    similarity = np.asarray(similarity, dtype=np.float16)
+    n, k = index.shape
+    rows = np.repeat(np.arange(n, dtype=np.int32), k)
+    cols = index.reshape(-1).astype(np.int32, copy=False)
+    sims = similarity.reshape(-1)
+    valid = (cols >= 0) & (cols < n) & (cols != rows) & ~np.isnan(sims)
+    forward = valid & (rows < cols)
+    backward = np.flatnonzero(valid & (rows > cols))
+    # A backward entry (i lists j < i) is new only when j's own list does not name i.
+    keep_back = np.empty(backward.size, dtype=bool)
+    for start in range(0, backward.size, max(1, chunk // max(k, 1))):
+        sel = backward[start : start + max(1, chunk // max(k, 1))]
+        keep_back[start : start + sel.size] = ~(index[cols[sel]] == rows[sel, None]).any(axis=1)
+    fwd = np.flatnonzero(forward)
+    back = backward[keep_back]
+    a = np.concatenate([rows[fwd], cols[back]])
+    b = np.concatenate([cols[fwd], rows[back]])
+    s = np.concatenate([sims[fwd], sims[back]])
+    # Keep row-major order among equal similarities so ties come out by source row.
+    src = np.concatenate([fwd, back])
+    first = np.argsort(src, kind="stable")
+    a, b, s = a[first], b[first], s[first]
+    order = _descending_key_order(s)
+    return a[order].astype(np.int32), b[order].astype(np.int32), s[order]
+
+
+def order_by_max_similarity(max_sim: np.ndarray) -> np.ndarray:
+    """Images from highest to lowest ``max_sim``, ties by lower index, NaN last (int32)."""
+    return _descending_key_order(max_sim).astype(np.int32)
+
+
+def _strings(ds: Any) -> list[str]:
+    return [str(x) for x in ds.asstr()[()]]
+
+
+def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
+    """Read what the page needs from a similarity file (schema version 1, see ``docs/SCHEMA.md``).
+
+    Parameters
+    ----------
+    h5_path
+        The similarity HDF5 file.
+
+    Returns
+    -------
+    PageData
+
+    Raises
+    ------
+    IncompleteFileError
+        The root attribute ``complete`` is not True (the run that wrote it did not finish).
+    KeyError
+        A dataset the page needs is missing; the message names the file and dataset.
+    """
+    import h5py
+
+    h5_path = Path(h5_path)
+    with h5py.File(h5_path, "r") as f:
+        complete = f.attrs.get("complete", False)
+        if not (isinstance(complete, (bool, np.bool_)) and bool(complete)):
+            raise IncompleteFileError(
+                f"{h5_path}: the file is incomplete (root attribute 'complete' is "
+                f"{complete!r}, not True); the similarity run that wrote it did not finish. "
+                "Run `dupscope similarity` again to produce a complete file."
+            )
+        for name in ("neighbors/index", "neighbors/similarity", "images/path", "images/ok"):
+            if name not in f:
+                raise KeyError(f"{h5_path}: dataset '{name}' is missing")
+        index = f["neighbors/index"][()]
+        sim = f["neighbors/similarity"][()].astype(np.float16, copy=False)
+        paths = _strings(f["images/path"])
+        n = len(paths)
+
+        def opt(name: str) -> list[str]:
+            return _strings(f[name]) if name in f else [""] * n
+
+        resolved = opt("images/resolved_path")
+        labels = opt("images/label")
+        splits = opt("images/split")
+        errors = opt("images/error")
+        ok = f["images/ok"][()].astype(bool)
+        attrs = {}
+        for key in ("schema_version", "dupscope_version", "created", "n_images", "k", "dense",
+                    "metric", "device", "model", "annotations", "image_root"):
+            if key in f.attrs:
+                v = f.attrs[key]
+                attrs[key] = v.item() if isinstance(v, np.generic) else (
+                    v.decode() if isinstance(v, bytes) else v)
+    if index.shape != sim.shape or index.shape[0] != n:
+        raise ValueError(
+            f"{h5_path}: neighbors/index {index.shape}, neighbors/similarity {sim.shape} and "
+            f"images/path ({n},) do not agree"
+        )
+    a, b, s = neighbor_pairs(index, sim)
+    max_sim = np.full(n, np.nan, dtype=np.float16)
+    if index.shape[1]:
+        # Lists are sorted most similar first, so column 0 is each image's highest similarity;
+        # a pair that only the other image lists is never higher than this image's own top-1.
+        has = index[:, 0] >= 0
+        max_sim[has] = sim[has, 0]
+    return PageData(
+        paths=paths,
+        resolved_paths=resolved,
+        labels=labels,
+        splits=splits,
+        errors=errors,
+        ok=ok,
+        pair_a=a,
+        pair_b=b,
+        pair_sim=s,
+        max_sim=max_sim,
+        order=order_by_max_similarity(max_sim),
+        k=int(index.shape[1]),
+        attrs={k: (v if isinstance(v, (str, int, float, bool)) else str(v)) for k, v in attrs.items()},
+    )
+
+
+def _b64(arr: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(arr, dtype=dtype).tobytes()).decode("ascii")
+
+
+def _codes(values: list[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct values (``""`` first) and each value's code, so the page stores small ints."""
+    names = [""] + sorted({v for v in values if v})
+    lookup = {name: i for i, name in enumerate(names)}
+    return names, np.fromiter((lookup[v] for v in values), dtype=np.int32, count=len(values))
+
+
+def page_data_json(
+    data: PageData,
+    *,
+    has_thumb: np.ndarray,
+    thumb_ext: str,
+    thumb_size: int,
+    predictions: Any = None,
+    source: str = "",
+) -> str:
+    """The JSON object assigned to ``window.DUPSCOPE_DATA``, safe to put inside a script tag.
+
+    Every ``<`` is written as ``\\u003c`` (only strings can contain it in JSON), so no file name
+    can close the script element or open a comment; JSON encoding keeps names from being code.
+    """
+    label_names, label_code = _codes(data.labels)
+    split_names, split_code = _codes(data.splits)
+    flags = data.ok.astype(np.uint8) | (np.asarray(has_thumb, dtype=np.uint8) << 1)
+    obj: dict[str, Any] = {
+        "version": PAGE_DATA_VERSION,
+        "n": data.n,
+        "k": data.k,
+        "source": source,
+        "attrs": data.attrs,
+        "thumbs": {"dir": "thumbs", "ext": thumb_ext, "size": thumb_size, "shard": 1000},
+        "paths": data.paths,
+        "resolved": data.resolved_paths,
+        "labelNames": label_names,
+        "label": _b64(label_code, "<i4"),
+        "splitNames": split_names,
+        "split": _b64(split_code, "<i4"),
+        "flags": _b64(flags, "u1"),
+        "errors": {str(i): data.errors[i] for i in np.flatnonzero(~data.ok)},
+        "maxSim": _b64(data.max_sim.view(np.uint16), "<u2"),
+        "order": _b64(data.order, "<i4"),
+        "pairs": {
+            "count": int(data.pair_a.size),
+            "a": _b64(data.pair_a, "<i4"),
+            "b": _b64(data.pair_b, "<i4"),
+            "s": _b64(data.pair_sim.astype(np.float16).view(np.uint16), "<u2"),
+        },
+        "pred": None,
+    }
+    if predictions is not None:
+        pred: dict[str, Any] = {
+            "kind": "score" if predictions.top_class is None else "class",
+            "score": _b64(predictions.score, "<f4"),
+        }
+        if predictions.top_class is not None:
+            pred["cls"] = _b64(predictions.top_class, "<i4")
+            pred["classNames"] = list(predictions.class_names or [])
+        obj["pred"] = pred
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    # U+2028/2029 are valid in JSON and (since ES2019) in JS strings, escaped anyway for old parsers.
+    return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")

@@ -1,0 +1,153 @@
+"""Write the explorer folder: ``index.html``, ``data.js``, ``assets/`` and ``thumbs/``.
+
+The folder is self-contained (no network, no absolute paths needed), so it works opened from disk
+by double-clicking ``index.html``, after being copied elsewhere, and served by ``dupscope serve``.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .pagedata import page_data_json, read_page_data
+from .thumbnails import default_format, make_thumbnails
+
+__all__ = ["build_explorer"]
+
+_HERE = Path(__file__).resolve().parent
+_ASSETS = ("explorer.js", "explorer.css", "placeholder.svg", "favicon.svg")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def build_explorer(
+    h5_path: str | os.PathLike[str],
+    target_dir: str | os.PathLike[str],
+    *,
+    predictions: Any = None,
+    trust_pickle: bool = False,
+    thumb_size: int = 128,
+    workers: int | None = None,
+    progress: bool = True,
+    thumbnails: bool = True,
+    thumb_format: str | None = None,
+) -> Path:
+    """Write the duplicate explorer for a similarity file into ``target_dir``.
+
+    Parameters
+    ----------
+    h5_path
+        A complete similarity HDF5 file (``docs/SCHEMA.md``).
+    target_dir
+        Folder to write (created if needed); originals are never copied into it.
+    predictions
+        Optional model predictions: a pickle path (loaded with the restricted unpickler unless
+        ``trust_pickle``), an already loaded object, or a :class:`dupscope.predictions.Predictions`.
+    trust_pickle
+        Load the predictions pickle with the standard, unrestricted unpickler.
+    thumb_size
+        Longest side of thumbnails in pixels.
+    workers
+        Threads making thumbnails (default: a few more than the CPU count).
+    progress
+        Print progress on stderr.
+    thumbnails
+        Make thumbnails; ``False`` shows placeholders (used by benchmarks with no real images).
+    thumb_format
+        ``"webp"`` or ``"jpg"`` (default: WebP when Pillow supports it).
+
+    Returns
+    -------
+    pathlib.Path
+        Path of ``index.html``.
+
+    Raises
+    ------
+    dupscope.explorer.pagedata.IncompleteFileError
+        The file's root attribute ``complete`` is not True.
+    dupscope.predictions.PredictionsError
+        The predictions do not have exactly one entry per image.
+    """
+    from ..predictions import Predictions, align_predictions, load_predictions
+
+    t0 = time.perf_counter()
+    h5_path = Path(h5_path)
+    target = Path(target_dir)
+    data = read_page_data(h5_path)
+    _log(progress, f"read {h5_path.name}: {data.n} images, {data.pair_a.size} neighbour pairs "
+                   f"({time.perf_counter() - t0:.1f} s)")
+
+    preds = None
+    if predictions is not None:
+        if isinstance(predictions, Predictions):
+            preds = predictions
+        else:
+            source = "predictions"
+            if isinstance(predictions, (str, os.PathLike)):
+                source = str(predictions)
+                predictions = load_predictions(predictions, trust_pickle=trust_pickle)
+            preds = align_predictions(predictions, data.paths, labels=data.labels, source=source)
+        if len(preds.score) != data.n:
+            raise ValueError(f"predictions have {len(preds.score)} entries, the file has {data.n} images")
+        if preds.missing:
+            shown = ", ".join(preds.missing[:5]) + (" ..." if len(preds.missing) > 5 else "")
+            print(f"warning: no prediction for {len(preds.missing)} image(s): {shown}", file=sys.stderr)
+        if preds.unmatched:
+            shown = ", ".join(preds.unmatched[:5]) + (" ..." if len(preds.unmatched) > 5 else "")
+            print(f"warning: {len(preds.unmatched)} prediction key(s) match no image: {shown}",
+                  file=sys.stderr)
+
+    target.mkdir(parents=True, exist_ok=True)
+    ext = thumb_format or default_format()
+    if thumbnails:
+        t1 = time.perf_counter()
+        has_thumb, failures, ext = make_thumbnails(
+            data.resolved_paths, data.ok, target, size=thumb_size, ext=ext, workers=workers,
+            progress=progress,
+        )
+        if failures:
+            first = next(iter(failures.items()))
+            print(f"warning: {len(failures)} image(s) could not be thumbnailed now "
+                  f"(first: {data.paths[first[0]]}: {first[1]}); they show a placeholder",
+                  file=sys.stderr)
+        _log(progress, f"thumbnails: {int(has_thumb.sum())} ready ({time.perf_counter() - t1:.1f} s)")
+    else:
+        has_thumb = np.zeros(data.n, dtype=bool)
+
+    assets = target / "assets"
+    assets.mkdir(exist_ok=True)
+    for name in _ASSETS:
+        shutil.copyfile(_HERE / "static" / name, assets / name)
+
+    payload = page_data_json(
+        data, has_thumb=has_thumb, thumb_ext=ext, thumb_size=thumb_size, predictions=preds,
+        source=h5_path.name,
+    )
+    _write_atomic(target / "data.js", "window.DUPSCOPE_DATA = " + payload + ";\n")
+
+    template = (_HERE / "templates" / "index.html").read_text(encoding="utf-8")
+    page = (template
+            .replace("{{ title }}", html.escape(f"dupscope - {h5_path.name}"))
+            .replace("{{ generated }}", html.escape(datetime.now(timezone.utc).isoformat(timespec="seconds"))))
+    index = target / "index.html"
+    # index.html last: a folder with an index.html always has the data it needs.
+    _write_atomic(index, page)
+    _log(progress, f"wrote {index} ({time.perf_counter() - t0:.1f} s)")
+    return index

@@ -1,0 +1,182 @@
+"""Small thumbnails for the explorer, made once with Pillow in threads and stored next to the page.
+
+Thumbnails are named by image row (``thumbs/<row // 1000>/<row>.<ext>``) so the page can compute
+their URLs without a per-image name. A manifest records the source path, its size and mtime and the
+thumbnail settings; a later build reuses every thumbnail whose source did not change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["thumbnail_relpath", "make_thumbnails", "default_format"]
+
+_SHARD = 1000
+_MANIFEST = "manifest.json"
+
+
+def default_format() -> str:
+    """``"webp"`` when this Pillow can write it (smaller at the same quality), else ``"jpg"``."""
+    from PIL import features
+
+    return "webp" if features.check("webp") else "jpg"
+
+
+def thumbnail_relpath(index: int, ext: str) -> str:
+    """Path of image ``index``'s thumbnail relative to the explorer folder (POSIX separators)."""
+    return f"thumbs/{index // _SHARD}/{index}.{ext}"
+
+
+def _source_key(path: str) -> list | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [path, st.st_size, st.st_mtime_ns]
+
+
+def _make_one(src: str, dst: Path, size: int, ext: str) -> None:
+    from PIL import Image, ImageOps
+
+    with Image.open(src) as im:
+        # JPEG decodes at 1/2..1/8 scale for free when asked; huge photos then cost little.
+        im.draft("RGB", (size * 2, size * 2))
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            # Neither JPEG nor our page wants alpha: flatten on white like most viewers show it.
+            im = im.convert("RGBA")
+            bg = Image.new("RGB", im.size, (255, 255, 255))
+            bg.paste(im, mask=im.getchannel("A"))
+            im = bg
+        elif im.mode != "RGB":
+            im = im.convert("RGB")
+        im.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        if ext == "webp":
+            im.save(tmp, "WEBP", quality=72, method=4)
+        else:
+            im.save(tmp, "JPEG", quality=80, optimize=True, progressive=False)
+        os.replace(tmp, dst)
+
+
+class _Progress:
+    """Minimal progress on stderr (rich is optional and not needed for one counter)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled = total, 0, enabled and total > 0
+        self._lock = threading.Lock()
+        self._step = max(1, total // 100)
+
+    def advance(self) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self.done += 1
+            if self.done % self._step == 0 or self.done == self.total:
+                print(f"\rthumbnails: {self.done}/{self.total}", end="", file=sys.stderr, flush=True)
+                if self.done == self.total:
+                    print(file=sys.stderr)
+
+
+def make_thumbnails(
+    sources: Sequence[str],
+    ok: np.ndarray,
+    target_dir: str | os.PathLike[str],
+    *,
+    size: int = 128,
+    ext: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, dict[int, str], str]:
+    """Make (or reuse) a thumbnail for every image that decoded.
+
+    Parameters
+    ----------
+    sources
+        ``images/resolved_path`` per image.
+    ok
+        ``images/ok`` per image; failed images get no thumbnail (the page shows a placeholder).
+    target_dir
+        The explorer folder; thumbnails go to ``target_dir/thumbs``.
+    size
+        Longest side in pixels.
+    ext
+        ``"webp"`` or ``"jpg"``; default :func:`default_format`.
+    workers
+        Threads (Pillow releases the GIL while decoding, resizing and encoding); default
+        ``min(32, cpu_count + 4)``.
+    progress
+        Print a counter on stderr.
+
+    Returns
+    -------
+    has_thumb : numpy.ndarray
+        (N,) bool, whether image ``i`` has a thumbnail.
+    failures : dict
+        Row -> reason for images that were ok in the file but could not be thumbnailed now.
+    ext : str
+        The format used.
+    """
+    ext = ext or default_format()
+    if ext not in ("webp", "jpg"):
+        raise ValueError(f"thumbnail format must be 'webp' or 'jpg', not {ext!r}")
+    root = Path(target_dir) / "thumbs"
+    root.mkdir(parents=True, exist_ok=True)
+    n = len(sources)
+    manifest_path = root / _MANIFEST
+    old: dict = {}
+    try:
+        old = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    same_settings = old.get("size") == size and old.get("ext") == ext
+    old_entries = old.get("entries", {}) if same_settings else {}
+    entries: dict[str, list] = {}
+    has_thumb = np.zeros(n, dtype=bool)
+    failures: dict[int, str] = {}
+    todo: list[tuple[int, str, list | None]] = []
+    for i in np.flatnonzero(np.asarray(ok, dtype=bool)):
+        i = int(i)
+        src = sources[i]
+        key = _source_key(src)
+        dst = root / str(i // _SHARD) / f"{i}.{ext}"
+        if key is not None and old_entries.get(str(i)) == key and dst.exists():
+            entries[str(i)] = key
+            has_thumb[i] = True
+        else:
+            todo.append((i, src, key))
+    bar = _Progress(len(todo), progress)
+
+    def work(item: tuple[int, str, list | None]) -> tuple[int, str | None]:
+        i, src, _ = item
+        try:
+            _make_one(src, root / str(i // _SHARD) / f"{i}.{ext}", size, ext)
+            return i, None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure becomes a placeholder
+            return i, f"{type(exc).__name__}: {exc}"
+        finally:
+            bar.advance()
+
+    n_workers = workers or min(32, (os.cpu_count() or 1) + 4)
+    keys = {i: key for i, _, key in todo}
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="dupscope-thumb") as pool:
+        for i, err in pool.map(work, todo, chunksize=64):
+            if err is None:
+                has_thumb[i] = True
+                if keys[i] is not None:
+                    entries[str(i)] = keys[i]
+            else:
+                failures[i] = err
+    tmp = manifest_path.with_name(_MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"size": size, "ext": ext, "entries": entries}), encoding="utf-8")
+    os.replace(tmp, manifest_path)
+    return has_thumb, failures, ext

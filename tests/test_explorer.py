@@ -1,0 +1,219 @@
+"""Tests for the explorer's data builder, folder writer and server (no browser needed)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from browser import FAILED, PLANTED, XSS_NAME, expected_pairs, make_dataset  # noqa: E402
+
+from dupscope.explorer import IncompleteFileError, build_explorer, make_server  # noqa: E402
+from dupscope.explorer.pagedata import neighbor_pairs, order_by_max_similarity, read_page_data  # noqa: E402
+from dupscope.explorer.server import server_url  # noqa: E402
+
+
+def _data_js(index: Path) -> dict:
+    text = (index.parent / "data.js").read_text(encoding="utf-8")
+    prefix = "window.DUPSCOPE_DATA = "
+    assert text.startswith(prefix)
+    return json.loads(text[len(prefix):].rstrip().rstrip(";"))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("explorer"))
+
+
+def _reference_pairs(index, sim):
+    out = {}
+    for i in range(index.shape[0]):
+        for j, s in zip(index[i], sim[i]):
+            if j >= 0 and j != i and np.isfinite(s):
+                out.setdefault((min(i, int(j)), max(i, int(j))), float(s))
+    return out
+
+
+def _random_neighbours(rng, n, k):
+    idx = np.stack([rng.permutation(n - 1)[:k] for _ in range(n)]).astype(np.int32)
+    idx += idx >= np.arange(n)[:, None]  # skip self
+    sim = np.sort(rng.random((n, k)), axis=1)[:, ::-1].astype(np.float16)
+    return idx, sim
+
+
+def test_neighbor_pairs_match_reference_and_are_sorted():
+    rng = np.random.default_rng(1)
+    idx, sim = _random_neighbours(rng, 60, 7)
+    idx[3, 4:] = -1
+    sim[3, 4:] = np.nan
+    # make some lists mutual so de-duplication matters
+    for i in range(0, 60, 3):
+        j = int(idx[i, 0])
+        if i not in idx[j]:
+            idx[j, -1], sim[j, -1] = i, sim[i, 0]
+    a, b, s = neighbor_pairs(idx, sim, chunk=16)  # small chunk: exercise the loop
+    ref = _reference_pairs(idx, sim)
+    got = {(int(x), int(y)): float(v) for x, y, v in zip(a, b, s)}
+    assert len(got) == len(a), "pairs must be de-duplicated"
+    assert np.all(a < b)
+    assert set(got) == set(ref)
+    s64 = s.astype(np.float64)
+    assert np.all(s64[:-1] >= s64[1:])
+
+
+def test_order_by_max_similarity_ties_and_nan():
+    m = np.array([0.5, np.nan, 0.9, 0.5, 0.0, 0.9], dtype=np.float16)
+    assert order_by_max_similarity(m).tolist() == [2, 5, 0, 3, 4, 1]
+
+
+def test_read_page_data_pairs_max_and_order(dataset):
+    d = read_page_data(dataset.h5)
+    assert d.n == len(dataset.paths) and d.paths == dataset.paths
+    assert not d.ok[FAILED] and d.ok.sum() == d.n - 1
+    got = {(int(x), int(y)): float(v) for x, y, v in zip(d.pair_a, d.pair_b, d.pair_sim)}
+    assert got == expected_pairs(dataset.h5, 0.0)
+    for i, j, s in PLANTED:
+        assert got[(i, j)] == pytest.approx(s, abs=1e-3)
+    dense = dataset.similarity.astype(np.float64)
+    np.fill_diagonal(dense, np.nan)
+    ok_rows = np.isfinite(dense).any(axis=1)
+    np.testing.assert_array_equal(d.max_sim[ok_rows].astype(np.float64), np.nanmax(dense[ok_rows], axis=1))
+    assert np.isnan(d.max_sim[FAILED])
+    assert d.order[-1] == FAILED and d.order[0] == 0
+    m = d.max_sim.astype(np.float64)[d.order[:-1]]
+    assert np.all(m[:-1] >= m[1:])
+
+
+def test_incomplete_file_is_refused(tmp_path, dataset):
+    import h5py
+    import shutil
+
+    bad = tmp_path / "partial.h5"
+    shutil.copy(dataset.h5, bad)
+    with h5py.File(bad, "a") as f:
+        f.attrs["complete"] = False
+    with pytest.raises(IncompleteFileError, match="complete"):
+        build_explorer(bad, tmp_path / "out", progress=False)
+    with h5py.File(bad, "a") as f:
+        del f.attrs["complete"]
+    with pytest.raises(IncompleteFileError, match="incomplete"):
+        read_page_data(bad)
+    assert not (tmp_path / "out" / "index.html").exists()
+
+
+def test_pair_building_is_linear_in_n():
+    rng = np.random.default_rng(2)
+    k = 16
+    times = {}
+    for n in (20_000, 80_000):
+        idx = rng.integers(0, n, size=(n, k), dtype=np.int32)
+        sim = np.sort(rng.random((n, k)), axis=1)[:, ::-1].astype(np.float16)
+        best = float("inf")
+        for _ in range(2):
+            t0 = time.perf_counter()
+            neighbor_pairs(idx, sim)
+            order_by_max_similarity(sim[:, 0])
+            best = min(best, time.perf_counter() - t0)
+        times[n] = best
+    # 4x the images: linear is ~4x; allow slack for timer noise, but not n log n blow-ups of 2x.
+    assert times[80_000] < 4 * times[20_000] * 1.8 + 0.05, times
+
+
+def test_build_writes_self_contained_folder(tmp_path, dataset):
+    out = tmp_path / "site"
+    index = build_explorer(dataset.h5, out, progress=False, workers=2)
+    assert index == out / "index.html"
+    html = index.read_text(encoding="utf-8")
+    # Nothing from the internet: no absolute URLs in the page or its assets.
+    for f in [index, out / "assets" / "explorer.js", out / "assets" / "explorer.css"]:
+        assert not re.search(r"(?:src|href)=[\"']?(?:https?:)?//", f.read_text(encoding="utf-8")), f
+    assert '<script src="data.js"></script>' in html
+    data = _data_js(index)
+    assert data["n"] == len(dataset.paths) and data["paths"] == dataset.paths
+    ext = data["thumbs"]["ext"]
+    thumbs = sorted(out.glob(f"thumbs/*/*.{ext}"))
+    assert len(thumbs) == len(dataset.paths) - 1  # not the failed image
+    assert not (out / "thumbs" / "0" / f"{FAILED}.{ext}").exists()
+    assert all(t.stat().st_size < 8_000 for t in thumbs)
+    # Originals are never copied.
+    names = {p.name for p in out.rglob("*")}
+    assert not any(Path(p).name in names for p in dataset.paths)
+
+
+def test_data_js_cannot_break_out_of_script(tmp_path, dataset):
+    index = build_explorer(dataset.h5, tmp_path / "site", progress=False, thumbnails=False)
+    text = (index.parent / "data.js").read_text(encoding="utf-8")
+    assert "</" not in text and "<img" not in text and "<b>" not in text
+    data = _data_js(index)
+    assert XSS_NAME in [Path(p).name for p in data["paths"]]
+    assert "<b>bird</b>" in data["labelNames"]
+
+
+def test_thumbnails_are_made_once(tmp_path, dataset):
+    out = tmp_path / "site"
+    build_explorer(dataset.h5, out, progress=False)
+    thumb = next(out.glob("thumbs/*/0.*"))
+    before = thumb.stat().st_mtime_ns
+    time.sleep(0.01)
+    build_explorer(dataset.h5, out, progress=False)
+    assert thumb.stat().st_mtime_ns == before
+
+
+def test_predictions_are_embedded_and_checked(tmp_path, dataset):
+    n = len(dataset.paths)
+    pkl = tmp_path / "preds.pkl"
+    pkl.write_bytes(pickle.dumps(np.linspace(0, 1, n)))
+    index = build_explorer(dataset.h5, tmp_path / "site", predictions=pkl, progress=False,
+                           thumbnails=False)
+    assert _data_js(index)["pred"]["kind"] == "score"
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps(np.zeros(n + 2)))
+    from dupscope.predictions import PredictionsError
+
+    with pytest.raises(PredictionsError, match=f"{n + 2} entries.*{n} images"):
+        build_explorer(dataset.h5, tmp_path / "site2", predictions=bad, progress=False)
+
+
+def test_serve_serves_the_folder(tmp_path, dataset):
+    index = build_explorer(dataset.h5, tmp_path / "site", progress=False, thumbnails=False)
+    server = make_server(index.parent, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = server_url(server)
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url) as r:
+            assert b"dupscope" in r.read()
+        with urllib.request.urlopen(url + "data.js") as r:
+            assert r.read().startswith(b"window.DUPSCOPE_DATA")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(FileNotFoundError, match="index.html"):
+        make_server(tmp_path, "127.0.0.1", 0)
+
+
+def test_cli_parsers(tmp_path):
+    import argparse
+
+    cli = pytest.importorskip("dupscope.cli")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    cli._add_visualize(sub)
+    cli._add_serve(sub)
+    a = parser.parse_args(["visualize", "sim.h5", "-o", "out", "--predictions", "p.pkl", "--trust-pickle"])
+    assert (a.h5, a.output, a.predictions, a.trust_pickle) == ("sim.h5", "out", "p.pkl", True)
+    assert callable(a.handler)
+    a = parser.parse_args(["serve", "out"])
+    assert (a.directory, a.host, a.port) == ("out", "127.0.0.1", 8000)
+    a = parser.parse_args(["serve", "out", "--host", "0.0.0.0", "--port", "0"])
+    assert (a.host, a.port) == ("0.0.0.0", 0)
