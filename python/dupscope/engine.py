@@ -150,7 +150,8 @@ class SimilarityJob:
             raise ValueError(f"k must be >= 0, got {k}")
         self.k = int(k)
         self.device = resolve_device(device)
-        self.tile = _check_tile(tile, self.device)
+        # A tile larger than the data would only pad: cap it at N rounded up to 16.
+        self.tile = min(_check_tile(tile, self.device), -(-self.n // 16) * 16)
         self.threads = default_threads() if threads is None else max(1, int(threads))
         self._job = _core.Job(
             normalized,
@@ -224,6 +225,7 @@ def similarity_matrix(
     tile: Optional[int] = None,
     valid: Optional[np.ndarray] = None,
     threads: Optional[int] = None,
+    out: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """The full N x N similarity matrix in memory, float16 (for N that fits in memory).
 
@@ -238,6 +240,8 @@ def similarity_matrix(
         Rows marked False (e.g. images that failed to load) get NaN rows and columns.
     threads : int, optional
         CPU worker threads (default: all cores this process may use).
+    out : numpy.ndarray, optional
+        A C-contiguous (N, N) float16 array to write into instead of a new one.
 
     Returns
     -------
@@ -245,11 +249,14 @@ def similarity_matrix(
         (N, N) float16, symmetric, values in [0, 1], diagonal exactly 1.
     """
     n = embeddings.shape[0] if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2 else 0
-    out = np.empty((n, n), dtype=np.uint16)
+    if out is None:
+        out = np.empty((n, n), dtype=np.float16)
+    elif out.shape != (n, n) or out.dtype != np.float16 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float16 array of shape ({n}, {n})")
     job = SimilarityJob(embeddings, k=0, tile=tile, device=device, valid=valid,
-                        threads=threads, output="dense", dense_out=out)
+                        threads=threads, output="dense", dense_out=out.view(np.uint16))
     job.start().wait()
-    return out.view(np.float16)
+    return out
 
 
 def topk(

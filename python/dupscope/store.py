@@ -108,12 +108,13 @@ class SimilarityWriter:
             return
         try:
             self.h5.close()
-        finally:
-            self._closed = True
-            try:
-                self.tmp.unlink()
-            except FileNotFoundError:
-                pass
+        except Exception:  # noqa: BLE001 - e.g. the disk is full; the file goes anyway
+            pass
+        self._closed = True
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
 
     # -- content -----------------------------------------------------------------------------
     def write_images(
@@ -176,7 +177,7 @@ class SimilarityWriter:
         self.attrs.update({"n_images": n, "k": job.k, "tile": t, "dense": bool(dense),
                            "device": job.device})
         if dense:
-            needed = -(-n // t) ** 2 * t * t * 2
+            needed = ((n + t - 1) // t) ** 2 * t * t * 2
             free = shutil.disk_usage(self.tmp.parent).free
             if needed > free:
                 raise OSError(
@@ -186,7 +187,9 @@ class SimilarityWriter:
                     "write elsewhere, or write neighbours only (dense=False / --no-dense)",
                 )
             dset = self.h5.create_dataset("similarity", shape=(n, n), dtype=np.float16,
-                                          chunks=(t, t), fillvalue=np.float16(np.nan))
+                                          chunks=(t, t), fillvalue=np.float16(np.nan),
+                                          # h5py refuses a chunk larger than a fixed shape
+                                          maxshape=(n, n) if t <= n else (None, None))
             job.start()
             try:
                 for bi, bj, chunk in job.chunks(progress):

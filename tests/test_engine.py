@@ -1,0 +1,306 @@
+"""The compiled engine against a float64 numpy reference, on every path this machine has."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dupscope
+from dupscope import _core, engine
+
+ERR = 1e-3  # allowed error in [0, 1] similarity units
+POISON = np.array([0x7C01], dtype=np.uint16).view(np.float16)[0]  # a signalling-NaN pattern
+
+SIMD_LEVELS = _core.build_info()["simd_supported"]
+
+
+def reference(e: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """(1 + cos) / 2 in float64, zero rows giving cos 0, diagonal 1, invalid rows/cols NaN."""
+    x = e.astype(np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    s = (1.0 + x @ x.T) / 2.0
+    np.fill_diagonal(s, 1.0)
+    s = np.clip(s, 0.0, 1.0)
+    if valid is not None:
+        s[~valid, :] = np.nan
+        s[:, ~valid] = np.nan
+    return s
+
+
+def reference_topk(s: np.ndarray, k: int, valid: np.ndarray | None = None):
+    """Sorted neighbours (self and invalid excluded), ties to the lower index, -1/NaN padded."""
+    n = len(s)
+    idx = np.full((n, k), -1, np.int64)
+    val = np.full((n, k), np.nan)
+    for i in range(n):
+        if valid is not None and not valid[i]:
+            continue
+        cand = [j for j in range(n) if j != i and (valid is None or valid[j])]
+        order = sorted(cand, key=lambda j: (-s[i, j], j))[:k]
+        idx[i, : len(order)] = order
+        val[i, : len(order)] = s[i, order]
+    return idx, val
+
+
+def random_embeddings(rng, n, d, dtype=np.float32):
+    return rng.standard_normal((n, d)).astype(dtype)
+
+
+def clustered_embeddings(rng, n, d):
+    """Groups of near-copies at several noise levels: neighbour gaps well above the error."""
+    centres = rng.standard_normal((max(1, n // 5), d))
+    e = centres[rng.integers(0, len(centres), n)]
+    noise = rng.uniform(0.05, 1.5, size=(n, 1))
+    return (e + noise * rng.standard_normal((n, d))).astype(np.float32)
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd(request, monkeypatch):
+    monkeypatch.setenv("DUPSCOPE_SIMD", request.param)
+    return request.param
+
+
+def check_topk(e, idx, sim, s_ref, k, valid=None):
+    n = len(e)
+    ref_idx, ref_val = reference_topk(s_ref, k, valid)
+    assert idx.shape == (n, k) and idx.dtype == np.int32
+    assert sim.shape == (n, k) and sim.dtype == np.float16
+    # Padding agrees exactly.
+    np.testing.assert_array_equal(idx == -1, ref_idx == -1)
+    assert np.all(np.isnan(sim[idx == -1]))
+    has = idx >= 0
+    # Each reported similarity is the true similarity of the reported pair.
+    rows = np.nonzero(has)[0]
+    true = s_ref[rows, idx[has]]
+    assert np.max(np.abs(sim[has].astype(np.float64) - true), initial=0) <= ERR
+    # ... and matches the reference's value at the same rank.
+    assert np.max(np.abs(sim[has].astype(np.float64) - ref_val[has]), initial=0) <= ERR
+    # Indices equal the reference wherever the rank is unambiguous (gaps above the error).
+    padded = np.concatenate([np.full((n, 1), np.inf), ref_val, np.full((n, 1), -np.inf)], 1)
+    full = np.array([sorted((s_ref[i, j] for j in range(n)
+                             if j != i and (valid is None or valid[j])), reverse=True)
+                     for i in range(n)], dtype=object)
+    checked = 0
+    for i in range(n):
+        vals = list(full[i]) + [-np.inf]
+        for t in range(k):
+            if ref_idx[i, t] < 0:
+                break
+            before = padded[i, t] - vals[t] if t > 0 else np.inf
+            after = vals[t] - vals[t + 1]
+            if before > 2 * ERR and after > 2 * ERR:
+                assert idx[i, t] == ref_idx[i, t], (i, t)
+                checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 1500])
+@pytest.mark.parametrize("d", [1, 3, 64, 513])
+def test_dense_matches_reference(simd, n, d):
+    rng = np.random.default_rng()
+    e = random_embeddings(rng, n, d)
+    out = np.full((n, n), POISON, dtype=np.float16)
+    got = dupscope.similarity_matrix(e, device="cpu", out=out)
+    assert got is out
+    ref = reference(e)
+    assert not np.isnan(got).any(), "some outputs were never written"
+    assert np.max(np.abs(got.astype(np.float64) - ref)) <= ERR
+    np.testing.assert_array_equal(got, got.T)
+    np.testing.assert_array_equal(np.diag(got), np.ones(n, np.float16))
+    assert got.min() >= 0 and got.max() <= 1
+
+
+@pytest.mark.parametrize("tile", [16, 48, 100, 256])
+def test_tile_sizes_agree(simd, tile):
+    rng = np.random.default_rng()
+    e = random_embeddings(rng, 333, 37)
+    got = dupscope.similarity_matrix(e, device="cpu", tile=tile)
+    assert np.max(np.abs(got.astype(np.float64) - reference(e))) <= ERR
+
+
+@pytest.mark.parametrize("n,d,k", [(1, 5, 3), (2, 3, 4), (7, 64, 32), (1000, 64, 32),
+                                   (1500, 513, 10), (300, 1, 5)])
+def test_topk_matches_reference(simd, n, d, k):
+    rng = np.random.default_rng()
+    e = clustered_embeddings(rng, n, d)
+    idx, sim = dupscope.topk(e, k, device="cpu", tile=128)
+    check_topk(e, idx, sim, reference(e), k)
+
+
+def test_topk_checks_many_ranks(simd):
+    # On clustered data most ranks are unambiguous, so the index check really bites.
+    rng = np.random.default_rng()
+    e = clustered_embeddings(rng, 400, 16)
+    idx, sim = dupscope.topk(e, 8, device="cpu", tile=64)
+    assert check_topk(e, idx, sim, reference(e), 8) > 400
+
+
+def test_topk_ties_go_to_lower_index(simd):
+    e = np.ones((6, 4), np.float32)
+    e[5] = [-1, -1, -1, -1]
+    idx, sim = dupscope.topk(e, 5, device="cpu", tile=16)
+    np.testing.assert_array_equal(idx[4], [0, 1, 2, 3, 5])
+    np.testing.assert_array_equal(idx[0], [1, 2, 3, 4, 5])
+    assert sim[4, 0] == 1 and sim[4, 4] == 0
+
+
+def test_k_larger_than_n_pads():
+    e = np.eye(3, dtype=np.float32)
+    idx, sim = dupscope.topk(e, 4, device="cpu")
+    assert (idx[:, 2:] == -1).all() and np.isnan(sim[:, 2:]).all()
+    assert sorted(idx[0, :2]) == [1, 2]
+
+
+def test_zero_vectors_give_no_nan(simd):
+    rng = np.random.default_rng()
+    e = random_embeddings(rng, 50, 8)
+    e[[0, 17]] = 0
+    s = dupscope.similarity_matrix(e, device="cpu", tile=16)
+    assert not np.isnan(s).any()
+    assert s[0, 17] == 0.5 and s[0, 0] == 1 and s[17, 3] == 0.5
+    idx, sim = dupscope.topk(e, 3, device="cpu")
+    assert not np.isnan(sim).any()
+
+
+def test_float16_input_equals_float32_of_same_values(simd):
+    rng = np.random.default_rng()
+    e16 = random_embeddings(rng, 200, 33, np.float16)
+    a = dupscope.similarity_matrix(e16, device="cpu")
+    b = dupscope.similarity_matrix(e16.astype(np.float32), device="cpu")
+    np.testing.assert_array_equal(a, b)
+
+
+def test_valid_mask_gives_nan_and_excludes_from_topk(simd):
+    rng = np.random.default_rng()
+    e = clustered_embeddings(rng, 120, 10)
+    valid = np.ones(120, bool)
+    valid[[3, 64, 119]] = False
+    s = dupscope.similarity_matrix(e, device="cpu", tile=32, valid=valid)
+    ref = reference(e, valid)
+    np.testing.assert_array_equal(np.isnan(s), np.isnan(ref))
+    ok = ~np.isnan(ref)
+    assert np.max(np.abs(s[ok].astype(np.float64) - ref[ok])) <= ERR
+    idx, sim = dupscope.topk(e, 6, device="cpu", tile=32, valid=valid)
+    check_topk(e, idx, sim, reference(e), 6, valid)
+    assert (idx[~valid] == -1).all()
+    assert not np.isin(idx, [3, 64, 119]).any()
+
+
+def test_threads_do_not_change_results(simd):
+    rng = np.random.default_rng()
+    e = clustered_embeddings(rng, 700, 24)
+    a = dupscope.topk(e, 16, device="cpu", tile=64, threads=1)
+    b = dupscope.topk(e, 16, device="cpu", tile=64, threads=4)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_simd_levels_agree_with_each_other():
+    # Every level against the others, within one float16 step, on the same inputs.
+    if len(SIMD_LEVELS) < 2:
+        pytest.skip("only one SIMD level on this machine")
+    rng = np.random.default_rng()
+    e = rng.integers(-3, 4, size=(97, 40)).astype(np.float32)
+    results = []
+    import os
+    for level in SIMD_LEVELS:
+        os.environ["DUPSCOPE_SIMD"] = level
+        try:
+            results.append(dupscope.similarity_matrix(e, device="cpu", tile=32))
+        finally:
+            del os.environ["DUPSCOPE_SIMD"]
+    for r in results[1:]:
+        np.testing.assert_allclose(r.astype(np.float32), results[0].astype(np.float32),
+                                   atol=2 ** -11)
+
+
+def test_unknown_or_unsupported_simd_is_refused(monkeypatch):
+    monkeypatch.setenv("DUPSCOPE_SIMD", "sse9")
+    with pytest.raises(ValueError, match="unknown SIMD level"):
+        dupscope.similarity_matrix(np.ones((2, 2), np.float32), device="cpu")
+    if "avx512" not in SIMD_LEVELS:
+        monkeypatch.setenv("DUPSCOPE_SIMD", "avx512")
+        with pytest.raises(RuntimeError, match="not supported"):
+            dupscope.similarity_matrix(np.ones((2, 2), np.float32), device="cpu")
+
+
+@pytest.mark.parametrize(
+    "bad, exc, match",
+    [
+        (np.ones(5, np.float32), ValueError, "2-D"),
+        (np.ones((4, 3), np.float64), TypeError, "astype"),
+        (np.ones((4, 3), np.int32), TypeError, "float32 or float16"),
+        (np.ones((4, 6), np.float32)[:, ::2], ValueError, "ascontiguousarray"),
+        (np.ones((0, 3), np.float32), ValueError, "N == 0"),
+        (np.ones((3, 0), np.float32), ValueError, "D == 0"),
+        ([[1.0, 2.0]], TypeError, "numpy array"),
+    ],
+)
+def test_bad_input_errors_say_what_to_do(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        dupscope.similarity_matrix(bad, device="cpu")
+    with pytest.raises(exc, match=match):
+        dupscope.topk(bad, 3, device="cpu")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_names_the_row(value):
+    e = np.ones((10, 4), np.float32)
+    e[6, 2] = value
+    with pytest.raises(ValueError, match="row 6"):
+        dupscope.topk(e, 3, device="cpu")
+
+
+def test_bad_parameters():
+    e = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="device"):
+        dupscope.topk(e, 2, device="tpu")
+    with pytest.raises(ValueError, match="tile"):
+        dupscope.topk(e, 2, device="cpu", tile=8)
+    with pytest.raises(ValueError, match="k must be"):
+        dupscope.topk(e, 0, device="cpu")
+    with pytest.raises(ValueError, match="valid"):
+        dupscope.topk(e, 2, device="cpu", valid=np.ones(3, bool))
+
+
+def test_cuda_request_without_gpu_says_why():
+    ok, why = _core.cuda_available()
+    if ok:
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="CUDA cannot be used"):
+        dupscope.topk(np.ones((4, 3), np.float32), 2, device="cuda")
+    assert engine.resolve_device("auto") == "cpu"
+
+
+def test_build_info_reports_build_and_selection():
+    info = dupscope.build_info()
+    assert info["simd_selected"] in info["simd_supported"]
+    assert set(info["simd_supported"]) <= set(info["simd_compiled"].split(","))
+    assert "portable" in info["simd_supported"]
+    assert isinstance(info["cuda_compiled"], bool) and isinstance(info["cuda_available"], bool)
+    assert info["compiler"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,d", [(1, 3), (7, 64), (1000, 513), (1500, 64)])
+def test_cuda_matches_reference(n, d):
+    rng = np.random.default_rng()
+    e = clustered_embeddings(rng, n, d)
+    out = np.full((n, n), POISON, dtype=np.float16)
+    got = dupscope.similarity_matrix(e, device="cuda", out=out, tile=256)
+    ref = reference(e)
+    assert not np.isnan(got).any()
+    assert np.max(np.abs(got.astype(np.float64) - ref)) <= ERR
+    np.testing.assert_array_equal(got, got.T)
+    k = min(8, max(1, n - 1))
+    idx, sim = dupscope.topk(e, k, device="cuda", tile=512)
+    check_topk(e, idx, sim, ref, k)
+
+
+@pytest.mark.gpu
+def test_cuda_kernel_benchmark_runs_and_agrees():
+    r = _core.cuda_benchmark(512, 512, 256, 3)
+    assert r["tflops_ours"] > 0
+    if r["ms_cublas"] > 0:
+        assert r["max_abs_diff"] < 1e-2
