@@ -1,0 +1,266 @@
+"""Embedding images with an ONNX model: onnxruntime sessions and the decode -> embed pipeline.
+
+The pipeline keeps both the decoder threads and the model busy: a bounded window of decode jobs
+(a few batches ahead) runs in a thread pool while the calling thread assembles batches in file
+order and runs the model. onnxruntime releases the GIL during ``run`` and Pillow releases it while
+decoding and resizing, so the two overlap; the window bounds memory to a few batches of pixels no
+matter how many images there are.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .images import LoadedImage, load_image
+from .models import ModelSpec, get_model
+
+__all__ = ["EmbedResult", "create_session", "embed_images", "preprocess", "DEFAULT_BATCH_SIZE"]
+
+DEFAULT_BATCH_SIZE = 32
+# Decode jobs kept in flight, in batches: enough to hide the model's run time behind decoding.
+_BATCHES_AHEAD = 3
+
+
+@dataclass
+class EmbedResult:
+    """Embeddings of a list of images, row i for image i.
+
+    Attributes
+    ----------
+    embeddings : numpy.ndarray
+        float32 (N, D), the model's raw output (not normalised); zero rows for failed images.
+    ok : numpy.ndarray
+        bool (N,), whether the image decoded and was embedded.
+    errors : list of str
+        Failure reason per image, ``""`` when ok.
+    widths, heights : numpy.ndarray
+        int32 (N,), size of the full-resolution upright image, 0 when failed.
+    device : str
+        ``"cpu"`` or ``"cuda"``: where the model ran.
+    seconds : float
+        Wall time of the whole run.
+    """
+
+    embeddings: np.ndarray
+    ok: np.ndarray
+    errors: list[str]
+    widths: np.ndarray
+    heights: np.ndarray
+    device: str = "cpu"
+    seconds: float = 0.0
+    model: ModelSpec | None = field(default=None, repr=False)
+
+    @property
+    def n_failed(self) -> int:
+        """Number of images that could not be embedded."""
+        return int((~self.ok).sum())
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def create_session(spec: ModelSpec, *, device: str = "auto", threads: int | None = None):
+    """Open an onnxruntime session for a model.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+        ``"auto"`` uses CUDA when onnxruntime has the CUDA provider, else the CPU; ``"cuda"`` fails
+        when it has not.
+    threads : int, optional
+        Intra-op threads for the CPU provider (default: onnxruntime's choice, one per core).
+
+    Returns
+    -------
+    session : onnxruntime.InferenceSession
+    device : str
+        ``"cuda"`` or ``"cpu"``, from the providers the session actually got.
+    """
+    import onnxruntime as ort
+
+    dev = (device or "auto").lower()
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if dev == "auto":
+        use_cuda, device_id = has_cuda, 0
+    elif dev == "cpu":
+        use_cuda, device_id = False, 0
+    elif dev in ("cuda", "gpu") or dev.startswith("cuda:"):
+        if not has_cuda:
+            raise RuntimeError(
+                f"device {device!r} asked for, but this onnxruntime has no CUDA provider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu instead of onnxruntime, "
+                "or use --device cpu"
+            )
+        use_cuda = True
+        device_id = int(dev.split(":", 1)[1]) if ":" in dev else 0
+    else:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {device!r}")
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # onnxruntime's warnings about unused initialisers etc. are noise here
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    providers: list = ["CPUExecutionProvider"]
+    if use_cuda:
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+    sess = ort.InferenceSession(spec.path, opts, providers=providers)
+    got = "cuda" if sess.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+    if dev not in ("auto", "cpu") and got != "cuda":
+        raise RuntimeError(f"device {device!r} asked for, but onnxruntime could not start the CUDA provider")
+    return sess, got
+
+
+def preprocess(pixels: Sequence[np.ndarray], spec: ModelSpec) -> np.ndarray:
+    """Stack uint8 images into the model's input tensor.
+
+    Parameters
+    ----------
+    pixels : sequence of numpy.ndarray
+        uint8 arrays of shape (H, W, 3) (RGB) or (H, W) (grey), all of the model's input size.
+    spec : ModelSpec
+        Gives layout, normalisation and dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        (B, C, H, W) or (B, H, W, C), ``(pixel / 255 - mean) / std`` in the model's dtype (raw
+        pixels for uint8 models).
+    """
+    x = np.stack(pixels)
+    if x.ndim == 3:
+        x = x[..., None]  # grey -> one channel
+    if spec.input_dtype == "uint8":
+        out = x
+    else:
+        # Fold /255 into the normalisation: (x/255 - m)/s == x * (1/(255 s)) - m/s.
+        scale = (1.0 / (255.0 * np.asarray(spec.std, np.float32))).astype(np.float32)
+        shift = (np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32)).astype(np.float32)
+        out = x.astype(np.float32) * scale - shift
+    if spec.layout == "NCHW":
+        out = out.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(out, dtype=spec.input_dtype)
+
+
+def embed_images(
+    paths: Sequence[str],
+    model: str | os.PathLike | ModelSpec = "efficientnet-lite0",
+    *,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EmbedResult:
+    """Decode and embed images in parallel, keeping file order.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Image files (absolute or relative to the working directory).
+    model : str, path or ModelSpec
+        Built-in name, ONNX path or a spec from :func:`dupscope.models.get_model`.
+    batch_size : int, optional
+        Images per model call (default 32; a model with a fixed batch size uses that).
+    workers : int, optional
+        Decode threads (default: the number of usable CPUs).
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+        Where the model runs (decoding is always on the CPU).
+    threads : int, optional
+        onnxruntime intra-op threads on the CPU.
+    progress : callable, optional
+        Called as ``progress(n_done)`` with the number of images finished so far (ok or failed),
+        after each batch.
+
+    Returns
+    -------
+    EmbedResult
+        Failed images have a zero row, ``ok=False`` and a reason in ``errors``.
+    """
+    t0 = time.perf_counter()
+    spec = model if isinstance(model, ModelSpec) else get_model(model)
+    sess, used = create_session(spec, device=device, threads=threads)
+    if spec.batch is not None:
+        batch_size = spec.batch
+    batch_size = max(1, int(batch_size or DEFAULT_BATCH_SIZE))
+    workers = max(1, int(workers or _cpu_count()))
+
+    n = len(paths)
+    dim = spec.dim
+    emb: np.ndarray | None = np.zeros((n, dim), np.float32) if dim else None
+    ok = np.zeros(n, bool)
+    errors = [""] * n
+    widths = np.zeros(n, np.int32)
+    heights = np.zeros(n, np.int32)
+    size = (spec.height, spec.width)
+
+    def decode(path: str) -> LoadedImage:
+        return load_image(path, size, colour=spec.colour, resize=spec.resize)
+
+    def run_batch(rows: list[int], pixels: list[np.ndarray]) -> None:
+        nonlocal emb
+        x = preprocess(pixels, spec)
+        if spec.batch is not None and len(pixels) < spec.batch:
+            # Fixed-batch model: pad the last batch with zeros and drop the padding's outputs.
+            pad = np.zeros((spec.batch - len(pixels),) + x.shape[1:], x.dtype)
+            x = np.concatenate([x, pad])
+        out = sess.run([spec.output_name], {spec.input_name: x})[0]
+        out = np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[: len(rows)]
+        if emb is None:
+            emb = np.zeros((n, out.shape[1]), np.float32)
+        if out.shape[1] != emb.shape[1]:
+            raise RuntimeError(f"model output changed size from {emb.shape[1]} to {out.shape[1]}")
+        finite = np.isfinite(out).all(axis=1)
+        idx = np.asarray(rows)
+        emb[idx[finite]] = out[finite]
+        ok[idx[finite]] = True
+        for r in idx[~finite]:
+            errors[r] = "model error: the embedding contains NaN or infinity"
+
+    done = 0
+    window = batch_size * _BATCHES_AHEAD
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dupscope-decode") as pool:
+        pending: deque = deque()
+        next_submit = 0
+        rows: list[int] = []
+        pixels: list[np.ndarray] = []
+        while next_submit < n or pending:
+            while next_submit < n and len(pending) < window:
+                pending.append((next_submit, pool.submit(decode, paths[next_submit])))
+                next_submit += 1
+            i, fut = pending.popleft()
+            img = fut.result()  # load_image never raises
+            if img.ok:
+                rows.append(i)
+                pixels.append(img.pixels)
+                widths[i], heights[i] = img.width, img.height
+            else:
+                errors[i] = img.error
+            finished = not pending and next_submit >= n
+            if len(rows) == batch_size or (finished and rows):
+                run_batch(rows, pixels)
+                rows, pixels = [], []
+            if progress is not None and (finished or (i + 1) % batch_size == 0):
+                progress(i + 1)
+            done = i + 1
+    if emb is None:  # nothing decoded and the dimension was unknown
+        emb = np.zeros((n, 0), np.float32)
+    # Failed rows carry no size: the store documents 0 for them.
+    widths[~ok] = 0
+    heights[~ok] = 0
+    assert done == n
+    return EmbedResult(emb, ok, errors, widths, heights, device=used,
+                       seconds=time.perf_counter() - t0, model=spec)
