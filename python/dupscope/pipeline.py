@@ -1,0 +1,309 @@
+"""Phase 1 end to end: annotations -> images -> embeddings -> similarity -> HDF5.
+
+:func:`compute_similarity` is what ``dupscope similarity`` runs. It reads the annotation file,
+decodes and embeds every image (failures are recorded, not fatal), computes the similarity of all
+pairs with the compiled engine and writes one HDF5 file (docs/SCHEMA.md) through
+:class:`dupscope.store.SimilarityWriter`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections import Counter
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .annotations import AnnotationError, ImageTable, load_annotations
+from .embed import embed_images
+from .images import failure_kind
+from .models import ModelError, ModelSpec, get_model
+
+__all__ = ["compute_similarity", "decide_dense", "PipelineError", "DENSE_MAX_BYTES", "DENSE_MAX_FREE_FRACTION"]
+
+#: ``dense=None`` writes the full matrix only when it needs less than this many bytes ...
+DENSE_MAX_BYTES = 8 * 1024**3
+#: ... and less than this fraction of the free space where the file goes; past either, a matrix
+#: nobody asked for would crowd out everything else on the disk (1M images need 2 TB).
+DENSE_MAX_FREE_FRACTION = 0.25
+
+_THRESHOLDS = (0.95, 0.9)
+
+
+class PipelineError(RuntimeError):
+    """A hard error of the whole run (as opposed to single images failing)."""
+
+
+def _dense_bytes(n: int, tile: int = 256) -> int:
+    blocks = -(-n // tile)
+    return min(n * n, blocks * blocks * tile * tile) * 2
+
+
+def decide_dense(n: int, output: str | os.PathLike) -> tuple[bool, str]:
+    """Whether to write the dense (N, N) matrix when the caller did not say.
+
+    Parameters
+    ----------
+    n : int
+        Number of images.
+    output : path-like
+        Output file; the free space of its folder is what counts.
+
+    Returns
+    -------
+    dense : bool
+        True when the float16 matrix (``2 N^2`` bytes) is below both :data:`DENSE_MAX_BYTES` and
+        :data:`DENSE_MAX_FREE_FRACTION` of the free disk space.
+    reason : str
+        A sentence for the log.
+    """
+    need = 2 * n * n
+    folder = Path(output).absolute().parent
+    free = shutil.disk_usage(folder if folder.exists() else Path.cwd()).free
+    if need < DENSE_MAX_BYTES and need < DENSE_MAX_FREE_FRACTION * free:
+        return True, f"dense matrix: {_gb(need)} ({_gb(free)} free)"
+    return False, (
+        f"writing neighbours only: the dense {n} x {n} matrix would need {_gb(need)}, over "
+        f"{'8 GiB' if need >= DENSE_MAX_BYTES else f'{DENSE_MAX_FREE_FRACTION:.0%} of the {_gb(free)} free'}; "
+        "pass --dense to force it"
+    )
+
+
+def _gb(nbytes: float) -> str:
+    return f"{nbytes / 1024**3:.2f} GiB" if nbytes >= 1024**3 else f"{nbytes / 1024**2:.1f} MiB"
+
+
+def _annotations_sha256(path: str, table: ImageTable) -> str:
+    """sha256 of the annotation file; for a folder, of its sorted list of image paths."""
+    h = hashlib.sha256()
+    if table.format == "folder":
+        for p in table.paths:
+            h.update(p.encode("utf-8") + b"\n")
+        return h.hexdigest()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _count_pairs(index: np.ndarray, sim: np.ndarray, threshold: float) -> int:
+    """Unordered pairs above ``threshold`` in the neighbour lists (each pair counted once)."""
+    s = sim.astype(np.float32)
+    rows, cols = np.nonzero((index >= 0) & (s >= threshold))
+    if rows.size == 0:
+        return 0
+    j = index[rows, cols].astype(np.int64)
+    i = rows.astype(np.int64)
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    return int(np.unique(lo * (int(index.shape[0]) + 1) + hi).size)
+
+
+def compute_similarity(
+    annotations: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    image_root: str | os.PathLike | None = None,
+    model: str | os.PathLike | ModelSpec = "efficientnet-lite0",
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    k: int = 32,
+    dense: bool | None = None,
+    keep_embeddings: bool = False,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    split_column: str | None = None,
+    progress: bool = True,
+    overwrite: bool = True,
+    tile: int | None = None,
+) -> dict[str, Any]:
+    """Embed every image of an annotation file and write the similarity HDF5 file.
+
+    Parameters
+    ----------
+    annotations : path-like
+        COCO JSON, CSV/TSV, JSON Lines, a list of paths, or a folder (see
+        :func:`dupscope.annotations.load_annotations`).
+    output : path-like
+        HDF5 file to write (written as ``<output>.partial`` and renamed when complete).
+    image_root : path-like, optional
+        Folder that relative image paths are relative to (default: the annotation file's folder).
+    model : str, path or ModelSpec
+        ``"efficientnet-lite0"`` (default), ``"dct32"``, or an ONNX file.
+    device : {"auto", "cpu", "cuda"}
+        Where the model and the similarity engine run.
+    batch_size, workers : int, optional
+        Model batch size (default 32) and decode threads (default: CPU count).
+    k : int
+        Neighbours kept per image.
+    dense : bool, optional
+        Write the full (N, N) matrix. None decides by size (:func:`decide_dense`): dense when it
+        needs less than 8 GiB and less than 25% of the free disk space, else neighbours only.
+    keep_embeddings : bool
+        Also store the raw embeddings (float16).
+    path_column, label_column, split_column : str, optional
+        Column names for CSV/JSON Lines input.
+    progress : bool
+        Show rich progress bars and print the summary.
+    overwrite : bool
+        Replace an existing output file (only once the new one is complete).
+    tile : int, optional
+        Similarity tile (and HDF5 chunk) edge; the engine's default when None.
+
+    Returns
+    -------
+    dict
+        Summary: ``n_images``, ``n_ok``, ``n_failed``, ``failures`` (reason kind -> count),
+        ``failed_examples`` (up to 10 ``(path, reason)``), ``seconds``, ``embed_seconds``,
+        ``similarity_seconds``, ``images_per_second``, ``pairs_above`` (threshold -> number of
+        image pairs in the neighbour lists at or above it), ``dense``, ``device``, ``model``,
+        ``output``.
+
+    Raises
+    ------
+    AnnotationError
+        The annotation file is unusable.
+    ModelError
+        The model cannot be used.
+    PipelineError
+        No image at all could be read, or the output cannot be written.
+    """
+    from rich.console import Console
+
+    from .store import SimilarityWriter
+
+    console = Console(stderr=True, quiet=not progress)
+    t_start = time.perf_counter()
+    output = Path(output)
+    table = load_annotations(annotations, image_root=image_root, path_column=path_column,
+                             label_column=label_column, split_column=split_column)
+    spec = model if isinstance(model, ModelSpec) else get_model(model)
+    n = len(table)
+    if not output.absolute().parent.is_dir():
+        raise PipelineError(f"cannot write {output}: folder {output.absolute().parent} does not exist")
+    if output.exists() and not overwrite:
+        raise PipelineError(f"{output} already exists")
+    console.print(f"[bold]{n}[/bold] images from {table.source} ({table.format}); model {spec.describe()}")
+    if dense is None:
+        dense, why = decide_dense(n, output)
+        console.print(why)
+
+    embed_device = "cpu" if device == "cpu" else device
+    bars = _progress_bars(console) if progress else nullcontext(None)
+    with bars as bar:
+        task = bar.add_task("embedding", total=n, unit="img") if bar else None
+        t0 = time.perf_counter()
+        result = embed_images(
+            table.resolved, spec, batch_size=batch_size, workers=workers, device=embed_device,
+            progress=(lambda done: bar.update(task, completed=done)) if bar else None,
+        )
+        embed_seconds = time.perf_counter() - t0
+        if not result.ok.any():
+            common = Counter(result.errors).most_common(1)[0][0] if n else ""
+            raise PipelineError(
+                f"none of the {n} images could be read (e.g. {table.resolved[0]}: {common}); "
+                "check the paths and --image-root"
+            )
+        sim_task = bar.add_task("similarity", total=None, unit="tile") if bar else None
+
+        def tile_progress(done: int, total: int) -> None:
+            bar.update(sim_task, completed=done, total=total)
+
+        t1 = time.perf_counter()
+        # The engine knows "auto"/"cpu"/"cuda"; a CUDA device index only matters to onnxruntime.
+        sim_device = "cuda" if str(device).startswith("cuda") else device
+        try:
+            with SimilarityWriter(output, overwrite=overwrite) as w:
+                w.write_images(paths=table.paths, resolved=table.resolved, labels=table.labels,
+                               splits=table.splits, ok=result.ok, errors=result.errors,
+                               widths=result.widths, heights=result.heights)
+                if keep_embeddings:
+                    w.write_embeddings(result.embeddings)
+                w.write_similarity(result.embeddings, k=k, dense=dense, tile=tile, device=sim_device,
+                                   valid=result.ok, progress=tile_progress if bar else None)
+                w.attrs.update({
+                    "model": spec.name,
+                    "model_sha256": spec.sha256,
+                    "model_input": f"{spec.layout} {spec.channels}x{spec.height}x{spec.width} {spec.colour} "
+                                   f"resize={spec.resize}",
+                    "embedding_dim": int(result.embeddings.shape[1]),
+                    "embed_device": result.device,
+                    "annotations": table.source,
+                    "annotations_format": table.format,
+                    "annotations_sha256": _annotations_sha256(table.source, table),
+                    "image_root": "" if image_root is None else str(Path(image_root).absolute()),
+                })
+                sim_used = w.attrs["device"]
+        except OSError as exc:
+            raise PipelineError(str(exc)) from None
+        similarity_seconds = time.perf_counter() - t1
+
+    from .store import SimilarityFile
+
+    with SimilarityFile(output) as f:
+        index, sims = f.neighbors()
+    failures = Counter(failure_kind(e) for e, ok in zip(result.errors, result.ok) if not ok)
+    failed_examples = [(table.paths[i], result.errors[i]) for i in np.flatnonzero(~result.ok)[:10]]
+    summary = {
+        "output": str(output),
+        "n_images": n,
+        "n_ok": int(result.ok.sum()),
+        "n_failed": int((~result.ok).sum()),
+        "failures": dict(failures),
+        "failed_examples": failed_examples,
+        "seconds": time.perf_counter() - t_start,
+        "embed_seconds": embed_seconds,
+        "similarity_seconds": similarity_seconds,
+        "images_per_second": n / embed_seconds if embed_seconds > 0 else float("inf"),
+        "pairs_above": {t: _count_pairs(index, sims, t) for t in _THRESHOLDS},
+        "dense": bool(dense),
+        "device": f"embed {result.device}, similarity {sim_used}",
+        "model": spec.name,
+    }
+    _print_summary(console, summary, k)
+    return summary
+
+
+def _progress_bars(console):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Items per second with the task's unit (images or tiles)."""
+
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return Text("" if speed is None else f"{speed:,.1f} {task.fields.get('unit', '')}/s")
+
+    return Progress(
+        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
+def _print_summary(console, s: dict, k: int) -> None:
+    console.print(
+        f"[bold]{s['n_ok']}[/bold] of {s['n_images']} images embedded in {s['embed_seconds']:.1f} s "
+        f"({s['images_per_second']:.1f} images/s, {s['device']}); similarity in "
+        f"{s['similarity_seconds']:.1f} s; total {s['seconds']:.1f} s"
+    )
+    if s["n_failed"]:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(s["failures"].items(), key=lambda x: -x[1]))
+        console.print(f"[yellow]{s['n_failed']} images failed[/yellow] ({kinds}):")
+        for path, reason in s["failed_examples"]:
+            console.print(f"  {path}: {reason}", markup=False, highlight=False)
+        if s["n_failed"] > len(s["failed_examples"]):
+            console.print(f"  ... and {s['n_failed'] - len(s['failed_examples'])} more (images/error in the file)")
+    pairs = ", ".join(f"{n} pairs >= {t}" for t, n in s["pairs_above"].items())
+    console.print(f"{pairs} (counted in the {k} neighbours of each image); wrote {s['output']}"
+                  f" ({'dense matrix and neighbours' if s['dense'] else 'neighbours only'})")
+
+
+# Errors the CLI reports as one line (no traceback).
+HARD_ERRORS = (AnnotationError, ModelError, PipelineError, FileExistsError, FileNotFoundError, ValueError, RuntimeError)
