@@ -44,8 +44,10 @@ def scene(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     img = Image.fromarray(arr.astype(np.uint8), "RGB")
     yy, xx = np.mgrid[0:h, 0:w]
     for _ in range(int(rng.integers(4, 8))):
-        x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-        x1, y1 = x0 + int(rng.integers(20, w // 2)), y0 + int(rng.integers(20, h // 2))
+        lo = min(20, max(4, min(w, h) // 4))  # smallest shape side; smaller for tiny pictures
+        x0, y0 = int(rng.integers(0, max(1, w - lo))), int(rng.integers(0, max(1, h - lo)))
+        x1 = x0 + int(rng.integers(lo, max(lo + 1, w // 2)))
+        y1 = y0 + int(rng.integers(lo, max(lo + 1, h // 2)))
         mask = Image.new("L", size, 0)
         shape = ImageDraw.Draw(mask)
         kind = rng.integers(0, 3)
