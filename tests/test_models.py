@@ -1,0 +1,147 @@
+"""Model registry: built-in files, user ONNX files and the errors for models that do not fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from dupscope import models
+from dupscope.embed import create_session, embed_images
+from dupscope.models import ModelError, file_sha256, get_model
+
+import imagegen
+
+
+def test_builtin_models_match_their_checksums():
+    for name in models.builtin_models():
+        spec = get_model(name)
+        assert spec.builtin and spec.sha256 == file_sha256(spec.path)
+        sess, device = create_session(spec, device="cpu")
+        (inp,) = sess.get_inputs()
+        assert inp.name == spec.input_name
+        assert inp.shape[1:] == [spec.channels, spec.height, spec.width]
+        assert sess.get_outputs()[0].shape[1] == spec.dim
+        assert device == "cpu"
+    assert get_model("dct").name == "dct32"  # alias
+    assert get_model().name == "efficientnet-lite0"
+
+
+def test_damaged_builtin_file_is_refused(tmp_path, monkeypatch):
+    good = get_model("dct32")
+    bad = tmp_path / "dct32.onnx"
+    shutil.copy(good.path, bad)
+    with open(bad, "ab") as fh:
+        fh.write(b"\0")
+    monkeypatch.setitem(models._BUILTIN, "dct32", dataclasses.replace(good, path=str(bad)))
+    with pytest.raises(ModelError, match="damaged"):
+        get_model("dct32")
+
+
+def test_unknown_name():
+    with pytest.raises(ModelError, match="unknown model 'resnet9000'.*dct32.*efficientnet-lite0"):
+        get_model("resnet9000")
+
+
+def pooled_model(path, in_shape, *, layout="NCHW", out="pooled", fixed_batch=None):
+    """A small real ONNX model: mean over space of the pixels, then a fixed linear map to 5-d."""
+    batch = fixed_batch if fixed_batch is not None else "n"
+    inp = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [batch] + list(in_shape))
+    nodes = []
+    x = "pixels"
+    if layout == "NHWC":
+        nodes.append(helper.make_node("Transpose", [x], ["nchw"], perm=[0, 3, 1, 2]))
+        x = "nchw"
+    channels = in_shape[0] if layout == "NCHW" else in_shape[-1]
+    weight = np.arange(channels * 5, dtype=np.float32).reshape(channels, 5) + 1
+    inits = [numpy_helper.from_array(weight, "w")]
+    if out == "pooled":
+        nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"]),
+                  helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+                  helper.make_node("MatMul", ["flat", "w"], ["feat"])]
+        out_info = helper.make_tensor_value_info("feat", TensorProto.FLOAT, [batch, 5])
+    else:  # a feature map: not one vector per image
+        nodes.append(helper.make_node("Identity", [x], ["feat"]))
+        out_info = helper.make_tensor_value_info("feat", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "toy", [inp], [out_info], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return str(path)
+
+
+def test_user_model_nchw_and_nhwc(tmp_path):
+    nchw = get_model(pooled_model(tmp_path / "a.onnx", [3, 40, 30]))
+    assert (nchw.layout, nchw.height, nchw.width, nchw.colour, nchw.dim) == ("NCHW", 40, 30, "rgb", 5)
+    assert nchw.input_name == "pixels" and nchw.output_name == "feat"
+    assert nchw.sha256 == file_sha256(tmp_path / "a.onnx") and not nchw.builtin
+    assert nchw.mean == models.IMAGENET_MEAN  # RGB default
+
+    nhwc = get_model(pooled_model(tmp_path / "b.onnx", [24, 24, 1], layout="NHWC"), mean=0.5, std=[0.25])
+    assert (nhwc.layout, nhwc.height, nhwc.width, nhwc.colour) == ("NHWC", 24, 24, "gray")
+    assert nhwc.mean == (0.5,) and nhwc.std == (0.25,)
+
+
+def test_user_model_embeds_and_matches_numpy(tmp_path):
+    """End to end through a user NHWC model: the output equals the same maths done in numpy."""
+    path = pooled_model(tmp_path / "m.onnx", [16, 16, 3], layout="NHWC")
+    spec = get_model(path, mean=0.0, std=1.0)
+    imgs = [imagegen.save(imagegen.scene(s, (16, 16)), tmp_path / f"{s}.png") for s in range(3)]
+    res = embed_images([str(p) for p in imgs], spec, device="cpu")
+    w = np.arange(15, dtype=np.float32).reshape(3, 5) + 1
+    from PIL import Image
+    for i, p in enumerate(imgs):
+        with Image.open(p) as im:
+            px = np.asarray(im.convert("RGB"), np.float32) / 255
+        np.testing.assert_allclose(res.embeddings[i], px.mean((0, 1)) @ w, rtol=1e-5)
+
+
+def test_fixed_batch_model_is_padded(tmp_path):
+    spec = get_model(pooled_model(tmp_path / "fixed.onnx", [3, 8, 8], fixed_batch=2))
+    assert spec.batch == 2
+    imgs = [str(imagegen.save(imagegen.noise(s, (8, 8)), tmp_path / f"{s}.png")) for s in range(3)]
+    res = embed_images(imgs, spec, batch_size=32, device="cpu")  # 3 images: last batch padded
+    assert res.ok.all() and res.embeddings.shape == (3, 5)
+    single = embed_images(imgs[2:], spec, device="cpu")
+    np.testing.assert_allclose(res.embeddings[2], single.embeddings[0], rtol=1e-6)
+
+
+def test_dynamic_size_needs_input_size(tmp_path):
+    path = pooled_model(tmp_path / "dyn.onnx", [3, "h", "w"])
+    with pytest.raises(ModelError, match="dynamic.*--input-size"):
+        get_model(path)
+    spec = get_model(path, input_size=(48, 64))
+    assert (spec.height, spec.width, spec.dim) == (48, 64, 5)
+    with pytest.raises(ModelError, match="fixed input size 224x224"):
+        get_model("efficientnet-lite0", input_size=100)
+
+
+def test_models_that_do_not_fit(tmp_path):
+    not4d = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 100])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 100])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    not4d.ir_version = 8
+    onnx.save(not4d, tmp_path / "flat.onnx")
+    with pytest.raises(ModelError, match="flat.onnx.*4-D"):
+        get_model(tmp_path / "flat.onnx")
+
+    fmap = pooled_model(tmp_path / "fmap.onnx", [3, 8, 8], out="map")
+    with pytest.raises(ModelError, match=r"one embedding vector per image.*\[1, 3, 8, 8\]|\[1, 3, 8, 8\].*one embedding"):
+        get_model(fmap)
+
+    two = pooled_model(tmp_path / "two.onnx", [2, 8, 8])
+    with pytest.raises(ModelError, match="channel"):
+        get_model(two)
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf at all")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        get_model(junk)
+    with pytest.raises(ModelError, match="does not exist"):
+        get_model(tmp_path / "absent.onnx")
