@@ -1,0 +1,134 @@
+"""compute_similarity and `dupscope similarity` end to end, read back through the store."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+import imagegen
+from dupscope import SimilarityFile
+from dupscope.cli import main
+from dupscope.pipeline import DENSE_MAX_BYTES, compute_similarity, decide_dense
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    """6 originals, a planted copy of three of them, and two broken files, listed in a CSV."""
+    root = tmp_path / "imgs"
+    rows = []
+    for s in range(6):
+        img = imagegen.scene(s, (160, 120))
+        rows.append((str(imagegen.save(img, root / f"o{s}.png").relative_to(tmp_path)), f"c{s % 2}", "train"))
+    copies = {0: imagegen.resized(imagegen.scene(0, (160, 120)), 0.5),
+              2: imagegen.jpeg(imagegen.scene(2, (160, 120)), 60),
+              4: imagegen.scene(4, (160, 120))}
+    for s, img in copies.items():
+        ext = "jpg" if s == 2 else "png"
+        rows.append((str(imagegen.save(img, root / f"copy{s}.{ext}").relative_to(tmp_path)), f"c{s % 2}", "val"))
+    imagegen.write_truncated_jpeg(root / "trunc.jpg")
+    rows.append(("imgs/trunc.jpg", "c0", "val"))
+    rows.append(("imgs/missing.png", "c1", "test"))
+    ann = tmp_path / "ann.csv"
+    with open(ann, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file_name", "label", "split"])
+        w.writerows(rows)
+    return ann, rows
+
+
+def test_compute_similarity_writes_the_schema(dataset, tmp_path):
+    ann, rows = dataset
+    out = tmp_path / "sim.h5"
+    summary = compute_similarity(ann, out, model="dct32", k=4, keep_embeddings=True, progress=False)
+    assert summary["n_images"] == 11 and summary["n_ok"] == 9 and summary["n_failed"] == 2
+    assert summary["failures"] == {"truncated image": 1, "missing file": 1}
+    assert summary["dense"] is True  # tiny: dense by default
+    assert summary["pairs_above"][0.95] >= 3  # the three planted pairs
+    with SimilarityFile(out) as f:
+        assert f.n == 11
+        assert f.paths == [r[0] for r in rows]
+        assert f.labels == [r[1] for r in rows] and f.splits == [r[2] for r in rows]
+        assert f.ok.tolist() == [True] * 9 + [False, False]
+        assert f.errors[9].startswith("truncated image") and f.errors[10].startswith("missing file")
+        attrs = f.attrs
+        assert attrs["model"] == "dct32" and len(attrs["model_sha256"]) == 64
+        assert attrs["annotations"] == str(ann) and len(attrs["annotations_sha256"]) == 64
+        assert attrs["k"] == 4 and attrs["dense"] and attrs["metric"] == "(1+cos)/2"
+        idx, sim = f.neighbors()
+        # Each planted copy (rows 6, 7, 8) has its original (0, 2, 4) as its top neighbour.
+        assert idx[6, 0] == 0 and idx[7, 0] == 2 and idx[8, 0] == 4
+        assert idx[0, 0] == 6 and float(sim[8, 0]) == pytest.approx(1.0, abs=1e-3)
+        assert (idx[9] == -1).all() and np.isnan(sim[10].astype(float)).all()
+        dense = f.similarity[()].astype(np.float32)
+        assert np.allclose(np.diag(dense)[:9], 1.0) and np.isnan(dense[9]).all()
+        emb = f.embeddings[()]
+        assert emb.shape == (11, 63) and not emb[9:].any()
+        width = f.h5["images/width"][()]
+        assert width[1] == 160 and width[6] == 80 and width[10] == 0
+
+
+def test_dense_decision():
+    dense, why = decide_dense(1000, "out.h5")
+    assert dense and "dense" in why
+    huge = int(np.sqrt(DENSE_MAX_BYTES / 2)) + 10
+    dense, why = decide_dense(huge, "out.h5")
+    assert not dense and "neighbours only" in why and "--dense" in why
+
+
+def test_neighbours_only(dataset, tmp_path):
+    ann, _ = dataset
+    out = tmp_path / "nn.h5"
+    compute_similarity(ann, out, model="dct32", k=3, dense=False, progress=False)
+    with SimilarityFile(out) as f:
+        assert f.similarity is None and f.neighbors()[0].shape == (11, 3)
+        assert f.embeddings is None
+
+
+def test_cli_success_and_summary(dataset, tmp_path, capsys):
+    ann, _ = dataset
+    out = tmp_path / "cli.h5"
+    rc = main(["similarity", str(ann), "-o", str(out), "--model", "dct32", "--k", "2", "--no-dense",
+               "--workers", "2", "--batch-size", "4"])
+    assert rc == 0 and out.exists()
+    err = capsys.readouterr().err
+    assert "9 of 11 images embedded" in err and "2 images failed" in err and "trunc.jpg" in err
+    assert "neighbours only" in err
+    with SimilarityFile(out) as f:
+        assert f.attrs["k"] == 2 and not f.attrs["dense"]
+
+
+def test_cli_hard_errors_exit_nonzero_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,score\nx.png,1\n")
+    out = tmp_path / "never.h5"
+    assert main(["similarity", str(bad), "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "no image path column" in err and "Traceback" not in err
+    assert not out.exists()
+
+    listing = tmp_path / "nothing_readable.txt"
+    listing.write_text("a.png\nb.png\n")
+    assert main(["similarity", str(listing), "-o", str(out), "--model", "dct32", "--quiet"]) == 2
+    assert "none of the 2 images could be read" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "never.h5.partial").exists()
+
+    assert main(["similarity", str(listing), "-o", str(out), "--model", "nope"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def test_default_model_end_to_end(tmp_path):
+    """The default model through the whole pipeline on a folder, with a planted resized copy."""
+    root = tmp_path / "folder"
+    for s in range(4):
+        imagegen.save(imagegen.scene(s, (448, 336)), root / f"a{s}.png")
+    imagegen.save(imagegen.resized(imagegen.scene(1, (448, 336)), 0.6), root / "b_copy.png")
+    out = tmp_path / "folder.h5"
+    summary = compute_similarity(root, out, k=2, progress=False)
+    assert summary["n_ok"] == 5 and summary["model"] == "efficientnet-lite0"
+    with SimilarityFile(out) as f:
+        assert f.paths[4] == "b_copy.png"
+        idx, sim = f.neighbors()
+        assert idx[4, 0] == 1 and float(sim[4, 0]) > 0.95
+        assert f.attrs["annotations_format"] == "folder"
