@@ -117,7 +117,8 @@ void SimilarityJob::cancel() {
 void SimilarityJob::worker(int slot) {
   try {
     const int64_t T = opt_.tile;
-    AlignedFloats a_pack(pack_floats(*kernels_, T)), b_pack(pack_floats(*kernels_, T));
+    AlignedFloats a_pack(a_pack_floats(*kernels_, T, d_)), b_pack(b_pack_floats(*kernels_, T));
+    int64_t a_block = -1;
     AlignedFloats c(std::max(c_floats(*kernels_, T), T * round_up(T, 16)));
     TileWorkspace ws;
     ws.a_pack = a_pack.p;
@@ -130,6 +131,8 @@ void SimilarityJob::worker(int slot) {
       if (t >= tiles_total_) return;
       int64_t bi, bj;
       tile_pair(t, bi, bj);
+      ws.a_ready = bi == a_block;  // consecutive tiles of one row reuse the packed rows
+      a_block = bi;
       run_tile(slot, bi, bj, ws, scratch);
       tiles_done_.fetch_add(1);
     }

@@ -16,8 +16,9 @@
 namespace dupscope {
 
 struct TileWorkspace {
-  float* a_pack = nullptr;  // at least pack_floats(tile, kc) floats, 64-byte aligned
-  float* b_pack = nullptr;  // same
+  float* a_pack = nullptr;  // a_pack_floats(): all of a's rows packed, 64-byte aligned
+  float* b_pack = nullptr;  // b_pack_floats(): one depth block of b packed
+  bool a_ready = false;     // a_pack already holds the current a (same row block as before)
   float* c = nullptr;       // at least c_floats(tile) floats
   int64_t ldc = 0;          // row stride of c, set by the kernel's padded_cols(n)
 };
@@ -39,10 +40,13 @@ const KernelSet& kernels_avx512();
 #endif
 const KernelSet& kernels_for(SimdLevel level);
 
-// Workspace sizes (in floats) for a tile of up to `tile` rows with kernel set `k`.
+// Workspace sizes (in floats) for a tile of up to `tile` rows of depth d with kernel set `k`.
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-inline int64_t pack_floats(const KernelSet& k, int64_t tile) {
-  return (round_up(tile, 64) + 64) * k.kc;
+inline int64_t a_pack_floats(const KernelSet& k, int64_t tile, int64_t d) {
+  return round_up(tile, k.mr) * d;
+}
+inline int64_t b_pack_floats(const KernelSet& k, int64_t tile) {
+  return round_up(tile, k.nr) * k.kc;
 }
 inline int64_t c_floats(const KernelSet& k, int64_t tile) {
   return round_up(tile, k.mr) * round_up(tile, k.nr);
