@@ -169,7 +169,7 @@ def to_colour(img: Image.Image, colour: str = "rgb", background: tuple[int, int,
 
 def _open_error(path: str, exc: BaseException) -> ImageLoadError:
     """Turn whatever Pillow or the OS raised into a reason string."""
-    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         limit = Image.MAX_IMAGE_PIXELS
         return ImageLoadError(
             f"decompression bomb: {exc} Pillow's limit is {limit} pixels (2x that is refused); "

@@ -193,13 +193,12 @@ def compute_similarity(
         dense, why = decide_dense(n, output)
         console.print(why)
 
-    embed_device = "cpu" if device == "cpu" else device
     bars = _progress_bars(console) if progress else nullcontext(None)
     with bars as bar:
         task = bar.add_task("embedding", total=n, unit="img") if bar else None
         t0 = time.perf_counter()
         result = embed_images(
-            table.resolved, spec, batch_size=batch_size, workers=workers, device=embed_device,
+            table.resolved, spec, batch_size=batch_size, workers=workers, device=device,
             progress=(lambda done: bar.update(task, completed=done)) if bar else None,
         )
         embed_seconds = time.perf_counter() - t0
