@@ -201,30 +201,32 @@
     '<span class="tags"><span class="tag label"></span><span class="tag split"></span><span class="tag pred"></span></span></figcaption>';
 
   function card(i, simText, rowImage) {
+    // Walk the clone by sibling links: cheaper than querying, and this runs for every card.
     const el = proto.cloneNode(true);
     el.dataset.index = i;
     const img = el.firstChild.firstChild;
     img.src = thumbUrl(i);
-    img.alt = base(paths[i]);
-    const cap = el.lastChild;
-    const [sim, name, tags] = cap.children;
+    const sim = el.lastChild.firstChild, name = sim.nextSibling, lab = name.nextSibling.firstChild;
+    const spl = lab.nextSibling, prd = spl.nextSibling;
     sim.textContent = simText;
-    name.textContent = base(paths[i]);
+    const nm = base(paths[i]);
+    name.textContent = nm;
     name.title = paths[i];
-    const [lab, spl, prd] = tags.children;
     const li = labelCode[i], si = splitCode[i];
-    lab.textContent = labelNames[li];
-    spl.textContent = splitNames[si];
-    if (si) spl.classList.add("split-" + splitNames[si]);
-    prd.textContent = predText(i);
+    if (li) lab.textContent = labelNames[li];
+    if (si) { spl.textContent = splitNames[si]; spl.className = "tag split split-" + splitNames[si]; }
+    if (pred) prd.textContent = predText(i);
     if (!(flags[i] & 1)) {
-      el.classList.add("failed");
+      el.className = "card failed";
       el.title = "failed to load: " + (D.errors[i] || "unknown error");
     }
     if (rowImage >= 0) {
+      let cls = "card dup";
       const lr = labelCode[rowImage], sr = splitCode[rowImage];
-      if (li && lr && li !== lr) { el.classList.add("conflict"); lab.title = "label differs from " + labelNames[lr]; }
-      if (si && sr && si !== sr) { el.classList.add("cross"); spl.title = "other split than " + splitNames[sr]; }
+      if (li && lr && li !== lr) { cls += " conflict"; lab.title = "label differs from " + labelNames[lr]; }
+      if (si && sr && si !== sr) { cls += " cross"; spl.title = "other split than " + splitNames[sr]; }
+      if (!(flags[i] & 1)) cls += " failed";
+      el.className = cls;
     }
     return el;
   }
@@ -234,45 +236,64 @@
   const MAX_DUPS = 48;  // per row before a "+N more" button: keeps hub images from flooding the DOM
   let lastRenderMs = 0;
 
+  // The first rows, up to a budget of cards (more than a screenful), are built at once so a change
+  // shows synchronously; the rest start as empty shells filled when they come near the viewport.
+  // Building all 1,000 rows with dozens of duplicates each would cost far more than the 100 ms a
+  // slider step may take.
+  const EAGER_CARDS = 200;
+  function fillRow(row) {
+    const i = +row.dataset.index, t = state.t;
+    row.dataset.filled = "1";
+    const m = maxSim[i];
+    const frag = document.createDocumentFragment();
+    frag.appendChild(card(i, Number.isFinite(m) ? `max ${m.toFixed(3)}` : "no neighbours", -1));
+    const dups = document.createElement("div");
+    dups.className = "dups";
+    let e = adjStart[i];
+    const end = adjStart[i + 1];
+    const limit = expanded.has(i) ? end : Math.min(end, e + MAX_DUPS);
+    for (; e < limit && adjSim[e] >= t; e++) {
+      dups.appendChild(card(adjIdx[e], adjSim[e].toFixed(3), i));
+    }
+    if (dups.firstChild) frag.appendChild(dups);
+    else {
+      const none = document.createElement("span");
+      none.className = "nodups";
+      none.textContent = "no duplicates at this threshold";
+      frag.appendChild(none);
+    }
+    if (e < end && adjSim[e] >= t) {
+      let rest = 0;
+      while (e < end && adjSim[e] >= t) { rest++; e++; }
+      const more = document.createElement("button");
+      more.type = "button";
+      more.className = "more ghost";
+      more.dataset.expand = i;
+      more.textContent = `+${rest} more`;
+      frag.appendChild(more);
+    }
+    row.replaceChildren(frag);
+    return dups.childElementCount + 1;
+  }
+  const lazyRows = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+    for (const en of entries) {
+      if (en.isIntersecting && !en.target.dataset.filled) { fillRow(en.target); lazyRows.unobserve(en.target); }
+    }
+  }, { rootMargin: "600px 0px" }) : null;
+
   function renderRows() {
     const t0 = performance.now();
-    const t = state.t;
     let sel = selectRows();
     if (sel.rows.length === 0 && state.page > 0) { state.page = Math.max(0, Math.ceil(sel.total / state.rows) - 1); sel = selectRows(); }
+    if (lazyRows) lazyRows.disconnect();
     const frag = document.createDocumentFragment();
+    let cards = 0;
     for (const i of sel.rows) {
       const row = document.createElement("article");
       row.className = "row";
       row.dataset.index = i;
-      const m = maxSim[i];
-      row.appendChild(card(i, Number.isFinite(m) ? `max ${m.toFixed(3)}` : "no neighbours", -1));
-      const dups = document.createElement("div");
-      dups.className = "dups";
-      let e = adjStart[i];
-      const end = adjStart[i + 1];
-      const limit = expanded.has(i) ? end : Math.min(end, e + MAX_DUPS);
-      for (; e < limit && adjSim[e] >= t; e++) {
-        const d = card(adjIdx[e], adjSim[e].toFixed(3), i);
-        d.classList.add("dup");
-        dups.appendChild(d);
-      }
-      if (dups.firstChild) row.appendChild(dups);
-      else {
-        const none = document.createElement("span");
-        none.className = "nodups";
-        none.textContent = "no duplicates at this threshold";
-        row.appendChild(none);
-      }
-      if (e < end && adjSim[e] >= t) {
-        let rest = 0;
-        while (e < end && adjSim[e] >= t) { rest++; e++; }
-        const more = document.createElement("button");
-        more.type = "button";
-        more.className = "more ghost";
-        more.dataset.expand = i;
-        more.textContent = `+${rest} more`;
-        row.appendChild(more);
-      }
+      if (cards < EAGER_CARDS || !lazyRows) cards += fillRow(row);
+      else lazyRows.observe(row);
       frag.appendChild(row);
     }
     if (!sel.rows.length) {
@@ -287,6 +308,10 @@
     $("prev-page").disabled = state.page === 0;
     $("next-page").disabled = (state.page + 1) * state.rows >= sel.total;
     lastRenderMs = performance.now() - t0;
+  }
+  function rerenderRow(i) {
+    const row = container.querySelector(`article.row[data-index="${i}"]`);
+    if (row) fillRow(row);
   }
 
   function renderStats() {
@@ -311,6 +336,8 @@
   let hMax = 1;
   for (const c of hist) hMax = Math.max(hMax, c);
   const canvas = $("histogram");
+  let colors = null;
+  matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => { colors = null; renderHistogram(); });
   function renderHistogram() {
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth || 360, h = canvas.clientHeight || 110;
@@ -318,9 +345,13 @@
     const g = canvas.getContext("2d");
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, w, h);
-    const css = getComputedStyle(document.documentElement);
-    const accent = css.getPropertyValue("--accent").trim() || "#4f46e5";
-    const muted = css.getPropertyValue("--muted").trim() || "#6b7280";
+    // Colours read once: getComputedStyle here would force a style pass over freshly built rows.
+    if (!colors) {
+      const css = getComputedStyle(document.documentElement);
+      colors = { accent: css.getPropertyValue("--accent").trim() || "#4f46e5",
+        muted: css.getPropertyValue("--muted").trim() || "#6b7280" };
+    }
+    const { accent, muted } = colors;
     const pad = 16, bw = (w - 8) / BINS;
     const tx = 4 + (state.t - hLo) / (1 - hLo) * (w - 8);
     for (let b = 0; b < BINS; b++) {
@@ -407,7 +438,7 @@
   const viewer = $("viewer");
   container.addEventListener("click", (ev) => {
     const more = ev.target.closest("button.more");
-    if (more) { expanded.add(+more.dataset.expand); renderRows(); return; }
+    if (more) { expanded.add(+more.dataset.expand); rerenderRow(+more.dataset.expand); return; }
     const thumb = ev.target.closest("button.thumb");
     if (!thumb) return;
     openViewer(+thumb.closest(".card").dataset.index);

@@ -1,0 +1,55 @@
+"""Make docs/screenshot.png: the explorer on the generated test dataset, in headless Chromium.
+
+    PYTHONPATH=python python tools/make_screenshot.py [--out docs/screenshot.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from browser import launch, make_dataset  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
+    ap.add_argument("--width", type=int, default=1440)
+    ap.add_argument("--height", type=int, default=1000)
+    args = ap.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    from dupscope.explorer import build_explorer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = make_dataset(Path(tmp), n=24)
+        n = len(ds.paths)
+        rng = np.random.default_rng(3)
+        pkl = Path(tmp) / "preds.pkl"
+        pkl.write_bytes(pickle.dumps(rng.uniform(0.4, 1.0, n)))
+        index = build_explorer(ds.h5, Path(tmp) / "site", predictions=pkl, progress=False)
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": args.width, "height": args.height},
+                                    device_scale_factor=1)
+            page.goto(index.as_uri() + "#t=0.900&rows=50&per=6&order=desc&dups=0")
+            page.wait_for_selector("html[data-ready='1']")
+            page.wait_for_function("[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
+                                   ".every(i => i.complete)")
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(args.out))
+            browser.close()
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
