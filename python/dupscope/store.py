@@ -67,7 +67,7 @@ class SimilarityWriter:
         if self.path.exists() and not overwrite:
             raise FileExistsError(
                 f"{self.path} already exists: choose another output or allow overwriting "
-                "(overwrite=True, or --force on the command line)"
+                "(overwrite=True)"
             )
         if not self.path.parent.exists():
             raise FileNotFoundError(f"folder {self.path.parent} does not exist")
