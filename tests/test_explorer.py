@@ -217,3 +217,39 @@ def test_cli_parsers(tmp_path):
     assert (a.directory, a.host, a.port) == ("out", "127.0.0.1", 8000)
     a = parser.parse_args(["serve", "out", "--host", "0.0.0.0", "--port", "0"])
     assert (a.host, a.port) == ("0.0.0.0", 0)
+
+
+def test_reads_files_written_by_the_store(tmp_path):
+    store = pytest.importorskip("dupscope.store")
+    rng = np.random.default_rng(5)
+    n = 40
+    emb = rng.normal(size=(n, 16)).astype(np.float32)
+    emb[1] = emb[0] + 0.01  # a planted near-duplicate
+    path = tmp_path / "store.h5"
+    with store.SimilarityWriter(path) as w:
+        w.write_images([f"img_{i}.jpg" for i in range(n)], labels=["a", "b"] * (n // 2))
+        w.write_similarity(emb, k=5, dense=False)
+    d = read_page_data(path)
+    with store.SimilarityFile(path) as f:
+        idx, sim = f.neighbors()
+    assert {(int(a), int(b)) for a, b in zip(d.pair_a, d.pair_b)} == set(_reference_pairs(idx, sim))
+    assert (int(d.pair_a[0]), int(d.pair_b[0])) == (0, 1)
+    index = build_explorer(path, tmp_path / "site", progress=False, thumbnails=False)
+    assert _data_js(index)["n"] == n
+
+
+def test_cli_visualize_end_to_end_and_errors(tmp_path, dataset, capsys):
+    cli = pytest.importorskip("dupscope.cli")
+    out = tmp_path / "site"
+    assert cli.main(["visualize", str(dataset.h5), "-o", str(out), "--quiet"]) == 0
+    assert (out / "index.html").is_file() and "dupscope serve" in capsys.readouterr().out
+
+    class Evil:
+        def __reduce__(self):
+            return (eval, ("1",))
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps(Evil()))
+    assert cli.main(["visualize", str(dataset.h5), "-o", str(out), "--predictions", str(evil), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "builtins.eval" in err and "--trust-pickle" in err
