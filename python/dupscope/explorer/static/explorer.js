@@ -240,7 +240,7 @@
   // shows synchronously; the rest start as empty shells filled when they come near the viewport.
   // Building all 1,000 rows with dozens of duplicates each would cost far more than the 100 ms a
   // slider step may take.
-  const EAGER_CARDS = 200;
+  const EAGER_CARDS = 120;
   function fillRow(row) {
     const i = +row.dataset.index, t = state.t;
     row.dataset.filled = "1";
