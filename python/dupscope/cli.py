@@ -11,18 +11,8 @@ import sys
 from typing import Sequence
 
 
-def _add_similarity(sub: argparse._SubParsersAction) -> None:
-    """Phase 1: annotations -> images -> embeddings -> similarity HDF5."""
-    p = sub.add_parser(
-        "similarity",
-        help="embed the images of an annotation file and write their similarities to HDF5",
-        description="Decode and embed every image listed in ANNOTATIONS (COCO JSON, CSV/TSV, JSON "
-        "Lines, a text list of paths, or a folder), compute the similarity (1 + cos) / 2 of all "
-        "pairs and write them, with each image's nearest neighbours, to an HDF5 file. Images that "
-        "cannot be read are recorded with the reason and do not stop the run.",
-    )
-    p.add_argument("annotations", metavar="ANNOTATIONS", help="annotation file or image folder")
-    p.add_argument("-o", "--output", required=True, metavar="SIM_H5", help="HDF5 file to write")
+def _phase1_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of phase 1, shared by `similarity` and `run`."""
     p.add_argument("--image-root", metavar="DIR",
                    help="folder relative image paths start from (default: the annotation file's folder)")
     p.add_argument("--model", default="efficientnet-lite0", metavar="NAME_OR_ONNX",
@@ -48,36 +38,53 @@ def _add_similarity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-column", metavar="NAME", help="column/key holding the split")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
 
-    def floats(text: str | None):
-        return None if text is None else [float(v) for v in text.replace(" ", "").split(",") if v]
 
-    def run(args: argparse.Namespace) -> int:
-        from .models import get_model
-        from .pipeline import HARD_ERRORS, compute_similarity
+def _floats(text: str | None):
+    return None if text is None else [float(v) for v in text.replace(" ", "").split(",") if v]
 
-        try:
-            size = None
-            if args.input_size:
-                parts = args.input_size.lower().replace("*", "x").split("x")
-                size = (int(parts[0]), int(parts[-1]))
-            model = get_model(args.model, input_size=size, mean=floats(args.mean), std=floats(args.std),
-                              resize=args.resize)
-            summary = compute_similarity(
-                args.annotations, args.output, image_root=args.image_root, model=model,
-                device=args.device, batch_size=args.batch_size, workers=args.workers, k=args.k,
-                dense=args.dense, keep_embeddings=args.keep_embeddings, path_column=args.path_column,
-                label_column=args.label_column, split_column=args.split_column,
-                progress=not args.quiet,
-            )
-        except HARD_ERRORS as exc:
-            print(f"dupscope similarity: error: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("dupscope similarity: interrupted; no output written", file=sys.stderr)
-            return 130
-        return 0 if summary["n_ok"] else 2
 
-    p.set_defaults(handler=run)
+def _run_phase1(args: argparse.Namespace, annotations: str, output: str, command: str) -> int:
+    """Phase 1 with the options of `_phase1_arguments`; returns the exit status."""
+    from .models import get_model
+    from .pipeline import HARD_ERRORS, compute_similarity
+
+    try:
+        size = None
+        if args.input_size:
+            parts = args.input_size.lower().replace("*", "x").split("x")
+            size = (int(parts[0]), int(parts[-1]))
+        model = get_model(args.model, input_size=size, mean=_floats(args.mean), std=_floats(args.std),
+                          resize=args.resize)
+        summary = compute_similarity(
+            annotations, output, image_root=args.image_root, model=model,
+            device=args.device, batch_size=args.batch_size, workers=args.workers, k=args.k,
+            dense=args.dense, keep_embeddings=args.keep_embeddings, path_column=args.path_column,
+            label_column=args.label_column, split_column=args.split_column,
+            progress=not args.quiet,
+        )
+    except HARD_ERRORS as exc:
+        print(f"dupscope {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dupscope {command}: interrupted; no output written", file=sys.stderr)
+        return 130
+    return 0 if summary["n_ok"] else 2
+
+
+def _add_similarity(sub: argparse._SubParsersAction) -> None:
+    """Phase 1: annotations -> images -> embeddings -> similarity HDF5."""
+    p = sub.add_parser(
+        "similarity",
+        help="embed the images of an annotation file and write their similarities to HDF5",
+        description="Decode and embed every image listed in ANNOTATIONS (COCO JSON, CSV/TSV, JSON "
+        "Lines, a text list of paths, or a folder), compute the similarity (1 + cos) / 2 of all "
+        "pairs and write them, with each image's nearest neighbours, to an HDF5 file. Images that "
+        "cannot be read are recorded with the reason and do not stop the run.",
+    )
+    p.add_argument("annotations", metavar="ANNOTATIONS", help="annotation file or image folder")
+    p.add_argument("-o", "--output", required=True, metavar="SIM_H5", help="HDF5 file to write")
+    _phase1_arguments(p)
+    p.set_defaults(handler=lambda args: _run_phase1(args, args.annotations, args.output, "similarity"))
 
 
 def _add_visualize(sub: argparse._SubParsersAction) -> None:
@@ -101,25 +108,146 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="threads making thumbnails")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
-    def run(args: argparse.Namespace) -> int:
-        import pickle
+    p.set_defaults(handler=lambda args: _run_phase2(args, args.h5, args.output, "visualize"))
 
-        from .explorer import IncompleteFileError, build_explorer
-        from .predictions import PredictionsError
+
+def _run_phase2(args: argparse.Namespace, h5: str, output: str, command: str) -> int:
+    """Phase 2 with the options of `visualize`; returns the exit status."""
+    import pickle
+
+    from .explorer import IncompleteFileError, build_explorer
+    from .predictions import PredictionsError
+
+    try:
+        index = build_explorer(
+            h5, output, predictions=args.predictions, trust_pickle=args.trust_pickle,
+            thumb_size=args.thumb_size, workers=args.workers, progress=not args.quiet,
+        )
+    except (IncompleteFileError, PredictionsError, pickle.UnpicklingError, FileNotFoundError,
+            KeyError) as exc:
+        print(f"dupscope {command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Open {index} in a browser, or run: dupscope serve {output}")
+    return 0
+
+
+def _phase2_arguments(p: argparse.ArgumentParser, quiet: bool = True) -> None:
+    p.add_argument("--predictions", metavar="PKL",
+                   help="pickle of model predictions: N scores, an N x C array of class scores, "
+                   "or a dict keyed by file name")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="load the predictions pickle without restrictions (it can run code)")
+    p.add_argument("--thumb-size", type=int, default=128, metavar="PX",
+                   help="longest side of thumbnails (default: 128)")
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    """Both phases: annotations -> HDF5 -> explorer, into one folder."""
+    p = sub.add_parser(
+        "run", help="both phases: similarity, then the HTML explorer, into one folder",
+        description="Run phase 1 (similarity HDF5) and phase 2 (HTML explorer) in one go. The "
+        "HDF5 file lands in TARGET_DIR/similarity.h5 unless --h5 says otherwise.",
+    )
+    p.add_argument("annotations", metavar="ANNOTATIONS", help="annotation file or image folder")
+    p.add_argument("target", metavar="TARGET_DIR", help="folder for the explorer (and the HDF5 file)")
+    p.add_argument("--h5", metavar="SIM_H5", help="where to write the HDF5 file")
+    _phase1_arguments(p)
+    _phase2_arguments(p, quiet=False)
+    p.set_defaults(handler=_run_both)
+
+
+def _run_both(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    target = Path(args.target)
+    target.mkdir(parents=True, exist_ok=True)
+    h5 = args.h5 or str(target / "similarity.h5")
+    status = _run_phase1(args, args.annotations, h5, "run")
+    if status:
+        return status
+    return _run_phase2(args, h5, str(target), "run")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    """Generate the built-in sample dataset and run both phases on it."""
+    p = sub.add_parser(
+        "demo", help="build a generated sample dataset with planted duplicates and explore it",
+        description="Generate a few hundred pictures with planted duplicates of several kinds "
+        "(exact, resized, JPEG, crop, brightness, border, grayscale; nothing is downloaded) into "
+        "TARGET_DIR/dataset, then run both phases into TARGET_DIR.",
+    )
+    p.add_argument("target", metavar="TARGET_DIR", help="folder to write the demo into")
+    p.add_argument("--images", type=int, default=240, metavar="N",
+                   help="distinct generated pictures (default 240; copies are added on top)")
+    p.add_argument("--model", default="efficientnet-lite0", metavar="NAME_OR_ONNX",
+                   help="efficientnet-lite0 (default) or dct32")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+    def run(args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from .demo import make_demo_dataset
+
+        target = Path(args.target)
+        if not args.quiet:
+            print(f"Generating the demo dataset in {target / 'dataset'} ...")
+        data = make_demo_dataset(target / "dataset", n_originals=args.images,
+                                 n_copied=max(1, args.images // 4))
+        ns = argparse.Namespace(
+            image_root=None, model=args.model, input_size=None, mean=None, std=None, resize=None,
+            device=args.device, batch_size=None, workers=None, k=32, dense=None,
+            keep_embeddings=False, path_column=None, label_column=None, split_column=None,
+            quiet=args.quiet, predictions=str(data.predictions), trust_pickle=False,
+            thumb_size=128, target=str(target), h5=None, annotations=str(data.annotations),
+        )
+        status = _run_both(ns)
+        if status == 0:
+            h5 = target / "similarity.h5"
+            print(f"\nDemo ready: {data.n_images} images, {len(data.groups)} planted duplicate groups.")
+            print(f"  open      {target / 'index.html'}   (or: dupscope serve {target})")
+            print(f"  summary   dupscope report {h5}")
+            print(f"  accuracy  dupscope evaluate {h5} {data.ground_truth}")
+        return status
+
+    p.set_defaults(handler=run)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    """A terminal summary of a similarity file."""
+    p = sub.add_parser(
+        "report", help="summarise a similarity file in the terminal (or as JSON)",
+        description="Counts of duplicate pairs and groups at several thresholds, failed images, "
+        "the most similar pairs, duplicates across splits and duplicates whose labels differ.",
+    )
+    p.add_argument("h5", help="similarity HDF5 file")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="threshold for the split/label lists (default: the suggested one)")
+    p.add_argument("--top", type=int, default=10, help="rows in each list (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from .report import print_report, summarize
+        from .store import IncompleteFileError
 
         try:
-            index = build_explorer(
-                args.h5, args.output, predictions=args.predictions, trust_pickle=args.trust_pickle,
-                thumb_size=args.thumb_size, workers=args.workers, progress=not args.quiet,
-            )
-        except (IncompleteFileError, PredictionsError, pickle.UnpicklingError, FileNotFoundError,
-                KeyError) as exc:
-            print(f"dupscope visualize: error: {exc}", file=sys.stderr)
+            summary = summarize(args.h5, threshold=args.threshold, top=args.top)
+        except (FileNotFoundError, IncompleteFileError, KeyError, OSError) as exc:
+            print(f"dupscope report: error: {exc}", file=sys.stderr)
             return 2
-        print(f"Open {index} in a browser, or run: dupscope serve {args.output}")
+        if args.json:
+            print(json.dumps(summary, indent=1))
+        else:
+            print_report(summary)
         return 0
 
     p.set_defaults(handler=run)
+
+
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -157,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dupscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_similarity, _add_visualize, _add_serve):
+    for add in (_add_similarity, _add_visualize, _add_serve, _add_run, _add_demo, _add_report):
         add(sub)
     return parser
 
