@@ -69,22 +69,32 @@ def _make_one(src: str, dst: Path, size: int, ext: str) -> None:
 
 
 class _Progress:
-    """Minimal progress on stderr (rich is optional and not needed for one counter)."""
+    """A rich progress bar on stderr (a plain bar when stderr is not a terminal)."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled and total > 0
+        self.enabled = enabled and total > 0
         self._lock = threading.Lock()
-        self._step = max(1, total // 100)
+        self._bar = None
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self._bar = Progress(TextColumn("thumbnails"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=Console(stderr=True),
+                                 transient=False)
+            self._task = self._bar.add_task("thumbnails", total=total)
+            self._bar.start()
 
     def advance(self) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            self.done += 1
-            if self.done % self._step == 0 or self.done == self.total:
-                print(f"\rthumbnails: {self.done}/{self.total}", end="", file=sys.stderr, flush=True)
-                if self.done == self.total:
-                    print(file=sys.stderr)
+        if self._bar is not None:
+            with self._lock:
+                self._bar.advance(self._task)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def make_thumbnails(
@@ -168,14 +178,17 @@ def make_thumbnails(
 
     n_workers = workers or min(32, (os.cpu_count() or 1) + 4)
     keys = {i: key for i, _, key in todo}
-    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="dupscope-thumb") as pool:
-        for i, err in pool.map(work, todo, chunksize=64):
-            if err is None:
-                has_thumb[i] = True
-                if keys[i] is not None:
-                    entries[str(i)] = keys[i]
-            else:
-                failures[i] = err
+    try:
+        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="dupscope-thumb") as pool:
+            for i, err in pool.map(work, todo, chunksize=64):
+                if err is None:
+                    has_thumb[i] = True
+                    if keys[i] is not None:
+                        entries[str(i)] = keys[i]
+                else:
+                    failures[i] = err
+    finally:
+        bar.close()
     tmp = manifest_path.with_name(_MANIFEST + ".tmp")
     tmp.write_text(json.dumps({"size": size, "ext": ext, "entries": entries}), encoding="utf-8")
     os.replace(tmp, manifest_path)
