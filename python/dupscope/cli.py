@@ -275,6 +275,59 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """Accuracy of a similarity file against known duplicates."""
+    p = sub.add_parser(
+        "evaluate",
+        help="precision, recall, F1 and average precision of a similarity file against known duplicates",
+        description="Compare the similarities in SIM_H5 with known duplicates in GROUND_TRUTH: a JSON "
+        'file ({"pairs": [[a, b], ...]}, {"groups": [[a, b, c], ...]} or a list of groups) or a CSV '
+        "file (two columns a,b per pair, or a header with path and group columns). Images are named "
+        "by their path as in the annotation file, by basename when only one image has it, or by row "
+        "index. Reports precision, recall and F1 at a threshold, average precision, recall at "
+        "precision >= 0.95 and the threshold with the best F1, over all candidate pairs (all pairs "
+        "with the dense matrix, else the pairs in the neighbour lists; a true pair in no neighbour "
+        "list is a miss at every threshold).",
+    )
+    p.add_argument("h5", metavar="SIM_H5", help="similarity HDF5 file written by `dupscope similarity`")
+    p.add_argument("ground_truth", metavar="GROUND_TRUTH", help="JSON or CSV file of duplicate pairs or groups")
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="report precision/recall/F1 at this similarity (default: the best-F1 threshold)")
+    p.add_argument("--min-precision", type=float, default=0.95, metavar="P",
+                   help="precision level for 'recall at precision' (default: 0.95)")
+    p.add_argument("--neighbors-only", action="store_true",
+                   help="evaluate the neighbour lists even when the file has the dense matrix")
+    p.add_argument("--plot", metavar="PNG", help="write the precision-recall curve to this PNG file")
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from .evaluate import EvaluationError, evaluate, plot_pr_curve
+        from .store import IncompleteFileError
+
+        try:
+            result = evaluate(args.h5, args.ground_truth, threshold=args.threshold,
+                              min_precision=args.min_precision, use_dense=not args.neighbors_only)
+            if args.plot:
+                plot_pr_curve(result, args.plot)
+        except (EvaluationError, IncompleteFileError, FileNotFoundError, OSError, KeyError) as exc:
+            print(f"dupscope evaluate: error: {exc}", file=sys.stderr)
+            return 2
+        if args.json:
+            out = result.to_dict()
+            if args.plot:
+                out["plot"] = args.plot
+            print(json.dumps(out, indent=2))
+        else:
+            print(result.summary())
+            if args.plot:
+                print(f"wrote {args.plot}")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -285,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dupscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_similarity, _add_visualize, _add_serve, _add_run, _add_demo, _add_report):
+    for add in (_add_similarity, _add_visualize, _add_serve, _add_run, _add_demo, _add_report, _add_evaluate):
         add(sub)
     return parser
 
