@@ -46,6 +46,12 @@ def test_compute_similarity_writes_the_schema(dataset, tmp_path):
     assert summary["failures"] == {"truncated image": 1, "missing file": 1}
     assert summary["dense"] is True  # tiny: dense by default
     assert summary["pairs_above"][0.95] >= 3  # the three planted pairs
+    # Stage timings for benchmarks and logs: present, non-negative, and the parts of the
+    # embedding stage fit inside it.
+    for key in ("decode_cpu_seconds", "inference_seconds", "decode_wait_seconds",
+                "metadata_write_seconds", "similarity_write_seconds"):
+        assert summary[key] >= 0.0, key
+    assert summary["inference_seconds"] + summary["decode_wait_seconds"] <= summary["embed_seconds"]
     with SimilarityFile(out) as f:
         assert f.n == 11
         assert f.paths == [r[0] for r in rows]

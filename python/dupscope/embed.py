@@ -46,6 +46,13 @@ class EmbedResult:
         ``"cpu"`` or ``"cuda"``: where the model ran.
     seconds : float
         Wall time of the whole run.
+    decode_cpu_seconds : float
+        CPU time the decode threads spent decoding and resizing, summed over threads.
+    inference_seconds : float
+        Wall time spent in the model (``session.run``), preprocessing included.
+    decode_wait_seconds : float
+        Wall time the model thread waited for decoded images: near zero when the model is the
+        bottleneck, most of ``seconds`` when decoding is.
     """
 
     embeddings: np.ndarray
@@ -56,6 +63,9 @@ class EmbedResult:
     device: str = "cpu"
     seconds: float = 0.0
     model: ModelSpec | None = field(default=None, repr=False)
+    decode_cpu_seconds: float = 0.0
+    inference_seconds: float = 0.0
+    decode_wait_seconds: float = 0.0
 
     @property
     def n_failed(self) -> int:
@@ -114,6 +124,11 @@ def create_session(spec: ModelSpec, *, device: str = "auto", threads: int | None
     opts.log_severity_level = 3  # onnxruntime's warnings about unused initialisers etc. are noise here
     if threads:
         opts.intra_op_num_threads = int(threads)
+    # onnxruntime's pool threads busy-wait between (and within) runs by default. Here decode
+    # threads share the same cores, and spinning takes their CPU: on a loaded 2-core machine
+    # embedding ran 1.2x faster without it, and it cost nothing on an idle one
+    # (benchmarks/PHASE1.md).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers: list = ["CPUExecutionProvider"]
     if use_cuda:
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
@@ -207,11 +222,20 @@ def embed_images(
     heights = np.zeros(n, np.int32)
     size = (spec.height, spec.width)
 
+    decode_cpu = [0.0]
+    timing = {"inference": 0.0, "wait": 0.0}
+
     def decode(path: str) -> LoadedImage:
-        return load_image(path, size, colour=spec.colour, resize=spec.resize)
+        c0 = time.thread_time()
+        img = load_image(path, size, colour=spec.colour, resize=spec.resize)
+        # A float += under the GIL is one bytecode-level read-modify-write race at worst; the
+        # lost nanoseconds do not matter for a timing summary.
+        decode_cpu[0] += time.thread_time() - c0
+        return img
 
     def run_batch(rows: list[int], pixels: list[np.ndarray]) -> None:
         nonlocal emb
+        t_run = time.perf_counter()
         x = preprocess(pixels, spec)
         if spec.batch is not None and len(pixels) < spec.batch:
             # Fixed-batch model: pad the last batch with zeros and drop the padding's outputs.
@@ -219,6 +243,7 @@ def embed_images(
             x = np.concatenate([x, pad])
         out = sess.run([spec.output_name], {spec.input_name: x})[0]
         out = np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[: len(rows)]
+        timing["inference"] += time.perf_counter() - t_run
         if emb is None:
             emb = np.zeros((n, out.shape[1]), np.float32)
         if out.shape[1] != emb.shape[1]:
@@ -242,7 +267,9 @@ def embed_images(
                 pending.append((next_submit, pool.submit(decode, paths[next_submit])))
                 next_submit += 1
             i, fut = pending.popleft()
+            t_wait = time.perf_counter()
             img = fut.result()  # load_image never raises
+            timing["wait"] += time.perf_counter() - t_wait
             if img.ok:
                 rows.append(i)
                 pixels.append(img.pixels)
@@ -263,4 +290,6 @@ def embed_images(
     heights[~ok] = 0
     assert done == n
     return EmbedResult(emb, ok, errors, widths, heights, device=used,
-                       seconds=time.perf_counter() - t0, model=spec)
+                       seconds=time.perf_counter() - t0, model=spec,
+                       decode_cpu_seconds=decode_cpu[0], inference_seconds=timing["inference"],
+                       decode_wait_seconds=timing["wait"])

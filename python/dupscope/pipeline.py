@@ -112,6 +112,7 @@ def compute_similarity(
     device: str = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
+    threads: int | None = None,
     k: int = 32,
     dense: bool | None = None,
     keep_embeddings: bool = False,
@@ -139,6 +140,8 @@ def compute_similarity(
         Where the model and the similarity engine run.
     batch_size, workers : int, optional
         Model batch size (default 32) and decode threads (default: CPU count).
+    threads : int, optional
+        onnxruntime intra-op threads on the CPU (default: see :func:`dupscope.embed.embed_images`).
     k : int
         Neighbours kept per image.
     dense : bool, optional
@@ -160,7 +163,11 @@ def compute_similarity(
     dict
         Summary: ``n_images``, ``n_ok``, ``n_failed``, ``failures`` (reason kind -> count),
         ``failed_examples`` (up to 10 ``(path, reason)``), ``seconds``, ``embed_seconds``,
-        ``similarity_seconds``, ``images_per_second``, ``pairs_above`` (threshold -> number of
+        ``similarity_seconds``, ``images_per_second``, the embedding stage's breakdown
+        ``decode_cpu_seconds`` (CPU time of the decode threads, summed), ``inference_seconds``
+        (wall time in the model) and ``decode_wait_seconds`` (wall time the model waited for
+        decoded images), and the HDF5 stage's ``metadata_write_seconds`` (image table) and
+        ``similarity_write_seconds`` (similarity, top-k and their writes, which overlap), ``pairs_above`` (threshold -> number of
         image pairs in the neighbour lists at or above it), ``dense``, ``device``, ``model``,
         ``output``.
 
@@ -198,7 +205,7 @@ def compute_similarity(
         task = bar.add_task("embedding", total=n, unit="img") if bar else None
         t0 = time.perf_counter()
         result = embed_images(
-            table.resolved, spec, batch_size=batch_size, workers=workers, device=device,
+            table.resolved, spec, batch_size=batch_size, workers=workers, device=device, threads=threads,
             progress=(lambda done: bar.update(task, completed=done)) if bar else None,
         )
         embed_seconds = time.perf_counter() - t0
@@ -218,13 +225,17 @@ def compute_similarity(
         sim_device = "cuda" if str(device).startswith("cuda") else device
         try:
             with SimilarityWriter(output, overwrite=overwrite) as w:
+                t_meta = time.perf_counter()
                 w.write_images(paths=table.paths, resolved=table.resolved, labels=table.labels,
                                splits=table.splits, ok=result.ok, errors=result.errors,
                                widths=result.widths, heights=result.heights)
                 if keep_embeddings:
                     w.write_embeddings(result.embeddings)
+                metadata_seconds = time.perf_counter() - t_meta
+                t_sim = time.perf_counter()
                 w.write_similarity(result.embeddings, k=k, dense=dense, tile=tile, device=sim_device,
                                    valid=result.ok, progress=tile_progress if bar else None)
+                similarity_write_seconds = time.perf_counter() - t_sim
                 w.attrs.update({
                     "model": spec.name,
                     "model_sha256": spec.sha256,
@@ -259,6 +270,11 @@ def compute_similarity(
         "embed_seconds": embed_seconds,
         "similarity_seconds": similarity_seconds,
         "images_per_second": n / embed_seconds if embed_seconds > 0 else float("inf"),
+        "decode_cpu_seconds": result.decode_cpu_seconds,
+        "inference_seconds": result.inference_seconds,
+        "decode_wait_seconds": result.decode_wait_seconds,
+        "metadata_write_seconds": metadata_seconds,
+        "similarity_write_seconds": similarity_write_seconds,
         "pairs_above": {t: _count_pairs(index, sims, t) for t in _THRESHOLDS},
         "dense": bool(dense),
         "device": f"embed {result.device}, similarity {sim_used}",
