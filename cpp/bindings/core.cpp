@@ -203,6 +203,10 @@ PYBIND11_MODULE(_core, m) {
       .def("start", &PyJob::start)
       .def("pop", &PyJob::pop, py::arg("timeout_ms") = 100)
       .def("wait", &PyJob::wait)
+      .def("wait_for", [](PyJob& j, int timeout_ms) {
+        py::gil_scoped_release release;
+        return j.job_->wait_for(timeout_ms);
+      }, py::arg("timeout_ms"), "True once every worker has finished (GIL released while waiting)")
       .def("cancel", [](PyJob& j) { j.job_->cancel(); })
       .def("topk", &PyJob::topk)
       .def_property_readonly("tiles_total", [](const PyJob& j) { return j.job_->tiles_total(); })

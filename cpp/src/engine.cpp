@@ -83,6 +83,7 @@ const char* SimilarityJob::device() const { return cuda_ ? "cuda" : "cpu"; }
 void SimilarityJob::start() {
   if (started_) throw std::logic_error("job already started");
   started_ = true;
+  running_ = threads_;
   for (int s = 0; s < threads_; ++s) workers_.emplace_back([this, s] { worker(s); });
 }
 
@@ -115,6 +116,16 @@ void SimilarityJob::cancel() {
 }
 
 void SimilarityJob::worker(int slot) {
+  struct Done {  // tell wait_for() this worker has finished, however it leaves
+    SimilarityJob* job;
+    ~Done() {
+      {
+        std::lock_guard<std::mutex> lock(job->qmu_);
+        --job->running_;
+      }
+      job->q_ready_.notify_all();
+    }
+  } done{this};
   try {
     const int64_t T = opt_.tile;
     AlignedFloats a_pack(a_pack_floats(*kernels_, T, d_)), b_pack(b_pack_floats(*kernels_, T));
@@ -213,6 +224,12 @@ int SimilarityJob::pop(uint16_t* dst, ChunkInfo& info, int timeout_ms) {
   lock.unlock();
   q_free_.notify_all();
   return 1;
+}
+
+bool SimilarityJob::wait_for(int timeout_ms) {
+  std::unique_lock<std::mutex> lock(qmu_);
+  return q_ready_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                           [&] { return running_ == 0; });
 }
 
 void SimilarityJob::wait() {

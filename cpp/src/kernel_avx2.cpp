@@ -85,6 +85,37 @@ void to_half(const float* c, uint16_t* out, int64_t n) {
   }
 }
 
+// Packs 8 rows x kc columns into strip lanes with 8x8 register transposes: the packing of b
+// is about a tenth of a tile's time when done one float at a time.
+inline bool pack8(const float* src, int64_t d, int64_t kc, int R, float* p) {
+  int64_t k = 0;
+  for (; k + 8 <= kc; k += 8) {
+    __m256 r0 = _mm256_loadu_ps(src + 0 * d + k), r1 = _mm256_loadu_ps(src + 1 * d + k);
+    __m256 r2 = _mm256_loadu_ps(src + 2 * d + k), r3 = _mm256_loadu_ps(src + 3 * d + k);
+    __m256 r4 = _mm256_loadu_ps(src + 4 * d + k), r5 = _mm256_loadu_ps(src + 5 * d + k);
+    __m256 r6 = _mm256_loadu_ps(src + 6 * d + k), r7 = _mm256_loadu_ps(src + 7 * d + k);
+    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    _mm256_storeu_ps(p + (k + 0) * R, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(p + (k + 1) * R, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(p + (k + 2) * R, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(p + (k + 3) * R, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(p + (k + 4) * R, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(p + (k + 5) * R, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(p + (k + 6) * R, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(p + (k + 7) * R, _mm256_permute2f128_ps(u3, u7, 0x31));
+  }
+  for (; k < kc; ++k)
+    for (int r = 0; r < 8; ++r) p[k * R + r] = src[r * d + k];
+  return true;
+}
+
 #include "tile_gemm.inc"
 
 }  // namespace

@@ -70,6 +70,8 @@ void to_half(const float* c, uint16_t* out, int64_t n) {
   }
 }
 
+inline bool pack8(const float*, int64_t, int64_t, int, float*) { return false; }
+
 #include "tile_gemm.inc"
 
 }  // namespace

@@ -39,6 +39,8 @@ void to_half(const float* c, uint16_t* out, int64_t n) {
   for (int64_t s = 0; s < n; ++s) out[s] = float_to_half(c[s]);
 }
 
+inline bool pack8(const float*, int64_t, int64_t, int, float*) { return false; }
+
 #include "tile_gemm.inc"
 
 }  // namespace

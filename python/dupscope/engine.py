@@ -9,7 +9,6 @@ with the GIL released.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable, Iterator, Optional, Tuple
 
 import numpy as np
@@ -198,12 +197,14 @@ class SimilarityJob:
             raise
 
     def wait(self, progress: Progress = None) -> None:
-        """Block until every tile is done, reporting progress every 50 ms."""
+        """Block until every tile is done, reporting progress every 100 ms.
+
+        Waits in slices (GIL released) so that Ctrl-C stops the job between them.
+        """
         try:
-            while self._job.tiles_done < self._job.tiles_total:
+            while not self._job.wait_for(100):
                 if progress is not None:
                     progress(self._job.tiles_done, self._job.tiles_total)
-                time.sleep(0.05)
             self._job.wait()
         except BaseException:
             self._job.cancel()

@@ -59,6 +59,8 @@ class SimilarityJob {
   // Rethrows a worker's exception.
   int pop(uint16_t* dst, ChunkInfo& info, int timeout_ms);
   void cancel();
+  // Waits up to timeout_ms for every worker to finish; true when they all have.
+  bool wait_for(int timeout_ms);
   // Joins the workers and rethrows the first worker exception, if any.
   void wait();
 
@@ -99,6 +101,7 @@ class SimilarityJob {
   std::vector<int> free_;
   std::deque<std::pair<int, ChunkInfo>> ready_;
   int64_t chunks_popped_ = 0;
+  int running_ = 0;  // workers not yet finished (guarded by qmu_)
   std::exception_ptr error_;
 };
 
