@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..postprocess import DUPSCOPE_V1, Fusion
+
 __all__ = ["ModelSpec", "ModelError", "get_model", "builtin_models", "file_sha256", "DEFAULT_MODEL"]
 
 _HERE = Path(__file__).resolve().parent
@@ -69,6 +71,10 @@ class ModelSpec:
         Embedding dimension, when known.
     builtin : bool
         Whether this is one of the shipped models.
+    fusion : dupscope.postprocess.Fusion or None
+        For a model whose output is several embeddings side by side (``dupscope-v1``): how they
+        are normalised against the data set and joined after embedding
+        (:func:`dupscope.postprocess.fuse_embeddings`). None: the output is used as it is.
     """
 
     name: str
@@ -87,6 +93,7 @@ class ModelSpec:
     batch: int | None = None
     dim: int | None = None
     builtin: bool = False
+    fusion: Fusion | None = None
 
     @property
     def channels(self) -> int:
@@ -133,8 +140,28 @@ _BUILTIN: dict[str, ModelSpec] = {
         dim=63,
         builtin=True,
     ),
+    # The copy-detection hybrid (tools/build_dup_model.py): the efficientnet-lite0 network cut
+    # after block 7 on a contrast-standardised input, GeM-pooled (80 columns), next to the dct32
+    # embedding of the same image made mirror-invariant (63 columns); joined per data set by
+    # dupscope.postprocess.DUPSCOPE_V1.
+    "dupscope-v1": ModelSpec(
+        name="dupscope-v1",
+        path=str(_HERE / "dupscope_v1.onnx"),
+        sha256="cebc4f02f60d03b06cc22828c98f4ad77047a51cbb9a449ef82125ee4e94e1ba",
+        height=224,
+        width=224,
+        layout="NCHW",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        resize="stretch",
+        colour="rgb",
+        dim=143,
+        builtin=True,
+        fusion=DUPSCOPE_V1,
+    ),
 }
-_ALIASES = {"default": "efficientnet-lite0", "efficientnet": "efficientnet-lite0", "dct": "dct32"}
+_ALIASES = {"default": "efficientnet-lite0", "efficientnet": "efficientnet-lite0", "dct": "dct32",
+            "dupscope": "dupscope-v1"}
 
 DEFAULT_MODEL = "efficientnet-lite0"
 
@@ -181,7 +208,7 @@ def get_model(
     Parameters
     ----------
     name_or_path : str, path or ModelSpec
-        ``"efficientnet-lite0"`` (default), ``"dct32"``, or the path of an ONNX file. A
+        ``"efficientnet-lite0"`` (default), ``"dct32"``, ``"dupscope-v1"``, or the path of an ONNX file. A
         :class:`ModelSpec` is returned unchanged (after applying overrides).
     input_size : int or (height, width), optional
         Spatial size for models whose input has dynamic height/width; for models with fixed
