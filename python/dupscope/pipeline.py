@@ -23,6 +23,7 @@ from .annotations import AnnotationError, ImageTable, load_annotations
 from .embed import embed_images
 from .images import failure_kind
 from .models import ModelError, ModelSpec, get_model
+from .postprocess import fuse_embeddings
 
 __all__ = ["compute_similarity", "decide_dense", "PipelineError", "DENSE_MAX_BYTES", "DENSE_MAX_FREE_FRACTION"]
 
@@ -135,7 +136,9 @@ def compute_similarity(
     image_root : path-like, optional
         Folder that relative image paths are relative to (default: the annotation file's folder).
     model : str, path or ModelSpec
-        ``"efficientnet-lite0"`` (default), ``"dct32"``, or an ONNX file.
+        ``"efficientnet-lite0"`` (default), ``"dct32"``, ``"dupscope-v1"`` (network + dct hybrid,
+        post-processed per data set by :func:`dupscope.postprocess.fuse_embeddings`), or an
+        ONNX file.
     device : {"auto", "cpu", "cuda"}
         Where the model and the similarity engine run.
     batch_size, workers : int, optional
@@ -148,7 +151,8 @@ def compute_similarity(
         Write the full (N, N) matrix. None decides by size (:func:`decide_dense`): dense when it
         needs less than 8 GiB and less than 25% of the free disk space, else neighbours only.
     keep_embeddings : bool
-        Also store the raw embeddings (float16).
+        Also store the embeddings (float16): the model's raw output, or for a model with a
+        fusion (``dupscope-v1``) the fused embedding the similarities were computed from.
     path_column, label_column, split_column : str, optional
         Column names for CSV/JSON Lines input.
     progress : bool
@@ -166,7 +170,8 @@ def compute_similarity(
         ``similarity_seconds``, ``images_per_second``, the embedding stage's breakdown
         ``decode_cpu_seconds`` (CPU time of the decode threads, summed), ``inference_seconds``
         (wall time in the model) and ``decode_wait_seconds`` (wall time the model waited for
-        decoded images), and the HDF5 stage's ``metadata_write_seconds`` (image table) and
+        decoded images), ``postprocess_seconds`` (fusion of multi-branch embeddings, 0 for
+        other models), and the HDF5 stage's ``metadata_write_seconds`` (image table) and
         ``similarity_write_seconds`` (similarity, top-k and their writes, which overlap), ``pairs_above`` (threshold -> number of
         image pairs in the neighbour lists at or above it), ``dense``, ``device``, ``model``,
         ``output``.
@@ -215,6 +220,15 @@ def compute_similarity(
                 f"none of the {n} images could be read (e.g. {table.resolved[0]}: {common}); "
                 "check the paths and --image-root"
             )
+        # Data-set level post-processing of multi-branch models (dupscope-v1): the fused
+        # embedding is what the engine compares and what --keep-embeddings stores.
+        t_post = time.perf_counter()
+        embeddings, postprocess = result.embeddings, "none"
+        if spec.fusion is not None:
+            fused = fuse_embeddings(result.embeddings, result.ok, spec.fusion)
+            embeddings, postprocess = fused.embeddings, fused.description
+            console.print(f"embedding post-processing: {postprocess}", markup=False, highlight=False)
+        postprocess_seconds = time.perf_counter() - t_post
         sim_task = bar.add_task("similarity", total=None, unit="tile") if bar else None
 
         def tile_progress(done: int, total: int) -> None:
@@ -230,10 +244,10 @@ def compute_similarity(
                                splits=table.splits, ok=result.ok, errors=result.errors,
                                widths=result.widths, heights=result.heights)
                 if keep_embeddings:
-                    w.write_embeddings(result.embeddings)
+                    w.write_embeddings(embeddings)
                 metadata_seconds = time.perf_counter() - t_meta
                 t_sim = time.perf_counter()
-                w.write_similarity(result.embeddings, k=k, dense=dense, tile=tile, device=sim_device,
+                w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=sim_device,
                                    valid=result.ok, progress=tile_progress if bar else None)
                 similarity_write_seconds = time.perf_counter() - t_sim
                 w.attrs.update({
@@ -241,7 +255,8 @@ def compute_similarity(
                     "model_sha256": spec.sha256,
                     "model_input": f"{spec.layout} {spec.channels}x{spec.height}x{spec.width} {spec.colour} "
                                    f"resize={spec.resize}",
-                    "embedding_dim": int(result.embeddings.shape[1]),
+                    "embedding_dim": int(embeddings.shape[1]),
+                    "embedding_postprocess": postprocess,
                     "embed_device": result.device,
                     "annotations": table.source,
                     "annotations_format": table.format,
@@ -273,6 +288,7 @@ def compute_similarity(
         "decode_cpu_seconds": result.decode_cpu_seconds,
         "inference_seconds": result.inference_seconds,
         "decode_wait_seconds": result.decode_wait_seconds,
+        "postprocess_seconds": postprocess_seconds,
         "metadata_write_seconds": metadata_seconds,
         "similarity_write_seconds": similarity_write_seconds,
         "pairs_above": {t: _count_pairs(index, sims, t) for t in _THRESHOLDS},
