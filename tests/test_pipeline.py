@@ -138,3 +138,80 @@ def test_default_model_end_to_end(tmp_path):
         idx, sim = f.neighbors()
         assert idx[4, 0] == 1 and float(sim[4, 0]) > 0.95
         assert f.attrs["annotations_format"] == "folder"
+
+
+def test_dupscope_v1_finds_planted_copies(dataset, tmp_path):
+    """The hybrid model end to end: fused embeddings (centring only on this small set) go to the
+    engine, are what --keep-embeddings stores, and the attributes say what was applied."""
+    ann, _ = dataset
+    out = tmp_path / "v1.h5"
+    summary = compute_similarity(ann, out, model="dupscope-v1", k=4, keep_embeddings=True, progress=False)
+    assert summary["n_ok"] == 9 and summary["model"] == "dupscope-v1"
+    assert summary["postprocess_seconds"] >= 0.0
+    with SimilarityFile(out) as f:
+        idx, sim = f.neighbors()
+        assert idx[6, 0] == 0 and idx[7, 0] == 2 and idx[8, 0] == 4
+        assert idx[0, 0] == 6 and idx[2, 0] == 7 and idx[4, 0] == 8
+        attrs = f.attrs
+        assert attrs["model"] == "dupscope-v1" and attrs["embedding_dim"] == 143
+        post = attrs["embedding_postprocess"]
+        assert post.startswith("dupscope-v1 on 9 valid images") and "not whitened" in post
+        emb = f.embeddings[()].astype(np.float32)
+        assert emb.shape == (11, 143) and not emb[9:].any()
+        # fused rows: unit network branch, 0.5 x unit dct branch
+        np.testing.assert_allclose(np.linalg.norm(emb[:9, :80], axis=1), 1.0, atol=2e-3)
+        np.testing.assert_allclose(np.linalg.norm(emb[:9, 80:], axis=1), 0.5, atol=2e-3)
+        dense = f.similarity[()].astype(np.float32)
+        # the engine compared exactly the stored fused embedding
+        e = emb[:9] / np.linalg.norm(emb[:9], axis=1, keepdims=True)
+        np.testing.assert_allclose(dense[:9, :9], (1 + e @ e.T) / 2, atol=2e-3)
+
+
+def test_dupscope_v1_whitens_large_sets(dataset, tmp_path, monkeypatch):
+    """Past Fusion.min_whiten valid images the network branch is whitened (lowered here to 5)."""
+    import dataclasses
+
+    from dupscope import models
+
+    spec = models.get_model("dupscope-v1")
+    monkeypatch.setitem(models._BUILTIN, "dupscope-v1",
+                        dataclasses.replace(spec, fusion=dataclasses.replace(spec.fusion, min_whiten=5)))
+    ann, _ = dataset
+    out = tmp_path / "v1w.h5"
+    compute_similarity(ann, out, model="dupscope-v1", k=4, keep_embeddings=True, progress=False)
+    with SimilarityFile(out) as f:
+        import re
+
+        # 9 valid images (one pair identical: the exact copy) span at most 8 centred directions
+        d = int(re.search(r"PCA-whitened to (\d+)-d", f.attrs["embedding_postprocess"]).group(1))
+        assert 1 <= d <= 8
+        assert f.attrs["embedding_dim"] == d + 63 and f.embeddings.shape == (11, d + 63)
+
+
+def test_plain_models_record_no_postprocessing(dataset, tmp_path):
+    ann, _ = dataset
+    out = tmp_path / "plain.h5"
+    compute_similarity(ann, out, model="dct32", k=2, dense=False, progress=False)
+    with SimilarityFile(out) as f:
+        assert f.attrs["embedding_postprocess"] == "none"
+
+
+def test_dupscope_v1_on_the_demo_dataset(tmp_path):
+    """The demo's planted copies, found by the hybrid model (as tests/test_demo.py does for the
+    default model)."""
+    import json
+
+    from dupscope.demo import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "d", n_originals=30, n_copied=10)
+    out = tmp_path / "demo.h5"
+    compute_similarity(data.annotations, out, model="dupscope-v1", progress=False)
+    with SimilarityFile(out) as f:
+        idx, _ = f.neighbors()
+        row = {p: i for i, p in enumerate(f.paths)}
+    hits = total = 0
+    for group in json.loads(data.ground_truth.read_text())["groups"]:
+        for copy in group[1:]:
+            total += 1
+            hits += idx[row[copy], 0] in [row[p] for p in group if p != copy]
+    assert hits >= total - 1, f"{hits}/{total} copies found their group at rank 1"
