@@ -115,6 +115,27 @@ inline bool pack8(const float* src, int64_t d, int64_t kc, int R, float* p) {
     for (int r = 0; r < 8; ++r) p[k * R + r] = src[r * d + k];
   return true;
 }
+// 8 x 8 transpose of float16 bit patterns in three rounds of unpacks (16-, 32-, 64-bit), for
+// the mirrored half of an off-diagonal tile.
+inline bool transpose8_half(const uint16_t* in, int64_t ldi, uint16_t* out, int64_t ldo) {
+  __m128i a[8], b[8], c[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i * ldi));
+  for (int i = 0; i < 4; ++i) {
+    b[2 * i] = _mm_unpacklo_epi16(a[2 * i], a[2 * i + 1]);
+    b[2 * i + 1] = _mm_unpackhi_epi16(a[2 * i], a[2 * i + 1]);
+  }
+  c[0] = _mm_unpacklo_epi32(b[0], b[2]); c[1] = _mm_unpackhi_epi32(b[0], b[2]);
+  c[2] = _mm_unpacklo_epi32(b[1], b[3]); c[3] = _mm_unpackhi_epi32(b[1], b[3]);
+  c[4] = _mm_unpacklo_epi32(b[4], b[6]); c[5] = _mm_unpackhi_epi32(b[4], b[6]);
+  c[6] = _mm_unpacklo_epi32(b[5], b[7]); c[7] = _mm_unpackhi_epi32(b[5], b[7]);
+  for (int j = 0; j < 4; ++j) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * j) * ldo),
+                     _mm_unpacklo_epi64(c[j], c[j + 4]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * j + 1) * ldo),
+                     _mm_unpackhi_epi64(c[j], c[j + 4]));
+  }
+  return true;
+}
 
 #include "tile_gemm.inc"
 

@@ -71,6 +71,7 @@ void to_half(const float* c, uint16_t* out, int64_t n) {
 }
 
 inline bool pack8(const float*, int64_t, int64_t, int, float*) { return false; }
+inline bool transpose8_half(const uint16_t*, int64_t, uint16_t*, int64_t) { return false; }
 
 #include "tile_gemm.inc"
 
