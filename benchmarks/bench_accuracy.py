@@ -453,6 +453,85 @@ def time_plain_file(paths, n: int = 256, batch: int = 32) -> float:
     return (time.perf_counter() - t) / len(imgs)
 
 
+def time_model_pair(paths, n: int = 256, batch: int = 32) -> tuple[float, float]:
+    """Seconds per image, model only, of efficientnet-lite0 and dupscope-v1 on the same batches
+    (alternating, best of three passes each), so a shared machine's load affects both alike."""
+    from dupscope.models import get_model
+
+    sessions = [session(get_model(name).path) for name in ("efficientnet-lite0", "dupscope-v1")]
+    imgs = [load_rgb(Path(p)).resize((224, 224), Image.Resampling.BILINEAR) for p in paths[:n]]
+    xs = [to_input(imgs[b:b + batch]) for b in range(0, len(imgs), batch)]
+    best = [float("inf"), float("inf")]
+    for s in sessions:
+        s.run(None, {"input": xs[0]})  # warm-up
+    for _ in range(3):
+        for k, s in enumerate(sessions):
+            t = time.perf_counter()
+            for x in xs:
+                s.run(None, {"input": x})
+            best[k] = min(best[k], (time.perf_counter() - t) / len(imgs))
+    return best[0], best[1]
+
+
+def whitening_sweep(paths, rows, log, sizes=(6, 12, 20, 30, 45, 70, 100, 1000), seeds=(0, 1, 2)) -> list[str]:
+    """AP of dupscope-v1 on random subsets of groups, with and without whitening, to choose the
+    smallest data set whitening is applied to (``Fusion.min_whiten``).
+
+    The raw two-branch embeddings come from ``dupscope.embed.embed_images`` (dupscope's decoder);
+    each subset is post-processed on its own by ``dupscope.postprocess.fuse_embeddings`` with
+    whitening forced on or off. Three regimes: *all copies* (each group whole: 18 images), *5
+    copies* and *2 copies* (the original and that many random copies: fewer duplicates per
+    image, closer to real data). A size above the number of groups means all of them.
+    """
+    import dataclasses
+
+    from dupscope.embed import embed_images
+    from dupscope.models import get_model
+    from dupscope.postprocess import fuse_embeddings
+
+    spec = get_model("dupscope-v1")
+    res = embed_images(paths, spec, device="cpu")
+    on = dataclasses.replace(spec.fusion, min_whiten=0)
+    off = dataclasses.replace(spec.fusion, min_whiten=10**12)
+    groups = sorted({r["group"] for r in rows})
+    by_group: dict[int, list[int]] = {}
+    for k, r in enumerate(rows):
+        by_group.setdefault(r["group"], []).append(k)
+    lines = ["Whitening sweep (dupscope-v1 on random subsets of groups, mean AP over "
+             f"{len(seeds)} draws; whitened / centred only):"]
+    for regime, per in (("all copies", None), ("5 copies", 5), ("2 copies", 2)):
+        for g in sizes:
+            g = min(g, len(groups))
+            aps = {"on": [], "off": []}
+            thr = {"on": [], "off": []}
+            n_img = 0
+            draws = seeds[:1] if (per is None and g == len(groups)) else seeds  # the same set every time
+            for seed in draws:
+                rng = random.Random(seed * 1000 + g)
+                pick = rng.sample(groups, g)
+                idx = []
+                for gr in pick:
+                    members = by_group[gr]
+                    if per is None:
+                        idx += members
+                    else:
+                        idx += [members[0]] + rng.sample(members[1:], min(per, len(members) - 1))
+                idx = np.array(sorted(idx))
+                n_img = len(idx)
+                sc = Scorer([rows[k] for k in idx])
+                for key, fu in (("on", on), ("off", off)):
+                    fused = fuse_embeddings(res.embeddings[idx], res.ok[idx], fu).embeddings
+                    r = sc(cosine_sim16(fused))["groups"]
+                    aps[key].append(r.average_precision)
+                    thr[key].append(r.threshold_at_precision)
+            line = (f"  {regime}, {g} groups (~{n_img} images): AP whitened {np.mean(aps['on']):.3f}, "
+                    f"centred only {np.mean(aps['off']):.3f} (P0.95 thresholds {np.nanmean(thr['on']):.3f} / "
+                    f"{np.nanmean(thr['off']):.3f})")
+            log(line)
+            lines.append(line)
+    return lines
+
+
 # ------------------------------------------------------------------------------------------
 # Scoring
 # ------------------------------------------------------------------------------------------
@@ -542,6 +621,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/ACCURACY.md"))
     ap.add_argument("--no-variants", action="store_true", help="skip the network variants")
+    ap.add_argument("--models", default="efficientnet-lite0,dct32,dupscope-v1",
+                    help="dupscope built-in models to run through compute_similarity (comma-separated)")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="skip the dupscope-v1 whitening sweep over data-set sizes")
     ap.add_argument("--all-views", action="store_true",
                     help="also the centre-crop view (one more network pass over every image)")
     args = ap.parse_args()
@@ -586,10 +669,12 @@ def main() -> int:
     speed: dict[str, str] = {}
     notes: list[str] = []
     embeddings: dict[str, np.ndarray] = {}
+    pipeline_rate: dict[str, float] = {}
+    default_sim = None
 
     # dupscope itself, through the real code path: compute_similarity -> HDF5 -> evaluate().
     with tempfile.TemporaryDirectory() as tmp:
-        for model in ("efficientnet-lite0", "dct32"):
+        for model in args.models.split(","):
             h5 = Path(tmp) / f"{model}.h5"
             summary = compute_similarity(folder / "images.txt", h5, model=model, dense=True,
                                          keep_embeddings=True, progress=False)
@@ -600,6 +685,22 @@ def main() -> int:
             results[f"dupscope {model}"] = res
             embeddings[model] = emb
             speed[f"dupscope {model}"] = f"{summary['images_per_second']:.0f} img/s (pipeline)"
+            pipeline_rate[model] = summary["images_per_second"]
+            if model == "dupscope-v1":
+                import h5py
+
+                with h5py.File(h5, "r") as hf:
+                    post_attr = str(hf.attrs.get("embedding_postprocess", ""))
+                notes.append(f"`dupscope-v1` file's `embedding_postprocess`: {post_attr}")
+                log(f"dupscope-v1 post-processing: {post_attr}")
+                from dupscope.threshold import nearest_neighbor_similarity, suggest_threshold
+
+                sug = suggest_threshold(nearest_neighbor_similarity(h5))
+                log(f"suggest_threshold on the dupscope-v1 file: {sug.threshold:.4f} ({sug.method}); best-F1 "
+                    f"threshold {r.best_f1_threshold:.4f}, P0.95 threshold {r.threshold_at_precision:.4f}")
+                notes.append(f"`suggest_threshold` on the dupscope-v1 file: {sug.threshold:.4f} ({sug.method}); "
+                             f"its best-F1 threshold is {r.best_f1_threshold:.4f}, P0.95 threshold "
+                             f"{r.threshold_at_precision:.4f}.")
             log(f"dupscope {model}: AP {r.average_precision:.4f}, R@P95 {r.recall_at_precision:.4f}, "
                 f"{summary['images_per_second']:.0f} img/s")
             if model == "efficientnet-lite0":
@@ -614,6 +715,19 @@ def main() -> int:
                 notes.append(f"`suggest_threshold` (no ground truth) on the default file: {sug.threshold:.4f} "
                              f"({sug.method}); the best-F1 threshold is {r.best_f1_threshold:.4f}. "
                              f"Reasoning given: {sug.reasoning}")
+
+    if "efficientnet-lite0" in pipeline_rate and "dupscope-v1" in pipeline_rate:
+        ratio = pipeline_rate["efficientnet-lite0"] / pipeline_rate["dupscope-v1"]
+        speed["dupscope dupscope-v1"] += f", {ratio:.2f}x the time of efficientnet-lite0"
+    if "dupscope-v1" in args.models.split(","):
+        net_s, v1_s = time_model_pair(paths)
+        msg = (f"model only, same batches: efficientnet-lite0 {net_s * 1e3:.2f} ms/img, dupscope-v1 "
+               f"{v1_s * 1e3:.2f} ms/img ({v1_s / net_s:.2f}x)")
+        log(msg)
+        notes.append(msg)
+        if not args.no_sweep:
+            for line in whitening_sweep(paths, rows, log):
+                notes.append(line)
 
     # pHash.
     if imagehash is not None:
@@ -684,39 +798,46 @@ def main() -> int:
         embeddings["flipgem"] = fg
 
     # Post-processing of dupscope's own embeddings: centring, combining with dct32, the mapping.
-    eff, dct = l2(embeddings["efficientnet-lite0"]), l2(embeddings["dct32"])
-    post = {
-        "dupscope default, centred": eff - eff.mean(0),
-        "dupscope default, cos in float16 (no [0,1] map)": None,
-        "dupscope default, float32 scores": None,
-    }
-    for w in (0.25, 0.5, 0.75, 1.0):
-        post[f"concat dct32 w={w:g}"] = np.concatenate([eff, w * dct], axis=1)
-    dfi = l2(dct_flip_invariant(embeddings["dct32"]))
-    for w in (0.75, 1.0):
-        post[f"concat flip-invariant dct32 w={w:g}"] = np.concatenate([eff, w * dfi], axis=1)
-    post["dct32 flip-invariant alone"] = dfi
-    c_eff = l2(eff - eff.mean(0))
-    dct_c = l2(dct - dct.mean(0))
-    for w in (0.75, 1.0):
-        post[f"centred, concat centred dct32 w={w:g}"] = np.concatenate([c_eff, w * dct_c], axis=1)
-    dfi_c = l2(dfi - dfi.mean(0))
-    for w in (0.75, 1.0):
-        post[f"centred, concat centred flip-inv dct32 w={w:g}"] = np.concatenate([c_eff, w * dfi_c], axis=1)
-    if "flipgem" in embeddings:
-        fgc = l2(embeddings["flipgem"] - embeddings["flipgem"].mean(0))
+    if "efficientnet-lite0" not in embeddings or "dct32" not in embeddings:
+        post_variants = False
+    else:
+        post_variants = True
+    eff = l2(embeddings["efficientnet-lite0"]) if post_variants else None
+    dct = l2(embeddings["dct32"]) if post_variants else None
+    post: dict = {}
+    if post_variants:
+        post = {
+            "dupscope default, centred": eff - eff.mean(0),
+            "dupscope default, cos in float16 (no [0,1] map)": None,
+            "dupscope default, float32 scores": None,
+        }
+        for w in (0.25, 0.5, 0.75, 1.0):
+            post[f"concat dct32 w={w:g}"] = np.concatenate([eff, w * dct], axis=1)
+        dfi = l2(dct_flip_invariant(embeddings["dct32"]))
         for w in (0.75, 1.0):
-            post[f"flip avg GeM centred, concat centred dct32 w={w:g}"] = np.concatenate([fgc, w * dct_c], axis=1)
-    if "std_mid_white" in embeddings:
-        smw = l2(embeddings["std_mid_white"])
-        for w in (0.5, 0.75, 1.0):
-            post[f"standardised block-7 GeM whitened + flip-inv dct32 centred w={w:g}"] = np.concatenate(
-                [smw, w * dfi_c], axis=1)
-    if "gem" in embeddings:
-        g = l2(embeddings["gem"])
-        gc = l2(g - g.mean(0))
+            post[f"concat flip-invariant dct32 w={w:g}"] = np.concatenate([eff, w * dfi], axis=1)
+        post["dct32 flip-invariant alone"] = dfi
+        c_eff = l2(eff - eff.mean(0))
+        dct_c = l2(dct - dct.mean(0))
         for w in (0.75, 1.0):
-            post[f"GeM centred, concat centred dct32 w={w:g}"] = np.concatenate([gc, w * dct_c], axis=1)
+            post[f"centred, concat centred dct32 w={w:g}"] = np.concatenate([c_eff, w * dct_c], axis=1)
+        dfi_c = l2(dfi - dfi.mean(0))
+        for w in (0.75, 1.0):
+            post[f"centred, concat centred flip-inv dct32 w={w:g}"] = np.concatenate([c_eff, w * dfi_c], axis=1)
+        if "flipgem" in embeddings:
+            fgc = l2(embeddings["flipgem"] - embeddings["flipgem"].mean(0))
+            for w in (0.75, 1.0):
+                post[f"flip avg GeM centred, concat centred dct32 w={w:g}"] = np.concatenate([fgc, w * dct_c], axis=1)
+        if "std_mid_white" in embeddings:
+            smw = l2(embeddings["std_mid_white"])
+            for w in (0.5, 0.75, 1.0):
+                post[f"standardised block-7 GeM whitened + flip-inv dct32 centred w={w:g}"] = np.concatenate(
+                    [smw, w * dfi_c], axis=1)
+        if "gem" in embeddings:
+            g = l2(embeddings["gem"])
+            gc = l2(g - g.mean(0))
+            for w in (0.75, 1.0):
+                post[f"GeM centred, concat centred dct32 w={w:g}"] = np.concatenate([gc, w * dct_c], axis=1)
     dct_cost = 1 + 0.02  # the dct32 graph is ~1000x cheaper than the network; its decode is shared
     for name, e in post.items():
         if name.endswith("(no [0,1] map)"):
@@ -740,7 +861,7 @@ def main() -> int:
         log(f"{name}: AP {results[name]['groups'].average_precision:.4f} "
             f"R@P95 {results[name]['groups'].recall_at_precision:.4f}")
 
-    fps = scorer.top_false_positives(default_sim)
+    fps = scorer.top_false_positives(default_sim) if default_sim is not None else []
     elapsed = time.perf_counter() - t_start
     write_report(args.out, machine, manifest, n, results, speed, notes, fps, elapsed, log_lines)
     log(f"wrote {args.out} in {elapsed:.0f} s total")
