@@ -287,6 +287,22 @@ def test_thumbnails_load_and_histogram_sets_threshold(page):
     assert float(page.text("#threshold-value")) > 0.98
 
 
+def test_suggested_threshold_shown_and_usable(page, site):
+    import h5py
+
+    from dupscope.threshold import suggest_threshold
+
+    with h5py.File(site[0].h5, "r") as f:
+        nn = f["neighbors/similarity"][:, 0].astype(np.float64)
+    sg = suggest_threshold(nn[np.isfinite(nn)])
+    want = f"{round(sg.threshold, 3):.3f}"
+    assert page.page.locator("#suggested").is_visible()
+    assert want in page.text("#suggested-text")
+    page.set_range("threshold", 0.5)
+    page.page.click("#use-suggested")
+    assert page.text("#threshold-value") == want
+
+
 def test_served_over_http(browser, site):
     _, index, _ = site
     server = make_server(index.parent, "127.0.0.1", 0)

@@ -248,6 +248,18 @@ def _codes(values: list[str]) -> tuple[list[str], np.ndarray]:
     return names, np.fromiter((lookup[v] for v in values), dtype=np.int32, count=len(values))
 
 
+def _suggestion(max_sim: np.ndarray) -> dict[str, Any] | None:
+    """The threshold suggested from the nearest-neighbour similarities, for the histogram."""
+    from ..threshold import suggest_threshold
+
+    finite = np.asarray(max_sim, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size < 2:
+        return None
+    sg = suggest_threshold(finite)
+    return {"t": round(float(sg.threshold), 3), "why": sg.reasoning, "method": sg.method}
+
+
 def page_data_json(
     data: PageData,
     *,
@@ -289,6 +301,7 @@ def page_data_json(
             "s": _b64(data.pair_sim.astype(np.float16).view(np.uint16), "<u2"),
         },
         "pred": None,
+        "suggested": _suggestion(data.max_sim),
     }
     if predictions is not None:
         pred: dict[str, Any] = {

@@ -112,8 +112,11 @@
   // ---------------------------------------------------------------------------------------------
   // State, kept in the URL hash so a view can be shared.
   const rowsMax = Math.max(1, Math.min(N, 1000));
+  // With no threshold in the URL, start at the one suggested from the data (a clear valley
+  // between duplicates and the bulk), else at 0.95.
+  const SUG = D.suggested || null;
   const state = {
-    t: 0.95, rows: Math.min(rowsMax, 50), per: 8, order: "desc",
+    t: SUG && SUG.method === "valley" ? SUG.t : 0.95, rows: Math.min(rowsMax, 50), per: 8, order: "desc",
     dups: false, cross: false, conf: false, page: 0,
   };
   const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
@@ -365,6 +368,14 @@
     g.font = "10px system-ui, sans-serif";
     g.fillText(hLo.toFixed(2), 4, h - 4);
     g.fillText("1.00", w - 26, h - 4);
+    if (SUG && SUG.t >= hLo) {  // the suggested threshold, dashed
+      const sx = 4 + (SUG.t - hLo) / (1 - hLo) * (w - 8);
+      g.strokeStyle = "#16a34a";
+      g.lineWidth = 1.5;
+      g.setLineDash([4, 3]);
+      g.beginPath(); g.moveTo(sx, 2); g.lineTo(sx, h - pad); g.stroke();
+      g.setLineDash([]);
+    }
     if (state.t >= hLo) {
       g.strokeStyle = "#ef4444";
       g.lineWidth = 2;
@@ -372,6 +383,12 @@
       g.fillStyle = "#ef4444";
       g.fillText(state.t.toFixed(3), Math.min(Math.max(tx + 3, 2), w - 34), 11);
     }
+  }
+  if (SUG) {
+    $("suggested").hidden = false;
+    $("suggested-text").textContent = `suggested threshold ${SUG.t.toFixed(3)} (dashed)`;
+    $("suggested").title = SUG.why;  // the reasoning, as text
+    $("use-suggested").addEventListener("click", () => set({ t: SUG.t, page: 0 }));
   }
   canvas.addEventListener("click", (ev) => {
     const r = canvas.getBoundingClientRect();
