@@ -104,7 +104,7 @@ def test_shape_errors():
 
 def test_dupscope_v1_fusion():
     assert DUPSCOPE_V1.dim == 143
-    x = _random(DUPSCOPE_V1.min_whiten, 143, seed=7)
+    x = _random(DUPSCOPE_V1.min_whiten, 143, seed=7)  # exactly the minimum: whitened
     big = fuse_embeddings(x, None, DUPSCOPE_V1)
     assert big.whitened and big.embeddings.shape == (len(x), 64 + 63)
     small = fuse_embeddings(x[:-1], None, DUPSCOPE_V1)
