@@ -701,6 +701,8 @@ def main() -> int:
                 notes.append(f"`suggest_threshold` on the dupscope-v1 file: {sug.threshold:.4f} ({sug.method}); "
                              f"its best-F1 threshold is {r.best_f1_threshold:.4f}, P0.95 threshold "
                              f"{r.threshold_at_precision:.4f}.")
+                notes.append("Highest-scoring false pairs of dupscope-v1: " + "; ".join(
+                    f"{a} vs {b}: {v:.4f}" for a, b, v in scorer.top_false_positives(sim, k=5)))
             log(f"dupscope {model}: AP {r.average_precision:.4f}, R@P95 {r.recall_at_precision:.4f}, "
                 f"{summary['images_per_second']:.0f} img/s")
             if model == "efficientnet-lite0":
@@ -807,9 +809,9 @@ def main() -> int:
     post: dict = {}
     if post_variants:
         post = {
-            "dupscope default, centred": eff - eff.mean(0),
-            "dupscope default, cos in float16 (no [0,1] map)": None,
-            "dupscope default, float32 scores": None,
+            "dupscope efficientnet-lite0, centred": eff - eff.mean(0),
+            "dupscope efficientnet-lite0, cos in float16 (no [0,1] map)": None,
+            "dupscope efficientnet-lite0, float32 scores": None,
         }
         for w in (0.25, 0.5, 0.75, 1.0):
             post[f"concat dct32 w={w:g}"] = np.concatenate([eff, w * dct], axis=1)

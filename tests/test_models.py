@@ -28,7 +28,8 @@ def test_builtin_models_match_their_checksums():
         assert sess.get_outputs()[0].shape[1] == spec.dim
         assert device == "cpu"
     assert get_model("dct").name == "dct32"  # alias
-    assert get_model().name == "efficientnet-lite0"
+    assert get_model().name == models.DEFAULT_MODEL == "dupscope-v1"
+    assert get_model("default").name == "dupscope-v1"
 
 
 def test_damaged_builtin_file_is_refused(tmp_path, monkeypatch):

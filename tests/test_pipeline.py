@@ -124,15 +124,19 @@ def test_cli_hard_errors_exit_nonzero_without_traceback(tmp_path, capsys):
     assert "unknown model" in capsys.readouterr().err
 
 
-def test_default_model_end_to_end(tmp_path):
-    """The default model through the whole pipeline on a folder, with a planted resized copy."""
+@pytest.mark.parametrize("model", [None, "efficientnet-lite0"])
+def test_default_model_end_to_end(tmp_path, model):
+    """The default model (dupscope-v1) and the plain network through the whole pipeline on a
+    folder, with a planted resized copy."""
     root = tmp_path / "folder"
     for s in range(4):
         imagegen.save(imagegen.scene(s, (448, 336)), root / f"a{s}.png")
     imagegen.save(imagegen.resized(imagegen.scene(1, (448, 336)), 0.6), root / "b_copy.png")
     out = tmp_path / "folder.h5"
-    summary = compute_similarity(root, out, k=2, progress=False)
-    assert summary["n_ok"] == 5 and summary["model"] == "efficientnet-lite0"
+    kwargs = {} if model is None else {"model": model}
+    summary = compute_similarity(root, out, k=2, progress=False, **kwargs)
+    assert summary["n_ok"] == 5 and summary["model"] == (model or "dupscope-v1")
+    assert summary["pairs_above"][0.9 if model is None else 0.95] == 1  # only the planted pair
     with SimilarityFile(out) as f:
         assert f.paths[4] == "b_copy.png"
         idx, sim = f.neighbors()

@@ -187,7 +187,10 @@ def embed_images(
     paths : sequence of str
         Image files (absolute or relative to the working directory).
     model : str, path or ModelSpec
-        Built-in name, ONNX path or a spec from :func:`dupscope.models.get_model`.
+        Built-in name, ONNX path or a spec from :func:`dupscope.models.get_model`. For a model
+        with a fusion (``dupscope-v1``, ``spec.fusion`` not None) the result is its raw
+        multi-branch output; :func:`dupscope.postprocess.fuse_embeddings` turns it into the
+        embedding to compare (:func:`dupscope.pipeline.compute_similarity` does so).
     batch_size : int, optional
         Images per model call (default 32; a model with a fixed batch size uses that).
     workers : int, optional

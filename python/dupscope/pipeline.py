@@ -22,7 +22,7 @@ import numpy as np
 from .annotations import AnnotationError, ImageTable, load_annotations
 from .embed import embed_images
 from .images import failure_kind
-from .models import ModelError, ModelSpec, get_model
+from .models import DEFAULT_MODEL, ModelError, ModelSpec, get_model
 from .postprocess import fuse_embeddings
 
 __all__ = ["compute_similarity", "decide_dense", "PipelineError", "DENSE_MAX_BYTES", "DENSE_MAX_FREE_FRACTION"]
@@ -115,7 +115,7 @@ def compute_similarity(
     output: str | os.PathLike,
     *,
     image_root: str | os.PathLike | None = None,
-    model: str | os.PathLike | ModelSpec = "efficientnet-lite0",
+    model: str | os.PathLike | ModelSpec = DEFAULT_MODEL,
     device: str = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
@@ -142,9 +142,9 @@ def compute_similarity(
     image_root : path-like, optional
         Folder that relative image paths are relative to (default: the annotation file's folder).
     model : str, path or ModelSpec
-        ``"efficientnet-lite0"`` (default), ``"dct32"``, ``"dupscope-v1"`` (network + dct hybrid,
-        post-processed per data set by :func:`dupscope.postprocess.fuse_embeddings`), or an
-        ONNX file.
+        ``"dupscope-v1"`` (default: network + dct hybrid, post-processed per data set by
+        :func:`dupscope.postprocess.fuse_embeddings`), ``"efficientnet-lite0"`` (the network's
+        pooled embedding), ``"dct32"``, or an ONNX file.
     device : {"auto", "cpu", "cuda"}
         Where the model and the similarity engine run.
     batch_size, workers : int, optional
