@@ -714,7 +714,7 @@ def main() -> int:
                 sug = suggest_threshold(nearest_neighbor_similarity(h5))
                 log(f"suggest_threshold on this file: {sug.threshold:.4f} ({sug.method}); best-F1 threshold "
                     f"{r.best_f1_threshold:.4f}, P0.95 threshold {r.threshold_at_precision:.4f}")
-                notes.append(f"`suggest_threshold` (no ground truth) on the default file: {sug.threshold:.4f} "
+                notes.append(f"`suggest_threshold` (no ground truth) on the efficientnet-lite0 file: {sug.threshold:.4f} "
                              f"({sug.method}); the best-F1 threshold is {r.best_f1_threshold:.4f}. "
                              f"Reasoning given: {sug.reasoning}")
 
@@ -923,7 +923,7 @@ def write_report(out, machine, manifest, n, results, speed, notes, fps, elapsed,
         "",
         table(name_rows, ["method"] + copy_names),
         "",
-        "## Highest-scoring false pairs of the default (dupscope efficientnet-lite0)",
+        "## Highest-scoring false pairs of dupscope efficientnet-lite0 (the former default)",
         "",
     ]
     text += [f"- {a} vs {b}: {s:.4f}" for a, b, s in fps]
