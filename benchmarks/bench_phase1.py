@@ -1,7 +1,7 @@
 """Phase 1 end to end on real photos: dupscope vs the naive loop a user would write.
 
 Phase 1 is annotations -> decoded images -> embeddings -> similarity -> HDF5. Both pipelines run
-on the same COCO file with the same model (the default, EfficientNet-Lite0), in one process,
+on the same COCO file with the same model (--model, default dupscope-v1), in one process,
 interleaved and repeated; the tables give medians.
 
 - naive:    for each batch of 32 paths: PIL open, convert("RGB"), resize to 224x224 (Pillow's
@@ -226,7 +226,8 @@ def dupscope_run(coco: str, output: str, workers: int | None, threads: int | Non
     from dupscope.pipeline import compute_similarity
 
     t0 = time.perf_counter()
-    s = compute_similarity(coco, output, progress=False, workers=workers, threads=threads, dense=True)
+    s = compute_similarity(coco, output, progress=False, workers=workers, threads=threads, dense=True,
+                           model=os.environ["DUPSCOPE_BENCH_MODEL"])
     total = time.perf_counter() - t0
     if s["n_failed"]:
         raise RuntimeError(f"dupscope failed on {s['n_failed']} images: {s['failed_examples'][:3]}")
@@ -271,7 +272,8 @@ from dupscope.embed import create_session, preprocess
 from dupscope.models import get_model
 paths = json.load(open(sys.argv[1]))
 batch = int(sys.argv[2])
-spec = get_model("efficientnet-lite0")
+import os
+spec = get_model(os.environ["DUPSCOPE_BENCH_MODEL"])
 pix = [i.pixels for i in load_images(paths, (224, 224))]
 xs = [preprocess(pix[b:b + batch], spec) for b in range(0, len(pix), batch)]
 del pix
@@ -315,6 +317,8 @@ def main() -> None:
     ap.add_argument("--data", default=os.path.join(ROOT, "bench-data"))
     ap.add_argument("--prepare", action="store_true", help="build the JPEG copies and the COCO file, then exit")
     ap.add_argument("--limit", type=int, default=None, help="use N images (every k-th) for a quick run")
+    ap.add_argument("--model", default="dupscope-v1",
+                    help="model both pipelines run (default: dupscope's default, dupscope-v1)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None, help="dupscope decode threads (default: its own)")
     ap.add_argument("--threads", type=int, default=None, help="dupscope onnxruntime threads (default: its own)")
@@ -335,7 +339,10 @@ def main() -> None:
     import PIL
 
     print(f"onnxruntime {onnxruntime.__version__}, Pillow {PIL.__version__}")
-    model_path = get_model("efficientnet-lite0").path
+    # Children (bound measurements) read the model from the environment.
+    os.environ["DUPSCOPE_BENCH_MODEL"] = a.model
+    print(f"model: {a.model}")
+    model_path = get_model(a.model).path
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         coco, paths = subset(coco_full, a.limit, tmp)
         n = len(paths)
