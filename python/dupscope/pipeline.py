@@ -23,6 +23,7 @@ from .annotations import AnnotationError, ImageTable, load_annotations
 from .embed import embed_images
 from .images import failure_kind
 from .models import DEFAULT_MODEL, ModelError, ModelSpec, get_model
+from .pairs import neighbor_pairs
 from .postprocess import fuse_embeddings
 
 __all__ = ["compute_similarity", "decide_dense", "PipelineError", "DENSE_MAX_BYTES", "DENSE_MAX_FREE_FRACTION"]
@@ -96,18 +97,6 @@ def _annotations_sha256(path: str, table: ImageTable) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _count_pairs(index: np.ndarray, sim: np.ndarray, threshold: float) -> int:
-    """Unordered pairs above ``threshold`` in the neighbour lists (each pair counted once)."""
-    s = sim.astype(np.float32)
-    rows, cols = np.nonzero((index >= 0) & (s >= threshold))
-    if rows.size == 0:
-        return 0
-    j = index[rows, cols].astype(np.int64)
-    i = rows.astype(np.int64)
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    return int(np.unique(lo * (int(index.shape[0]) + 1) + hi).size)
 
 
 def compute_similarity(
@@ -280,6 +269,8 @@ def compute_similarity(
         index, sims = f.neighbors()
     failures = Counter(failure_kind(e) for e, ok in zip(result.errors, result.ok) if not ok)
     failed_examples = [(table.paths[i], result.errors[i]) for i in np.flatnonzero(~result.ok)[:10]]
+    # Each neighbour pair once, for the summary's counts above thresholds.
+    pair_sims = neighbor_pairs(index, sims)[2].astype(np.float32)
     summary = {
         "output": str(output),
         "n_images": n,
@@ -297,7 +288,8 @@ def compute_similarity(
         "postprocess_seconds": postprocess_seconds,
         "metadata_write_seconds": metadata_seconds,
         "similarity_write_seconds": similarity_write_seconds,
-        "pairs_above": {t: _count_pairs(index, sims, t) for t in _MODEL_THRESHOLDS.get(spec.name, _THRESHOLDS)},
+        "pairs_above": {t: int(np.count_nonzero(pair_sims >= t))
+                        for t in _MODEL_THRESHOLDS.get(spec.name, _THRESHOLDS)},
         "dense": bool(dense),
         "device": f"embed {result.device}, similarity {sim_used}",
         "model": spec.name,

@@ -11,42 +11,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .explorer.pagedata import neighbor_pairs
+from .pairs import connected_groups, group_sizes, neighbor_pairs
+
+__all__ = ["summarize", "print_report", "connected_groups", "group_sizes"]
 from .store import SimilarityFile
+from .threshold import suggest_threshold
 
 DEFAULT_THRESHOLDS = (0.99, 0.97, 0.95, 0.90, 0.85)
-
-
-def connected_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Label each of n items with its connected component under the edges (a[i], b[i]).
-
-    Vectorised union-find: hook each edge's larger root onto the smaller one, then compress
-    paths by pointer jumping, until no edge joins two roots. Returns, per item, the smallest
-    index in its component.
-    """
-    parent = np.arange(n, dtype=np.int64)
-    a = np.asarray(a, np.int64)
-    b = np.asarray(b, np.int64)
-    while a.size:
-        pa, pb = parent[a], parent[b]
-        lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
-        join = lo != hi
-        if not join.any():
-            break
-        np.minimum.at(parent, hi[join], lo[join])
-        while True:
-            jumped = parent[parent]
-            if np.array_equal(jumped, parent):
-                break
-            parent = jumped
-    return parent
-
-
-def group_sizes(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Sizes of the components with at least two members."""
-    roots = connected_groups(n, a, b)
-    sizes = np.bincount(roots, minlength=n)
-    return sizes[sizes >= 2]
 
 
 def summarize(path: "os.PathLike[str] | str", thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
@@ -76,16 +47,9 @@ def summarize(path: "os.PathLike[str] | str", thresholds: Sequence[float] = DEFA
     s32 = s.astype(np.float32)
 
     nn = sim[:, 0].astype(np.float32) if k else np.zeros(0, np.float32)
-    suggestion = None
-    try:
-        from .threshold import suggest_threshold
-
-        finite = nn[np.isfinite(nn)]
-        if finite.size:
-            sg = suggest_threshold(finite)
-            suggestion = {"threshold": float(sg.threshold), "reasoning": str(sg.reasoning)}
-    except ImportError:  # pragma: no cover - threshold module is part of the package
-        suggestion = None
+    sg = suggest_threshold(nn)  # ignores NaN; method "none" when no image has a neighbour
+    suggestion = None if sg.method == "none" else {"threshold": float(sg.threshold),
+                                                   "reasoning": str(sg.reasoning)}
     chosen = threshold if threshold is not None else (
         suggestion["threshold"] if suggestion else 0.95)
 
