@@ -197,14 +197,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
             print(f"Generating the demo dataset in {target / 'dataset'} ...")
         data = make_demo_dataset(target / "dataset", n_originals=args.images,
                                  n_copied=max(1, args.images // 4))
-        ns = argparse.Namespace(
-            image_root=None, model=args.model, input_size=None, mean=None, std=None, resize=None,
-            device=args.device, batch_size=None, workers=None, k=32, dense=None,
-            keep_embeddings=False, path_column=None, label_column=None, split_column=None,
-            quiet=args.quiet, predictions=str(data.predictions), trust_pickle=False,
-            thumb_size=128, target=str(target), h5=None, annotations=str(data.annotations),
-        )
-        status = _run_both(ns)
+        # Exactly `dupscope run` on the generated dataset, so every other option keeps its default.
+        argv = ["run", str(data.annotations), str(target), "--model", args.model,
+                "--device", args.device, "--predictions", str(data.predictions)]
+        status = _run_both(build_parser().parse_args(argv + (["--quiet"] if args.quiet else [])))
         if status == 0:
             h5 = target / "similarity.h5"
             print(f"\nDemo ready: {data.n_images} images, {len(data.groups)} planted duplicate groups.")
