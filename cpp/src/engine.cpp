@@ -135,7 +135,6 @@ void SimilarityJob::worker(int slot) {
     ws.a_pack = a_pack.p;
     ws.b_pack = b_pack.p;
     ws.c = c.p;
-    std::vector<uint8_t> scratch;
     for (;;) {
       if (cancelled_) return;
       const int64_t t = next_tile_.fetch_add(1);
@@ -144,7 +143,7 @@ void SimilarityJob::worker(int slot) {
       tile_pair(t, bi, bj);
       ws.a_ready = bi == a_block;  // consecutive tiles of one row reuse the packed rows
       a_block = bi;
-      run_tile(slot, bi, bj, ws, scratch);
+      run_tile(slot, bi, bj, ws);
       tiles_done_.fetch_add(1);
     }
   } catch (...) {
@@ -152,8 +151,7 @@ void SimilarityJob::worker(int slot) {
   }
 }
 
-void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws,
-                             std::vector<uint8_t>&) {
+void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws) {
   const int64_t T = opt_.tile;
   const int64_t i0 = bi * T, j0 = bj * T;
   const int64_t m = std::min(T, n_ - i0), nn = std::min(T, n_ - j0);

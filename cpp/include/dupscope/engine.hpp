@@ -75,7 +75,7 @@ class SimilarityJob {
  private:
   void worker(int slot);
   void tile_pair(int64_t t, int64_t& bi, int64_t& bj) const;
-  void run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws, std::vector<uint8_t>& ones);
+  void run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws);
   void fail(std::exception_ptr e);
 
   int64_t n_, d_;
