@@ -28,8 +28,8 @@ def test_builtin_models_match_their_checksums():
         assert sess.get_outputs()[0].shape[1] == spec.dim
         assert device == "cpu"
     assert get_model("dct").name == "dct32"  # alias
-    assert get_model().name == models.DEFAULT_MODEL == "dupscope-v1"
-    assert get_model("default").name == "dupscope-v1"
+    assert get_model().name == models.DEFAULT_MODEL == "dupscope-v2"
+    assert get_model("default").name == "dupscope-v2"
 
 
 def test_damaged_builtin_file_is_refused(tmp_path, monkeypatch):
@@ -148,88 +148,67 @@ def test_models_that_do_not_fit(tmp_path):
         get_model(tmp_path / "absent.onnx")
 
 
-# ---- dupscope-v1: the network + dct hybrid made by tools/build_dup_model.py ------------------
+# ---- dupscope-v2: two pooled feature maps of the network, made by tools/build_dup_model.py -----
 
-BLOCK7 = "/_blocks.7/Add_output_0"
+HEAD = "/_swish_1/Clip_output_0"
+BLOCK14 = "/_blocks.14/Add_output_0"
 
 
-def _block7_session():
-    """The unmodified efficientnet-lite0 file with block 7's output exposed as a second output."""
+def _feature_session():
+    """The unmodified efficientnet-lite0 file with the head activation and block 14 as outputs."""
     import onnxruntime as ort
 
     m = onnx.load(get_model("efficientnet-lite0").path)
-    m.graph.output.append(helper.make_tensor_value_info(BLOCK7, TensorProto.FLOAT, ["n", 80, "h", "w"]))
+    m.graph.output.append(helper.make_tensor_value_info(HEAD, TensorProto.FLOAT, ["n", 1280, "h", "w"]))
+    m.graph.output.append(helper.make_tensor_value_info(BLOCK14, TensorProto.FLOAT, ["n", 192, "h", "w"]))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _dct_rows(n: int = 32, keep: int = 8) -> np.ndarray:
-    k = np.arange(n)
-    c = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))
-    c[0] /= np.sqrt(2.0)
-    return c[:keep]
-
-
-def _v1_reference(x: np.ndarray) -> np.ndarray:
-    """dupscope-v1's documented computation, from the plain network's block-7 tensor and numpy."""
-    mean = np.array(models.IMAGENET_MEAN).reshape(1, 3, 1, 1)
-    std = np.array(models.IMAGENET_STD).reshape(1, 3, 1, 1)
-    p = x.astype(np.float64) * std + mean
-    m = p.mean(axis=(1, 2, 3), keepdims=True)
-    s = np.maximum(p.std(axis=(1, 2, 3), keepdims=True), 1 / 255)
-    q = np.clip((p - m) / s * 0.225 + 0.45, 0, 1)
-    feat = _block7_session().run([BLOCK7], {"input": ((q - mean) / std).astype(np.float32)})[0]
-    net = np.mean(np.maximum(feat.astype(np.float64), 1e-6) ** 3, axis=(2, 3)) ** (1 / 3)
-    grey = 0.299 * p[:, 0] + 0.587 * p[:, 1] + 0.114 * p[:, 2]
-    thumb = grey.reshape(len(x), 32, 7, 32, 7).mean(axis=(2, 4))
-    c = _dct_rows()
-    block = np.einsum("ij,bjk,lk->bil", c, thumb, c).reshape(len(x), 64)
-    u, v = np.divmod(np.arange(64), 8)
-    dct = (block * (u**2 + v**2) ** 0.25)[:, 1:]
-    odd = (v[1:] % 2) == 1  # odd horizontal frequency: a mirror flips its sign
-    dct[:, odd] = np.abs(dct[:, odd])
-    return np.concatenate([net, dct], axis=1)
-
-
-def _v1_inputs(tmp_path):
-    """Real decoded pictures through dupscope's own preprocessing, incl. a dark low-contrast one."""
+def _v2_inputs(tmp_path):
+    """Real decoded pictures through dupscope's own preprocessing."""
     from dupscope.embed import preprocess
     from dupscope.images import load_image
 
-    spec = get_model("dupscope-v1")
-    imgs = [imagegen.scene(s, (200, 150)) for s in range(3)]
-    dark = np.asarray(imagegen.scene(7, (200, 150)), np.float32) * 0.15 + 5
-    imgs.append(imagegen.Image.fromarray(dark.astype(np.uint8)))
-    paths = [str(imagegen.save(im, tmp_path / f"v1_{k}.png")) for k, im in enumerate(imgs)]
+    spec = get_model("dupscope-v2")
+    imgs = [imagegen.scene(s, (200, 150)) for s in range(4)]
+    paths = [str(imagegen.save(im, tmp_path / f"v2_{k}.png")) for k, im in enumerate(imgs)]
     pixels = [load_image(p, (spec.height, spec.width), colour="rgb").pixels for p in paths]
     return spec, preprocess(pixels, spec), paths
 
 
-def test_dupscope_v1_matches_the_plain_network_and_numpy(tmp_path):
-    spec, x, _ = _v1_inputs(tmp_path)
-    assert spec.dim == 143 and spec.fusion is not None and spec.fusion.dim == 143
+def test_dupscope_v2_matches_the_plain_network_and_numpy(tmp_path):
+    spec, x, _ = _v2_inputs(tmp_path)
+    assert spec.dim == 1472 and spec.fusion is not None and spec.fusion.dim == 1472
     sess, _ = create_session(spec, device="cpu")
     got = sess.run([spec.output_name], {spec.input_name: x})[0]
-    ref = _v1_reference(x)
-    assert got.shape == (4, 143)
-    np.testing.assert_allclose(got[:, :80], ref[:, :80], rtol=1e-4, atol=1e-5 * np.abs(ref[:, :80]).max())
-    np.testing.assert_allclose(got[:, 80:], ref[:, 80:], rtol=1e-4, atol=1e-5 * np.abs(ref[:, 80:]).max())
-    # The standardisation did work: the dark picture's network features are those of a
-    # contrast-stretched one, not near zero.
-    assert np.linalg.norm(got[3, :80]) > 0.3 * np.linalg.norm(got[0, :80])
+    plain, head, mid = _feature_session().run(["embedding", HEAD, BLOCK14], {"input": x})
+    head = head.astype(np.float64)
+    # The plain file's output is the average of the same head map: the surgery kept the network.
+    np.testing.assert_allclose(head.mean(axis=(2, 3)), plain, rtol=1e-4, atol=1e-5 * np.abs(plain).max())
+    ref_head = head.max(axis=(2, 3))
+    ref_mid = np.mean(np.maximum(mid.astype(np.float64), 1e-6) ** 3, axis=(2, 3)) ** (1 / 3)
+    assert got.shape == (4, 1472)
+    np.testing.assert_allclose(got[:, :1280], ref_head, rtol=1e-5, atol=1e-6 * np.abs(ref_head).max())
+    np.testing.assert_allclose(got[:, 1280:], ref_mid, rtol=1e-4, atol=1e-5 * np.abs(ref_mid).max())
 
 
-def test_dupscope_v1_dct_branch_is_mirror_invariant(tmp_path):
-    spec, x, _ = _v1_inputs(tmp_path)
-    sess, _ = create_session(spec, device="cpu")
-    a = sess.run([spec.output_name], {spec.input_name: x})[0]
-    b = sess.run([spec.output_name], {spec.input_name: np.ascontiguousarray(x[..., ::-1])})[0]
-    np.testing.assert_allclose(b[:, 80:], a[:, 80:], atol=1e-5 * np.abs(a[:, 80:]).max())
-    assert np.abs(b[:, :80] - a[:, :80]).max() > 1e-3  # the network branch is not (and need not be)
+def test_efficientnet_lite0_uses_relu6_activations():
+    """EfficientNet-Lite has ReLU6 everywhere; an export with Swish (Sigmoid * x) gave features in
+    which a JPEG copy of a photo fell to cosine 0.56 with its original."""
+    m = onnx.load(get_model("efficientnet-lite0").path)
+    ops = {n.op_type for n in m.graph.node}
+    assert "Sigmoid" not in ops and "Clip" in ops
+    clips = [n for n in m.graph.node if n.op_type == "Clip"]
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in m.graph.node if n.op_type == "Constant"}
+    for n in clips:
+        lo, hi = (float((inits.get(i) if i in inits else consts[i])) for i in n.input[1:3])
+        assert (lo, hi) == (0.0, 6.0)
 
 
-def test_dupscope_v1_file_is_reproducible(tmp_path):
+def test_dupscope_v2_file_is_reproducible(tmp_path):
     """tools/build_dup_model.py rebuilds the shipped bytes from efficientnet_lite0.onnx."""
     import importlib.util
     from pathlib import Path
@@ -238,6 +217,6 @@ def test_dupscope_v1_file_is_reproducible(tmp_path):
     spec_ = importlib.util.spec_from_file_location("build_dup_model", tool)
     mod = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(mod)
-    sha = mod.build(tmp_path / "v1.onnx")
-    assert sha == get_model("dupscope-v1").sha256
-    assert get_model("dupscope").name == "dupscope-v1"  # alias
+    sha = mod.build(tmp_path / "v2.onnx")
+    assert sha == get_model("dupscope-v2").sha256
+    assert get_model("dupscope").name == "dupscope-v2"  # alias

@@ -126,7 +126,7 @@ def test_cli_hard_errors_exit_nonzero_without_traceback(tmp_path, capsys):
 
 @pytest.mark.parametrize("model", [None, "efficientnet-lite0"])
 def test_default_model_end_to_end(tmp_path, model):
-    """The default model (dupscope-v1) and the plain network through the whole pipeline on a
+    """The default model (dupscope-v2) and the plain network through the whole pipeline on a
     folder, with a planted resized copy."""
     root = tmp_path / "folder"
     for s in range(4):
@@ -135,7 +135,7 @@ def test_default_model_end_to_end(tmp_path, model):
     out = tmp_path / "folder.h5"
     kwargs = {} if model is None else {"model": model}
     summary = compute_similarity(root, out, k=2, progress=False, **kwargs)
-    assert summary["n_ok"] == 5 and summary["model"] == (model or "dupscope-v1")
+    assert summary["n_ok"] == 5 and summary["model"] == (model or "dupscope-v2")
     assert summary["pairs_above"][0.9 if model is None else 0.95] == 1  # only the planted pair
     with SimilarityFile(out) as f:
         assert f.paths[4] == "b_copy.png"
@@ -144,52 +144,53 @@ def test_default_model_end_to_end(tmp_path, model):
         assert f.attrs["annotations_format"] == "folder"
 
 
-def test_dupscope_v1_finds_planted_copies(dataset, tmp_path):
-    """The hybrid model end to end: fused embeddings (centring only on this small set) go to the
-    engine, are what --keep-embeddings stores, and the attributes say what was applied."""
+def test_dupscope_v2_finds_planted_copies(dataset, tmp_path):
+    """The default model end to end: fused embeddings (centred only and neighbour-augmented on
+    this small set) go to the engine, are what --keep-embeddings stores, and the attributes say
+    what was applied."""
     ann, _ = dataset
-    out = tmp_path / "v1.h5"
-    summary = compute_similarity(ann, out, model="dupscope-v1", k=4, keep_embeddings=True, progress=False)
-    assert summary["n_ok"] == 9 and summary["model"] == "dupscope-v1"
+    out = tmp_path / "v2.h5"
+    summary = compute_similarity(ann, out, model="dupscope-v2", k=4, keep_embeddings=True, progress=False)
+    assert summary["n_ok"] == 9 and summary["model"] == "dupscope-v2"
     assert summary["postprocess_seconds"] >= 0.0
     with SimilarityFile(out) as f:
         idx, sim = f.neighbors()
         assert idx[6, 0] == 0 and idx[7, 0] == 2 and idx[8, 0] == 4
         assert idx[0, 0] == 6 and idx[2, 0] == 7 and idx[4, 0] == 8
         attrs = f.attrs
-        assert attrs["model"] == "dupscope-v1" and attrs["embedding_dim"] == 143
+        assert attrs["model"] == "dupscope-v2" and attrs["embedding_dim"] == 1472
         post = attrs["embedding_postprocess"]
-        assert post.startswith("dupscope-v1 on 9 valid images") and "not whitened" in post
+        assert post.startswith("dupscope-v2 on 9 valid images") and "not whitened" in post
+        assert "8 nearest neighbours" in post  # 10 asked, 8 other valid images
         emb = f.embeddings[()].astype(np.float32)
-        assert emb.shape == (11, 143) and not emb[9:].any()
-        # fused rows: unit network branch, 0.5 x unit dct branch
-        np.testing.assert_allclose(np.linalg.norm(emb[:9, :80], axis=1), 1.0, atol=2e-3)
-        np.testing.assert_allclose(np.linalg.norm(emb[:9, 80:], axis=1), 0.5, atol=2e-3)
+        assert emb.shape == (11, 1472) and not emb[9:].any()
+        np.testing.assert_allclose(np.linalg.norm(emb[:9], axis=1), 1.0, atol=2e-3)
         dense = f.similarity[()].astype(np.float32)
         # the engine compared exactly the stored fused embedding
         e = emb[:9] / np.linalg.norm(emb[:9], axis=1, keepdims=True)
         np.testing.assert_allclose(dense[:9, :9], (1 + e @ e.T) / 2, atol=2e-3)
 
 
-def test_dupscope_v1_whitens_large_sets(dataset, tmp_path, monkeypatch):
-    """Past Fusion.min_whiten valid images the network branch is whitened (lowered here to 5)."""
+def test_dupscope_v2_whitens_large_sets(dataset, tmp_path, monkeypatch):
+    """With enough valid images per axis both branches are whitened (rows_per_dim lowered here so
+    that 9 images suffice)."""
     import dataclasses
 
     from dupscope import models
 
-    spec = models.get_model("dupscope-v1")
-    monkeypatch.setitem(models._BUILTIN, "dupscope-v1",
-                        dataclasses.replace(spec, fusion=dataclasses.replace(spec.fusion, min_whiten=5)))
+    spec = models.get_model("dupscope-v2")
+    monkeypatch.setitem(models._BUILTIN, "dupscope-v2", dataclasses.replace(
+        spec, fusion=dataclasses.replace(spec.fusion, rows_per_dim=1, min_whiten_dims=2)))
     ann, _ = dataset
-    out = tmp_path / "v1w.h5"
-    compute_similarity(ann, out, model="dupscope-v1", k=4, keep_embeddings=True, progress=False)
+    out = tmp_path / "v2w.h5"
+    compute_similarity(ann, out, model="dupscope-v2", k=4, keep_embeddings=True, progress=False)
     with SimilarityFile(out) as f:
         import re
 
         # 9 valid images (one pair identical: the exact copy) span at most 8 centred directions
-        d = int(re.search(r"PCA-whitened to (\d+)-d", f.attrs["embedding_postprocess"]).group(1))
-        assert 1 <= d <= 8
-        assert f.attrs["embedding_dim"] == d + 63 and f.embeddings.shape == (11, d + 63)
+        dims = [int(d) for d in re.findall(r"PCA-whitened to (\d+)-d", f.attrs["embedding_postprocess"])]
+        assert len(dims) == 2 and all(1 <= d <= 8 for d in dims)
+        assert f.attrs["embedding_dim"] == sum(dims) and f.embeddings.shape == (11, sum(dims))
 
 
 def test_plain_models_record_no_postprocessing(dataset, tmp_path):
@@ -200,8 +201,8 @@ def test_plain_models_record_no_postprocessing(dataset, tmp_path):
         assert f.attrs["embedding_postprocess"] == "none"
 
 
-def test_dupscope_v1_on_the_demo_dataset(tmp_path):
-    """The demo's planted copies, found by the hybrid model (as tests/test_demo.py does for the
+def test_dupscope_v2_on_the_demo_dataset(tmp_path):
+    """The demo's planted copies, found by dupscope-v2 (as tests/test_demo.py does for the
     default model)."""
     import json
 
@@ -209,7 +210,7 @@ def test_dupscope_v1_on_the_demo_dataset(tmp_path):
 
     data = make_demo_dataset(tmp_path / "d", n_originals=30, n_copied=10)
     out = tmp_path / "demo.h5"
-    compute_similarity(data.annotations, out, model="dupscope-v1", progress=False)
+    compute_similarity(data.annotations, out, model="dupscope-v2", progress=False)
     with SimilarityFile(out) as f:
         idx, _ = f.neighbors()
         row = {p: i for i, p in enumerate(f.paths)}

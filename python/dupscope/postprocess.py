@@ -1,26 +1,33 @@
-"""Data-set level post-processing of embeddings: per-branch normalisation, centring, whitening, fusion.
+"""Data-set level post-processing of embeddings: centring, whitening, fusion, neighbour augmentation.
 
-Some models (``dupscope-v1``) output several embeddings side by side, one per *branch* (a
-network and a model-free DCT), that only become a good copy detector once each branch is
-normalised against the data set they were computed on and the branches are weighted and joined.
-That is done here, between :func:`dupscope.embed.embed_images` and the similarity engine, by
-:func:`fuse_embeddings`: a pure function of the embedding matrix and the ``ok`` mask.
+Some models (``dupscope-v2``) output several embeddings side by side, one per *branch* (two
+feature maps of one network), that only become a good copy detector once each branch is
+normalised against the data set they were computed on, the branches are joined, and every
+embedding is blended with its nearest neighbours. That is done here, between
+:func:`dupscope.embed.embed_images` and the similarity engine, by :func:`fuse_embeddings`: a
+function of the embedding matrix and the ``ok`` mask only (no labels, no ground truth).
 
 For every branch ``b`` (a block of columns), over the valid rows only:
 
 1. L2-normalise each row.
 2. Subtract the mean of the valid rows (centring): what all images share (a black sky, a
    typical colour layout) no longer makes two unrelated images look alike.
-3. If the branch is marked for whitening and there are at least ``min_whiten`` valid rows:
-   project onto the top ``whiten_dims`` principal axes of the centred valid rows, each divided
-   by its singular value (PCA whitening), so that the few directions in which every image
-   varies do not drown the many in which copies and non-copies differ. Below ``min_whiten``
-   rows the axes are too noisy to estimate (measured: on ~200 images whitening lowered the
-   average precision) and the branch stays centred only.
+3. If the branch is marked for whitening, project onto the top ``d`` principal axes of the
+   centred valid rows, each divided by its singular value (PCA whitening), so that the few
+   directions in which every image varies do not drown the many in which copies and non-copies
+   differ. ``d = min(whiten_dims, n_valid // rows_per_dim)``: at least ``rows_per_dim`` images
+   per estimated axis, because axes estimated from too few images amplify noise (measured: 128
+   axes from 360 images lowered the average precision from 0.97 to 0.53). When ``d`` would be
+   below ``min_whiten_dims`` the branch stays centred only.
 4. L2-normalise each row again and multiply by the branch weight.
 
-The branches are then concatenated. The engine L2-normalises the result, so the cosine of two
-fused rows is ``sum_b w_b^2 cos_b / sum_b w_b^2``, a weighted mean of the per-branch cosines.
+The branches are then concatenated and each row L2-normalised. Last, *neighbour augmentation*
+(database-side augmentation in image retrieval): every row ``x_i`` is replaced by the
+normalised sum ``x_i + sum_j max(cos_ij, 0)^power x_j`` over its ``neighbours`` nearest rows
+(:func:`dupscope.topk`, so no N x N matrix is built). Two copies of one picture share most
+neighbours (each other and the picture's other copies), so their augmented rows move closer; a
+weak neighbour (cosine 0.5 weighs 0.125 at power 3) changes a row little.
+
 Invalid rows are zero in the output and take no part in any statistic.
 """
 
@@ -30,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Branch", "Fusion", "FusionResult", "fuse_embeddings", "DUPSCOPE_V1"]
+__all__ = ["Branch", "Fusion", "FusionResult", "fuse_embeddings", "DUPSCOPE_V2"]
 
 _CHUNK = 65536  # rows per block when accumulating statistics (bounds float64 temporaries)
 
@@ -68,34 +75,49 @@ class Fusion:
     branches : tuple of Branch
         In column order; their dims must add up to the model's output dimension.
     whiten_dims : int
-        Principal axes kept by whitening.
-    min_whiten : int
-        Fewest valid rows for which whitening is applied; below, whitened branches are only
-        centred.
+        Most principal axes kept by whitening.
+    rows_per_dim : int
+        Valid images needed per principal axis kept.
+    min_whiten_dims : int
+        Fewest axes worth whitening to; with fewer, whitened branches are only centred.
+    neighbours : int
+        Neighbours blended into each row (0: no neighbour augmentation).
+    neighbour_power : float
+        A neighbour's weight is ``max(cosine, 0) ** neighbour_power``.
     """
 
     name: str
     branches: tuple[Branch, ...]
-    whiten_dims: int = 64
-    min_whiten: int = 500
+    whiten_dims: int = 160
+    rows_per_dim: int = 16
+    min_whiten_dims: int = 16
+    neighbours: int = 0
+    neighbour_power: float = 3.0
 
     @property
     def dim(self) -> int:
         """Total number of input columns."""
         return sum(b.dim for b in self.branches)
 
+    def axes_for(self, n_valid: int) -> int:
+        """Principal axes a whitened branch keeps for ``n_valid`` images (0: not whitened)."""
+        d = min(self.whiten_dims, n_valid // max(self.rows_per_dim, 1))
+        return d if d >= self.min_whiten_dims else 0
 
-#: The fusion of the ``dupscope-v1`` model: 80-d network (GeM of block 7) whitened to 64-d,
-#: 63-d mirror-invariant dct at weight 0.5 (benchmarks/ACCURACY.md). ``min_whiten`` = 300 from
-#: a sweep over random subsets of the accuracy benchmark: whitening loses to centring alone
-#: below ~340 images when every picture has 17 copies (AP 0.82 vs 0.90 at ~200 images), is even
-#: at ~340 (0.845 vs 0.851), and wins from ~150-200 images when pictures have 2-5 copies
-#: (0.88 vs 0.79 at ~210-300 images); at the full 2616 images 0.82 vs 0.68.
-DUPSCOPE_V1 = Fusion(
-    name="dupscope-v1",
-    branches=(Branch("network", 80, 1.0, whiten=True), Branch("dct", 63, 0.5, whiten=False)),
-    whiten_dims=64,
-    min_whiten=300,
+
+#: The fusion of the ``dupscope-v2`` model: the max-pooled head (1280 columns) and the GeM of
+#: block 14 (192 columns), each centred and whitened to at most 160 axes with 16 images per axis
+#: (whitening from 256 images on), equal weights, then each image blended with its 10 nearest
+#: neighbours at power 3. Chosen on the accuracy benchmark's subsets from 216 to 2,844 images,
+#: where this rule kept AP >= 0.994 at every size (benchmarks/ACCURACY.md).
+DUPSCOPE_V2 = Fusion(
+    name="dupscope-v2",
+    branches=(Branch("head-max", 1280, 1.0, whiten=True), Branch("block14-gem", 192, 1.0, whiten=True)),
+    whiten_dims=160,
+    rows_per_dim=16,
+    min_whiten_dims=16,
+    neighbours=10,
+    neighbour_power=3.0,
 )
 
 
@@ -157,8 +179,10 @@ def _whitening(scatter: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     return vecs[:, keep], np.sqrt(vals[keep])
 
 
-def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusion) -> FusionResult:
-    """Normalise, centre, whiten and join the branches of a multi-branch embedding.
+def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusion, *,
+                    device: str = "auto", threads: int | None = None) -> FusionResult:
+    """Normalise, centre, whiten and join the branches of a multi-branch embedding, then blend
+    each row with its nearest neighbours.
 
     Parameters
     ----------
@@ -169,12 +193,16 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         are zero in the output.
     fusion : Fusion
         The branches and their treatment (see the module docstring).
+    device : {"auto", "cpu", "cuda"}
+        Where the neighbour search of the augmentation runs.
+    threads : int, optional
+        Engine threads for that search.
 
     Returns
     -------
     FusionResult
-        The fused float32 (N, D') matrix, where D' sums each branch's dim, or ``whiten_dims``
-        (at most) for a whitened branch, and a description of what was applied.
+        The fused float32 (N, D') matrix, where D' sums each branch's dim, or the number of
+        axes kept for a whitened branch, and a description of what was applied.
 
     Raises
     ------
@@ -190,7 +218,7 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         raise ValueError(f"ok has shape {valid.shape}, expected ({n},)")
     rows = np.flatnonzero(valid)
     n_valid = int(rows.size)
-    do_whiten = n_valid >= fusion.min_whiten
+    axes_kept = fusion.axes_for(n_valid)
     parts, notes = [], []
     start = 0
     for b in fusion.branches:
@@ -199,15 +227,16 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         mean, scatter = _centred_moments(xb)
         xb = xb - mean.astype(np.float32)
         step = "L2, centred"
-        if b.whiten and do_whiten:
-            axes, sing = _whitening(scatter, fusion.whiten_dims)
+        if b.whiten and axes_kept:
+            axes, sing = _whitening(scatter, axes_kept)
             if axes.shape[1]:
                 xb = ((xb.astype(np.float64) @ axes) / sing).astype(np.float32)
                 step += f", PCA-whitened to {axes.shape[1]}-d"
             else:  # every valid row is the same: nothing to whiten
                 step += " (not whitened: no variance)"
         elif b.whiten:
-            step += f" (not whitened: {n_valid} valid images < {fusion.min_whiten})"
+            need = fusion.min_whiten_dims * fusion.rows_per_dim
+            step += f" (not whitened: {n_valid} valid images < {need})"
         xb = _l2_rows(xb) * np.float32(b.weight)
         out = np.zeros((n, xb.shape[1]), np.float32)
         out[rows] = xb
@@ -216,4 +245,31 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
     fused = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), np.float32)
     whitened = any("PCA-whitened" in note for note in notes)
     desc = f"{fusion.name} on {n_valid} valid images: " + "; ".join(notes) + f"; concatenated ({fused.shape[1]}-d)"
+    if fusion.neighbours > 0 and n_valid > 1:
+        fused[rows] = _neighbour_augment(_l2_rows(fused[rows]), fusion.neighbours, fusion.neighbour_power,
+                                         device=device, threads=threads)
+        desc += (f"; L2; each image + its {min(fusion.neighbours, n_valid - 1)} nearest neighbours "
+                 f"weighted max(cos, 0)^{fusion.neighbour_power:g}, L2")
     return FusionResult(fused, desc, whitened, n_valid)
+
+
+def _neighbour_augment(x: np.ndarray, k: int, power: float, *, device: str, threads: int | None) -> np.ndarray:
+    """``x_i + sum_j max(cos_ij, 0)^power x_j`` over the ``k`` nearest other rows, L2-normalised.
+
+    ``x`` holds unit rows (all valid). The neighbour search is the engine's top-k, whose
+    similarities are ``(1 + cos) / 2`` in float16.
+    """
+    from .engine import topk
+
+    k = min(k, x.shape[0] - 1)
+    index, sim = topk(x, k, device, threads=threads)
+    cos = np.nan_to_num(2.0 * sim.astype(np.float32) - 1.0, nan=0.0)
+    weight = np.maximum(cos, 0.0) ** np.float32(power)
+    weight[index < 0] = 0.0
+    index = np.where(index < 0, 0, index)
+    out = x.copy()
+    step = 4096  # rows per block: bounds the (rows, k, D) gathered temporary (~47 MB at k=10, D=288)
+    for i in range(0, x.shape[0], step):
+        sl = slice(i, i + step)
+        out[sl] += np.einsum("rk,rkd->rd", weight[sl], x[index[sl]])
+    return _l2_rows(out)

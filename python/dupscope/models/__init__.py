@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..postprocess import DUPSCOPE_V1, Fusion
+from ..postprocess import DUPSCOPE_V2, Fusion
 
 __all__ = ["ModelSpec", "ModelError", "get_model", "builtin_models", "file_sha256", "DEFAULT_MODEL"]
 
@@ -72,7 +72,7 @@ class ModelSpec:
     builtin : bool
         Whether this is one of the shipped models.
     fusion : dupscope.postprocess.Fusion or None
-        For a model whose output is several embeddings side by side (``dupscope-v1``): how they
+        For a model whose output is several embeddings side by side (``dupscope-v2``): how they
         are normalised against the data set and joined after embedding
         (:func:`dupscope.postprocess.fuse_embeddings`). None: the output is used as it is.
     """
@@ -115,7 +115,7 @@ _BUILTIN: dict[str, ModelSpec] = {
     "efficientnet-lite0": ModelSpec(
         name="efficientnet-lite0",
         path=str(_HERE / "efficientnet_lite0.onnx"),
-        sha256="fed6e194f8c9f29f72e69e7e8c39897b6d5108efbd9d1c20148347b94dc01fb8",
+        sha256="f693c86c090afc0839451481d9a0e5bb255993a1e910d7feff5c3e537ad6b372",
         height=224,
         width=224,
         layout="NCHW",
@@ -140,14 +140,13 @@ _BUILTIN: dict[str, ModelSpec] = {
         dim=63,
         builtin=True,
     ),
-    # The copy-detection hybrid (tools/build_dup_model.py): the efficientnet-lite0 network cut
-    # after block 7 on a contrast-standardised input, GeM-pooled (80 columns), next to the dct32
-    # embedding of the same image made mirror-invariant (63 columns); joined per data set by
-    # dupscope.postprocess.DUPSCOPE_V1.
-    "dupscope-v1": ModelSpec(
-        name="dupscope-v1",
-        path=str(_HERE / "dupscope_v1.onnx"),
-        sha256="cebc4f02f60d03b06cc22828c98f4ad77047a51cbb9a449ef82125ee4e94e1ba",
+    # The copy detector (tools/build_dup_model.py): the efficientnet-lite0 network with its head
+    # max-pooled (1280 columns) next to the GeM of block 14 (192 columns); joined per data set by
+    # dupscope.postprocess.DUPSCOPE_V2.
+    "dupscope-v2": ModelSpec(
+        name="dupscope-v2",
+        path=str(_HERE / "dupscope_v2.onnx"),
+        sha256="ad880f23510cf128203b0cebfb1eca9d58eac9eb8fee2c90560ed6590531dc53",
         height=224,
         width=224,
         layout="NCHW",
@@ -155,18 +154,17 @@ _BUILTIN: dict[str, ModelSpec] = {
         std=IMAGENET_STD,
         resize="stretch",
         colour="rgb",
-        dim=143,
+        dim=1472,
         builtin=True,
-        fusion=DUPSCOPE_V1,
+        fusion=DUPSCOPE_V2,
     ),
 }
-_ALIASES = {"default": "dupscope-v1", "efficientnet": "efficientnet-lite0", "dct": "dct32",
-            "dupscope": "dupscope-v1"}
+_ALIASES = {"default": "dupscope-v2", "efficientnet": "efficientnet-lite0", "dct": "dct32",
+            "dupscope": "dupscope-v2"}
 
-#: The default since it beat efficientnet-lite0 on the real-photo accuracy benchmark (average
-#: precision 0.82 vs 0.23, recall at precision 0.95 0.48 vs 0.03) at 0.6-0.7x its time
-#: (benchmarks/ACCURACY.md).
-DEFAULT_MODEL = "dupscope-v1"
+#: The default: on the real-photo accuracy benchmark it beats the plain network (average
+#: precision and recall at precision 0.95 in benchmarks/ACCURACY.md) at about its time.
+DEFAULT_MODEL = "dupscope-v2"
 
 
 def builtin_models() -> list[str]:
@@ -211,7 +209,7 @@ def get_model(
     Parameters
     ----------
     name_or_path : str, path or ModelSpec
-        ``"dupscope-v1"`` (default), ``"efficientnet-lite0"``, ``"dct32"``, or the path of an ONNX file. A
+        ``"dupscope-v2"`` (default), ``"efficientnet-lite0"``, ``"dct32"``, or the path of an ONNX file. A
         :class:`ModelSpec` is returned unchanged (after applying overrides).
     input_size : int or (height, width), optional
         Spatial size for models whose input has dynamic height/width; for models with fixed
