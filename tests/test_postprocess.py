@@ -3,14 +3,17 @@ augmentation, bad rows."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from dupscope.postprocess import DUPSCOPE_V2, Branch, Fusion, fuse_embeddings
 
-# Whitened to 4 axes from 40 valid rows on (10 rows per axis); no neighbour augmentation.
+# Branch a whitened to (at most) 4 axes when the rows show at least 4 distinct pictures; no
+# neighbour augmentation.
 SMALL = Fusion("toy", (Branch("a", 12, 1.0, whiten=True), Branch("b", 5, 0.5)), whiten_dims=4,
-               rows_per_dim=10, min_whiten_dims=4)
+               min_whiten_dims=4)
 
 
 def _l2(x):
@@ -58,13 +61,22 @@ def test_whitening_matches_numpy_svd():
     assert "PCA-whitened to 4-d" in got.description and "x0.5" in got.description
 
 
-def test_small_data_set_is_only_centred():
-    x = _random(39, 17)  # one row short of 4 axes x 10 rows
+def _copies(n_pictures, per_picture, d=17, noise=0.05, seed=0):
+    """Noisy copies of a few random pictures, grouped by picture."""
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n_pictures, d))  # distinct pictures: nearly orthogonal
+    x = np.repeat(base, per_picture, axis=0)
+    return (x + noise * rng.standard_normal(x.shape) + 2.0).astype(np.float32)  # + a common offset
+
+
+def test_few_distinct_pictures_are_only_centred():
+    x = _copies(3, 13)  # 39 rows, 3 pictures: fewer than the 4 axes asked for
     got = fuse_embeddings(x, None, SMALL)
     ref = _numpy_reference(x, SMALL, whiten=False)
     assert not got.whitened and got.embeddings.shape == (39, 12 + 5)
     np.testing.assert_allclose(got.embeddings, ref, atol=1e-6)
-    assert "not whitened: 39 valid images < 40" in got.description
+    assert "~3 distinct pictures" in got.description
+    assert "not whitened: 3 distinct pictures in 39 images give fewer than 4 axes" in got.description
     # Centred: the valid rows of each branch (before the last L2) average to zero, so the
     # fused rows point in all directions rather than sharing a common offset.
     assert np.abs(got.embeddings[:, :12].mean(0)).max() < 0.3
@@ -82,9 +94,9 @@ def test_invalid_rows_are_ignored_and_zero():
     assert not got.embeddings[~ok].any()
     np.testing.assert_allclose(got.embeddings[ok] @ got.embeddings[ok].T,
                                alone.embeddings @ alone.embeddings.T, atol=1e-5)
-    # the whitening rule counts valid rows only
+    # the picture count sees valid rows only: 3 valid rows cannot show 4 pictures
     ok2 = np.zeros(70, bool)
-    ok2[:39] = True
+    ok2[:3] = True
     assert not fuse_embeddings(junk, ok2, SMALL).whitened
 
 
@@ -117,8 +129,7 @@ def _augment_reference(e, k, power):
 
 
 def test_neighbour_augmentation_matches_numpy():
-    fusion = Fusion("aug", SMALL.branches, whiten_dims=4, rows_per_dim=10, min_whiten_dims=4,
-                    neighbours=5, neighbour_power=3.0)
+    fusion = Fusion("aug", SMALL.branches, whiten_dims=4, min_whiten_dims=4, neighbours=5, neighbour_power=3.0)
     x = _random(83, 17, seed=11)
     plain = fuse_embeddings(x, None, SMALL).embeddings.astype(np.float64)
     got = fuse_embeddings(x, None, fusion)
@@ -154,7 +165,7 @@ def test_neighbour_augmentation_pulls_copies_together():
 
 
 def test_neighbour_augmentation_skips_invalid_rows():
-    fusion = Fusion("aug", SMALL.branches, whiten_dims=4, rows_per_dim=10, min_whiten_dims=4, neighbours=4)
+    fusion = Fusion("aug", SMALL.branches, whiten_dims=4, min_whiten_dims=4, neighbours=4)
     x = _random(50, 17, seed=9)
     ok = np.ones(50, bool)
     ok[[3, 30]] = False
@@ -169,15 +180,51 @@ def test_neighbour_augmentation_skips_invalid_rows():
     assert np.isfinite(fuse_embeddings(junk, one, fusion).embeddings).all()
 
 
+def test_picture_count():
+    from dupscope.postprocess import count_pictures
+
+    def unit(x):  # centred, unit rows: what fuse_embeddings counts on
+        x = x.astype(np.float64)
+        return _l2(x - x.mean(0)).astype(np.float32)
+
+    assert count_pictures(unit(_copies(7, 5, noise=0.02)), 0.65, 10) == 7
+    assert count_pictures(unit(np.random.default_rng(1).standard_normal((50, 64))), 0.65, 10) == 50
+    one = _l2(_random(1, 17))
+    assert count_pictures(one, 0.65, 10) == 1
+    assert count_pictures(np.repeat(one, 5, axis=0), 0.65, 10) == 1
+
+
+def test_whitening_axes_follow_the_picture_count():
+    # 30 pictures x 4 copies: whitened to 30 axes at most (not 160), whatever N is.
+    fusion = Fusion("n", (Branch("a", 40, whiten=True),), whiten_dims=160, min_whiten_dims=8)
+    got = fuse_embeddings(_copies(30, 4, d=40), None, fusion)
+    assert "~30 distinct pictures" in got.description and "PCA-whitened to 30-d" in got.description
+    capped = fuse_embeddings(_copies(30, 4, d=40), None, dataclasses.replace(fusion, whiten_dims=12))
+    assert "PCA-whitened to 12-d" in capped.description
+    fixed = fuse_embeddings(_copies(30, 4, d=40), None, dataclasses.replace(fusion, whiten_axes=5))
+    assert "PCA-whitened to 5-d" in fixed.description and "distinct pictures" not in fixed.description
+    # Whitening to the picture count keeps copies together better than to many more axes.
+    x = _copies(12, 10, d=40, noise=0.3, seed=3)
+    group = np.repeat(np.arange(12), 10)
+    def margin(e):
+        cos = e @ e.T
+        same = group[:, None] == group[None, :]
+        np.fill_diagonal(same, False)
+        return np.mean(cos[same]) - np.mean(cos[~same & ~np.eye(len(e), dtype=bool)])
+    est = fuse_embeddings(x, None, fusion).embeddings
+    many = fuse_embeddings(x, None, dataclasses.replace(fusion, whiten_axes=39)).embeddings
+    assert margin(est) > margin(many)
+
+
 def test_dupscope_v2_fusion():
     assert DUPSCOPE_V2.dim == 1280 + 192
-    # At least 16 rows per axis, at least 16 axes, at most 160.
-    assert [DUPSCOPE_V2.axes_for(n) for n in (0, 255, 256, 511, 512, 2560, 10**6)] == [0, 0, 16, 31, 32, 160, 160]
-    x = _random(256, 1472, seed=7)
+    assert [DUPSCOPE_V2.axes_for(n, 10**6) for n in (0, 7, 8, 100, 160, 10**6)] == [0, 0, 8, 100, 160, 160]
+    assert [DUPSCOPE_V2.axes_for(20, n) for n in (23, 24, 59, 60, 61)] == [0, 8, 19, 20, 20]
+    x = _copies(20, 5, d=1472, noise=0.05)
     got = fuse_embeddings(x, None, DUPSCOPE_V2)
-    assert got.whitened and got.embeddings.shape == (256, 16 + 16)
+    assert got.whitened and got.embeddings.shape == (100, 20 + 20)
     np.testing.assert_allclose(np.linalg.norm(got.embeddings, axis=1), 1.0, rtol=1e-5)
-    assert "PCA-whitened to 16-d" in got.description and "10 nearest neighbours" in got.description
-    small = fuse_embeddings(x[:255], None, DUPSCOPE_V2)
-    assert not small.whitened and small.embeddings.shape == (255, 1472)
-    assert "not whitened: 255 valid images < 256" in small.description
+    assert "PCA-whitened to 20-d" in got.description and "10 nearest neighbours" in got.description
+    few = fuse_embeddings(_copies(5, 8, d=1472), None, DUPSCOPE_V2)
+    assert not few.whitened and few.embeddings.shape == (40, 1472)
+    assert "not whitened: 5 distinct pictures in 40 images give fewer than 8 axes" in few.description

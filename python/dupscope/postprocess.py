@@ -15,10 +15,17 @@ For every branch ``b`` (a block of columns), over the valid rows only:
 3. If the branch is marked for whitening, project onto the top ``d`` principal axes of the
    centred valid rows, each divided by its singular value (PCA whitening), so that the few
    directions in which every image varies do not drown the many in which copies and non-copies
-   differ. ``d = min(whiten_dims, n_valid // rows_per_dim)``: at least ``rows_per_dim`` images
-   per estimated axis, because axes estimated from too few images amplify noise (measured: 128
-   axes from 360 images lowered the average precision from 0.97 to 0.53). When ``d`` would be
-   below ``min_whiten_dims`` the branch stays centred only.
+   differ. ``d`` is the number of *distinct pictures* in the data set (at most ``whiten_dims``
+   and a third of the valid images),
+   estimated without labels: the centred branches are joined, every image is linked to those of
+   its ``same_picture_k`` nearest neighbours (:func:`dupscope.topk`) with cosine at least
+   ``same_picture_cos``, and the connected groups are counted. The number of axes matters:
+   beyond the number of pictures, the remaining axes only describe how copies of one picture
+   differ (resized, re-encoded, bordered), and whitening them pushes copies apart; far below it,
+   truncation throws away what tells pictures apart (measured on the accuracy benchmark: with
+   20 pictures x 17 copies, 128 axes gave AP 0.64 and 21 axes 0.99; with 100 pictures x 3
+   copies, 18 axes gave 0.79 and ~90 axes 0.99). Below ``min_whiten_dims`` the branch stays
+   centred only.
 4. L2-normalise each row again and multiply by the branch weight.
 
 The branches are then concatenated and each row L2-normalised. Last, *neighbour augmentation*
@@ -37,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Branch", "Fusion", "FusionResult", "fuse_embeddings", "DUPSCOPE_V2"]
+__all__ = ["Branch", "Fusion", "FusionResult", "fuse_embeddings", "count_pictures", "DUPSCOPE_V2"]
 
 _CHUNK = 65536  # rows per block when accumulating statistics (bounds float64 temporaries)
 
@@ -76,46 +83,59 @@ class Fusion:
         In column order; their dims must add up to the model's output dimension.
     whiten_dims : int
         Most principal axes kept by whitening.
-    rows_per_dim : int
-        Valid images needed per principal axis kept.
     min_whiten_dims : int
-        Fewest axes worth whitening to; with fewer, whitened branches are only centred.
+        Fewest axes worth whitening to; with fewer distinct pictures, whitened branches are
+        only centred.
+    same_picture_cos : float
+        Cosine (of the joined, centred branches) from which two neighbours count as one picture
+        when distinct pictures are counted.
+    same_picture_k : int
+        Neighbours per image looked at when counting.
     neighbours : int
         Neighbours blended into each row (0: no neighbour augmentation).
     neighbour_power : float
         A neighbour's weight is ``max(cosine, 0) ** neighbour_power``.
+    whiten_axes : int, optional
+        A fixed number of axes (capped by the data's rank) instead of the distinct-picture
+        estimate; for experiments.
     """
 
     name: str
     branches: tuple[Branch, ...]
     whiten_dims: int = 160
-    rows_per_dim: int = 16
-    min_whiten_dims: int = 16
+    min_whiten_dims: int = 8
+    same_picture_cos: float = 0.6
+    same_picture_k: int = 10
     neighbours: int = 0
     neighbour_power: float = 3.0
+    whiten_axes: int | None = None
 
     @property
     def dim(self) -> int:
         """Total number of input columns."""
         return sum(b.dim for b in self.branches)
 
-    def axes_for(self, n_valid: int) -> int:
-        """Principal axes a whitened branch keeps for ``n_valid`` images (0: not whitened)."""
-        d = min(self.whiten_dims, n_valid // max(self.rows_per_dim, 1))
+    def axes_for(self, n_pictures: int, n_valid: int) -> int:
+        """Principal axes a whitened branch keeps for ``n_pictures`` distinct pictures among
+        ``n_valid`` images (0: not whitened). At most a third of the images: axes estimated from
+        barely more images than axes turn every direction into noise of equal weight."""
+        d = min(self.whiten_dims, n_pictures, n_valid // 3)
         return d if d >= self.min_whiten_dims else 0
 
 
 #: The fusion of the ``dupscope-v2`` model: the max-pooled head (1280 columns) and the GeM of
-#: block 14 (192 columns), each centred and whitened to at most 160 axes with 16 images per axis
-#: (whitening from 256 images on), equal weights, then each image blended with its 10 nearest
-#: neighbours at power 3. Chosen on the accuracy benchmark's subsets from 216 to 2,844 images,
-#: where this rule kept AP >= 0.994 at every size (benchmarks/ACCURACY.md).
+#: block 14 (192 columns), each centred and whitened to as many axes as there are distinct
+#: pictures (at most 160, at least 8), equal weights, then each image blended with its 10
+#: nearest neighbours at power 3. The rule was chosen for the worst case over subsets of the
+#: accuracy benchmark from 36 to 2,582 images, with 3 or 18 images per picture
+#: (benchmarks/ACCURACY.md has the sweep).
 DUPSCOPE_V2 = Fusion(
     name="dupscope-v2",
     branches=(Branch("head-max", 1280, 1.0, whiten=True), Branch("block14-gem", 192, 1.0, whiten=True)),
     whiten_dims=160,
-    rows_per_dim=16,
-    min_whiten_dims=16,
+    min_whiten_dims=8,
+    same_picture_cos=0.65,
+    same_picture_k=10,
     neighbours=10,
     neighbour_power=3.0,
 )
@@ -218,14 +238,26 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         raise ValueError(f"ok has shape {valid.shape}, expected ({n},)")
     rows = np.flatnonzero(valid)
     n_valid = int(rows.size)
-    axes_kept = fusion.axes_for(n_valid)
-    parts, notes = [], []
+    centred, scatters, notes = [], [], []
     start = 0
     for b in fusion.branches:
         xb = _l2_rows(x[rows, start:start + b.dim])
         start += b.dim
         mean, scatter = _centred_moments(xb)
-        xb = xb - mean.astype(np.float32)
+        centred.append(xb - mean.astype(np.float32))
+        scatters.append(scatter)
+    n_pictures = axes_kept = 0
+    if fusion.whiten_axes is not None:
+        axes_kept = fusion.whiten_axes
+    elif any(b.whiten for b in fusion.branches) and n_valid > 1:
+        joined = np.concatenate([_l2_rows(c) * np.float32(b.weight) for b, c in zip(fusion.branches, centred)],
+                                axis=1)
+        n_pictures = count_pictures(_l2_rows(joined), fusion.same_picture_cos, fusion.same_picture_k,
+                                    device=device, threads=threads)
+        del joined
+        axes_kept = fusion.axes_for(n_pictures, n_valid)
+    parts = []
+    for b, xb, scatter in zip(fusion.branches, centred, scatters):
         step = "L2, centred"
         if b.whiten and axes_kept:
             axes, sing = _whitening(scatter, axes_kept)
@@ -234,14 +266,19 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
                 step += f", PCA-whitened to {axes.shape[1]}-d"
             else:  # every valid row is the same: nothing to whiten
                 step += " (not whitened: no variance)"
+        elif b.whiten and fusion.whiten_axes is not None:
+            step += " (not whitened: 0 axes asked)"
         elif b.whiten:
-            need = fusion.min_whiten_dims * fusion.rows_per_dim
-            step += f" (not whitened: {n_valid} valid images < {need})"
+            step += (f" (not whitened: {n_pictures} distinct pictures in {n_valid} images give fewer than "
+                     f"{fusion.min_whiten_dims} axes)")
         xb = _l2_rows(xb) * np.float32(b.weight)
         out = np.zeros((n, xb.shape[1]), np.float32)
         out[rows] = xb
         parts.append(out)
         notes.append(f"{b.name}[{b.dim}]: {step}, L2, x{b.weight:g}")
+    if n_pictures:
+        notes.insert(0, f"~{n_pictures} distinct pictures (neighbours at cosine >= {fusion.same_picture_cos:g} "
+                        "joined)")
     fused = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), np.float32)
     whitened = any("PCA-whitened" in note for note in notes)
     desc = f"{fusion.name} on {n_valid} valid images: " + "; ".join(notes) + f"; concatenated ({fused.shape[1]}-d)"
@@ -251,6 +288,27 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         desc += (f"; L2; each image + its {min(fusion.neighbours, n_valid - 1)} nearest neighbours "
                  f"weighted max(cos, 0)^{fusion.neighbour_power:g}, L2")
     return FusionResult(fused, desc, whitened, n_valid)
+
+
+def count_pictures(x: np.ndarray, min_cos: float, k: int, *, device: str = "auto",
+                   threads: int | None = None) -> int:
+    """Estimate how many distinct pictures the unit rows of ``x`` show.
+
+    Each row is linked to those of its ``k`` nearest rows whose cosine is at least ``min_cos``;
+    the number of connected groups is returned. Chains can join two pictures, so this tends to
+    undercount on large sets (152 pictures counted as ~120 on the accuracy benchmark).
+    """
+    from .engine import topk
+    from .pairs import connected_groups
+
+    n = x.shape[0]
+    if n < 2:
+        return n
+    index, sim = topk(x, min(k, n - 1), device, threads=threads)
+    linked = (index >= 0) & (2.0 * sim.astype(np.float32) - 1.0 >= np.float32(min_cos))
+    a = np.broadcast_to(np.arange(n)[:, None], index.shape)[linked]
+    roots = connected_groups(n, a, index[linked])
+    return int(np.count_nonzero(roots == np.arange(n)))
 
 
 def _neighbour_augment(x: np.ndarray, k: int, power: float, *, device: str, threads: int | None) -> np.ndarray:
