@@ -33,3 +33,15 @@ done
 
 echo "photos under $cache/unpacked:"
 find "$cache/unpacked" -type f \( -iname '*.png' -o -iname '*.jpg' -o -iname '*.jpeg' \) | wc -l
+
+# imagededup (a peer) for its hashing methods. It requires torch and torchvision, a multi-GB
+# CUDA build from PyPI, so it gets its own virtual environment rather than dupscope's; set
+# DUPSCOPE_BENCH_NO_IMAGEDEDUP=1 to skip it (bench_accuracy.py then leaves it out).
+if [ -z "${DUPSCOPE_BENCH_NO_IMAGEDEDUP:-}" ] && [ ! -x "$cache/idd-venv/bin/python" -o ! -e "$cache/idd-venv/.done" ]; then
+    python3 -m venv "$cache/idd-venv"
+    if "$cache/idd-venv/bin/pip" install -q "imagededup==0.3.3.post2"; then
+        touch "$cache/idd-venv/.done"
+    else
+        echo "could not install imagededup; bench_accuracy.py will leave it out" >&2
+    fi
+fi

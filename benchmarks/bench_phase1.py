@@ -1,7 +1,7 @@
 """Phase 1 end to end on real photos: dupscope vs the naive loop a user would write.
 
 Phase 1 is annotations -> decoded images -> embeddings -> similarity -> HDF5. Both pipelines run
-on the same COCO file with the same model (--model, default dupscope-v1), in one process,
+on the same COCO file with the same model (--model, default: dupscope's default model), in one process,
 interleaved and repeated; the tables give medians.
 
 - naive:    for each batch of 32 paths: PIL open, convert("RGB"), resize to 224x224 (Pillow's
@@ -317,8 +317,10 @@ def main() -> None:
     ap.add_argument("--data", default=os.path.join(ROOT, "bench-data"))
     ap.add_argument("--prepare", action="store_true", help="build the JPEG copies and the COCO file, then exit")
     ap.add_argument("--limit", type=int, default=None, help="use N images (every k-th) for a quick run")
-    ap.add_argument("--model", default="dupscope-v1",
-                    help="model both pipelines run (default: dupscope's default, dupscope-v1)")
+    from dupscope.models import DEFAULT_MODEL
+
+    ap.add_argument("--model", default=DEFAULT_MODEL,
+                    help=f"model both pipelines run (default: dupscope's default, {DEFAULT_MODEL})")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None, help="dupscope decode threads (default: its own)")
     ap.add_argument("--threads", type=int, default=None, help="dupscope onnxruntime threads (default: its own)")
