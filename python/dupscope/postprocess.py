@@ -46,7 +46,7 @@ import numpy as np
 
 __all__ = ["Branch", "Fusion", "FusionResult", "fuse_embeddings", "count_pictures", "DUPSCOPE_V2"]
 
-_CHUNK = 65536  # rows per block when accumulating statistics (bounds float64 temporaries)
+_CHUNK = 8192  # rows per block of the row-wise passes: bounds float64 temporaries (~80 MB at D = 1280)
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,15 @@ def _l2_rows(x: np.ndarray) -> np.ndarray:
     return x / np.where(norm > 0, norm, 1.0)
 
 
+def _l2_rows_inplace(x: np.ndarray, weight: float = 1.0) -> None:
+    """Scale each row of ``x`` (a float32 array or view) to L2 norm ``weight``, in blocks of
+    rows; all-zero rows stay zero."""
+    for i in range(0, x.shape[0], _CHUNK):
+        blk = x[i:i + _CHUNK]
+        norm = np.linalg.norm(blk, axis=1, keepdims=True)
+        blk *= np.float32(weight) / np.where(norm > 0, norm, 1.0).astype(np.float32)
+
+
 def _centred_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scatter matrix ``sum (x - mean)^T (x - mean)`` of the rows of ``x``, in float64,
     accumulated in blocks of rows."""
@@ -238,31 +247,40 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         raise ValueError(f"ok has shape {valid.shape}, expected ({n},)")
     rows = np.flatnonzero(valid)
     n_valid = int(rows.size)
-    centred, scatters, notes = [], [], []
+    # One (valid rows, D) float32 work array holds every branch, L2-normalised, centred, again
+    # L2-normalised and weighted: what the picture count compares. Whitening and the per-branch
+    # outputs read their block of it. Rows are rescaled in place below; a row's scale does not
+    # matter to either (each branch is L2-normalised after its projection), so no second copy of
+    # the N x D embeddings is made.
+    joined = np.empty((n_valid, fusion.dim), np.float32)
+    scatters, blocks, notes = [], [], []
     start = 0
     for b in fusion.branches:
-        xb = _l2_rows(x[rows, start:start + b.dim])
+        block = joined[:, start:start + b.dim]
+        for i in range(0, n_valid, _CHUNK):
+            block[i:i + _CHUNK] = _l2_rows(x[rows[i:i + _CHUNK], start:start + b.dim])
         start += b.dim
-        mean, scatter = _centred_moments(xb)
-        centred.append(xb - mean.astype(np.float32))
+        mean, scatter = _centred_moments(block)
+        block -= mean.astype(np.float32)
+        _l2_rows_inplace(block, weight=b.weight)
         scatters.append(scatter)
+        blocks.append(block)
     n_pictures = axes_kept = 0
     if fusion.whiten_axes is not None:
         axes_kept = fusion.whiten_axes
     elif any(b.whiten for b in fusion.branches) and n_valid > 1:
-        joined = np.concatenate([_l2_rows(c) * np.float32(b.weight) for b, c in zip(fusion.branches, centred)],
-                                axis=1)
-        n_pictures = count_pictures(_l2_rows(joined), fusion.same_picture_cos, fusion.same_picture_k,
+        _l2_rows_inplace(joined)
+        n_pictures = count_pictures(joined, fusion.same_picture_cos, fusion.same_picture_k,
                                     device=device, threads=threads)
-        del joined
         axes_kept = fusion.axes_for(n_pictures, n_valid)
     parts = []
-    for b, xb, scatter in zip(fusion.branches, centred, scatters):
+    for b, xb, scatter in zip(fusion.branches, blocks, scatters):
         step = "L2, centred"
         if b.whiten and axes_kept:
             axes, sing = _whitening(scatter, axes_kept)
             if axes.shape[1]:
-                xb = ((xb.astype(np.float64) @ axes) / sing).astype(np.float32)
+                xb = np.concatenate([((xb[i:i + _CHUNK].astype(np.float64) @ axes) / sing).astype(np.float32)
+                                     for i in range(0, n_valid, _CHUNK)]) if n_valid else xb[:, :0]
                 step += f", PCA-whitened to {axes.shape[1]}-d"
             else:  # every valid row is the same: nothing to whiten
                 step += " (not whitened: no variance)"
@@ -271,15 +289,17 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         elif b.whiten:
             step += (f" (not whitened: {n_pictures} distinct pictures in {n_valid} images give fewer than "
                      f"{fusion.min_whiten_dims} axes)")
-        xb = _l2_rows(xb) * np.float32(b.weight)
-        out = np.zeros((n, xb.shape[1]), np.float32)
-        out[rows] = xb
-        parts.append(out)
+        parts.append(xb)
         notes.append(f"{b.name}[{b.dim}]: {step}, L2, x{b.weight:g}")
+    fused = np.zeros((n, sum(p.shape[1] for p in parts)), np.float32)
+    start = 0
+    for b, part in zip(fusion.branches, parts):
+        fused[rows, start:start + part.shape[1]] = _l2_rows(part) * np.float32(b.weight)
+        start += part.shape[1]
+    del joined, blocks, parts
     if n_pictures:
         notes.insert(0, f"~{n_pictures} distinct pictures (neighbours at cosine >= {fusion.same_picture_cos:g} "
                         "joined)")
-    fused = np.concatenate(parts, axis=1) if parts else np.zeros((n, 0), np.float32)
     whitened = any("PCA-whitened" in note for note in notes)
     desc = f"{fusion.name} on {n_valid} valid images: " + "; ".join(notes) + f"; concatenated ({fused.shape[1]}-d)"
     if fusion.neighbours > 0 and n_valid > 1:
