@@ -28,6 +28,13 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # The browser opens several connections at once for thumbnails; the socketserver default
+    # listen backlog of 5 can refuse some of them while the accept loop is busy.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def make_server(directory: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """Create (not start) an HTTP server for an explorer folder.
 
@@ -48,9 +55,7 @@ def make_server(directory: str | os.PathLike[str], host: str = "127.0.0.1", port
     if not (directory / "index.html").is_file():
         raise FileNotFoundError(f"{directory} has no index.html; write it with `dupscope visualize` first")
     handler = functools.partial(_Handler, directory=str(directory))
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), handler)
 
 
 def server_url(server: ThreadingHTTPServer) -> str:
