@@ -280,7 +280,7 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
             axes, sing = _whitening(scatter, axes_kept)
             if axes.shape[1]:
                 xb = np.concatenate([((xb[i:i + _CHUNK].astype(np.float64) @ axes) / sing).astype(np.float32)
-                                     for i in range(0, n_valid, _CHUNK)]) if n_valid else xb[:, :0]
+                                     for i in range(0, n_valid, _CHUNK)])
                 step += f", PCA-whitened to {axes.shape[1]}-d"
             else:  # every valid row is the same: nothing to whiten
                 step += " (not whitened: no variance)"
@@ -320,31 +320,34 @@ def count_pictures(x: np.ndarray, min_cos: float, k: int, *, device: str = "auto
     ``min_cos`` 0.65 it gave 0.95-1.47 times the true count (most above 1 when each picture has
     17 copies); at 0.6 it undercounted large sets (153 pictures counted as 108).
     """
-    from .engine import topk
     from .pairs import connected_groups
 
     n = x.shape[0]
     if n < 2:
         return n
-    index, sim = topk(x, min(k, n - 1), device, threads=threads)
-    linked = (index >= 0) & (2.0 * sim.astype(np.float32) - 1.0 >= np.float32(min_cos))
+    index, cos = _neighbour_cosines(x, min(k, n - 1), device=device, threads=threads)
+    linked = (index >= 0) & (cos >= np.float32(min_cos))  # NaN (no neighbour) is never linked
     a = np.broadcast_to(np.arange(n)[:, None], index.shape)[linked]
     roots = connected_groups(n, a, index[linked])
     return int(np.count_nonzero(roots == np.arange(n)))
 
 
+def _neighbour_cosines(x: np.ndarray, k: int, *, device: str, threads: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's top-k of the unit rows of ``x``: (N, k) indices (-1 pads) and their cosines
+    as float32 (NaN where the index is -1), converted back from the engine's ``(1 + cos) / 2``."""
+    from .engine import topk
+
+    index, sim = topk(x, k, device, threads=threads)
+    return index, 2.0 * sim.astype(np.float32) - 1.0
+
+
 def _neighbour_augment(x: np.ndarray, k: int, power: float, *, device: str, threads: int | None) -> np.ndarray:
     """``x_i + sum_j max(cos_ij, 0)^power x_j`` over the ``k`` nearest other rows, L2-normalised.
 
-    ``x`` holds unit rows (all valid). The neighbour search is the engine's top-k, whose
-    similarities are ``(1 + cos) / 2`` in float16.
+    ``x`` holds unit rows (all valid).
     """
-    from .engine import topk
-
-    k = min(k, x.shape[0] - 1)
-    index, sim = topk(x, k, device, threads=threads)
-    cos = np.nan_to_num(2.0 * sim.astype(np.float32) - 1.0, nan=0.0)
-    weight = np.maximum(cos, 0.0) ** np.float32(power)
+    index, cos = _neighbour_cosines(x, min(k, x.shape[0] - 1), device=device, threads=threads)
+    weight = np.maximum(np.nan_to_num(cos, nan=0.0), 0.0) ** np.float32(power)
     weight[index < 0] = 0.0
     index = np.where(index < 0, 0, index)
     out = x.copy()
