@@ -111,21 +111,22 @@ class ModelSpec:
 # Registry of shipped models. sha256 values are those of the committed files (PROVENANCE.md);
 # get_model() re-checks them so that a damaged installation fails loudly instead of silently
 # producing different similarities.
+_EFFICIENTNET_LITE0 = ModelSpec(
+    name="efficientnet-lite0",
+    path=str(_HERE / "efficientnet_lite0.onnx"),
+    sha256="f693c86c090afc0839451481d9a0e5bb255993a1e910d7feff5c3e537ad6b372",
+    height=224,
+    width=224,
+    layout="NCHW",
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    resize="stretch",
+    colour="rgb",
+    dim=1280,
+    builtin=True,
+)
 _BUILTIN: dict[str, ModelSpec] = {
-    "efficientnet-lite0": ModelSpec(
-        name="efficientnet-lite0",
-        path=str(_HERE / "efficientnet_lite0.onnx"),
-        sha256="f693c86c090afc0839451481d9a0e5bb255993a1e910d7feff5c3e537ad6b372",
-        height=224,
-        width=224,
-        layout="NCHW",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        resize="stretch",
-        colour="rgb",
-        dim=1280,
-        builtin=True,
-    ),
+    "efficientnet-lite0": _EFFICIENTNET_LITE0,
     "dct32": ModelSpec(
         name="dct32",
         path=str(_HERE / "dct32.onnx"),
@@ -142,20 +143,14 @@ _BUILTIN: dict[str, ModelSpec] = {
     ),
     # The copy detector (tools/build_dup_model.py): the efficientnet-lite0 network with its head
     # max-pooled (1280 columns) next to the GeM of block 14 (192 columns); joined per data set by
-    # dupscope.postprocess.DUPSCOPE_V2.
-    "dupscope-v2": ModelSpec(
+    # dupscope.postprocess.DUPSCOPE_V2. Built from that network's graph, it takes exactly its
+    # input, so only the file and the output differ.
+    "dupscope-v2": replace(
+        _EFFICIENTNET_LITE0,
         name="dupscope-v2",
         path=str(_HERE / "dupscope_v2.onnx"),
         sha256="ad880f23510cf128203b0cebfb1eca9d58eac9eb8fee2c90560ed6590531dc53",
-        height=224,
-        width=224,
-        layout="NCHW",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        resize="stretch",
-        colour="rgb",
         dim=1472,
-        builtin=True,
         fusion=DUPSCOPE_V2,
     ),
 }
