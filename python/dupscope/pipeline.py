@@ -37,9 +37,8 @@ DENSE_MAX_FREE_FRACTION = 0.25
 _THRESHOLDS = (0.95, 0.9)
 #: Summary thresholds of models whose similarities live on another scale. dupscope-v2's fused
 #: embeddings (centred, whitened, blended with their neighbours) put unrelated images near 0.5
-#: and copies lower than a raw network's cosine: on the accuracy benchmark (2,844 images) its
-#: precision-0.95 threshold is about 0.70 and its best-F1 threshold about 0.73
-#: (benchmarks/ACCURACY.md).
+#: and copies lower than a raw network's cosine: on the accuracy benchmark (2,599 images) its
+#: precision-0.95 threshold is 0.68 and its best-F1 threshold 0.72 (benchmarks/ACCURACY.md).
 _MODEL_THRESHOLDS = {"dupscope-v2": (0.9, 0.8, 0.7)}
 
 
