@@ -104,7 +104,7 @@ class Fusion:
     branches: tuple[Branch, ...]
     whiten_dims: int = 160
     min_whiten_dims: int = 8
-    same_picture_cos: float = 0.6
+    same_picture_cos: float = 0.65
     same_picture_k: int = 10
     neighbours: int = 0
     neighbour_power: float = 3.0
