@@ -35,6 +35,8 @@ def _numpy_reference(x, fusion, whiten):
         start += b.dim
         xb = xb - xb.mean(0)
         if b.whiten and whiten:
+            xb = _l2(xb)
+            xb = xb - xb.mean(0)
             _, s, vt = np.linalg.svd(xb, full_matrices=False)
             xb = xb @ vt[:fusion.whiten_dims].T / s[:fusion.whiten_dims]
         parts.append(_l2(xb) * b.weight)

@@ -11,9 +11,13 @@ For every branch ``b`` (a block of columns), over the valid rows only:
 
 1. L2-normalise each row.
 2. Subtract the mean of the valid rows (centring): what all images share (a black sky, a
-   typical colour layout) no longer makes two unrelated images look alike.
-3. If the branch is marked for whitening, project onto the top ``d`` principal axes of the
-   centred valid rows, each divided by its singular value (PCA whitening), so that the few
+   typical colour layout) no longer makes two unrelated images look alike. L2-normalise again.
+3. If the branch is marked for whitening, centre these unit rows once more and project them onto
+   their top ``d`` principal axes, each divided by its singular value (PCA whitening). The axes
+   are fitted on the re-normalised rows, so every image weighs the same in the fit, not in
+   proportion to its distance from the mean (an unusual image far from the mean would otherwise
+   pull the axes towards itself; measured on the accuracy benchmark, fitting on the rows before
+   the second normalisation lost 0.002 AP and 0.007-0.017 recall at precision 0.95). This makes the few
    directions in which every image varies do not drown the many in which copies and non-copies
    differ. ``d`` is the number of *distinct pictures* in the data set (at most ``whiten_dims``
    and a third of the valid images),
@@ -26,7 +30,7 @@ For every branch ``b`` (a block of columns), over the valid rows only:
    20 pictures x 17 copies, 128 axes gave AP 0.64 and 21 axes 0.99; with 100 pictures x 3
    copies, 18 axes gave 0.79 and ~90 axes 0.99). Below ``min_whiten_dims`` the branch stays
    centred only.
-4. L2-normalise each row again and multiply by the branch weight.
+4. L2-normalise each row (again) and multiply by the branch weight.
 
 The branches are then concatenated and each row L2-normalised. Last, *neighbour augmentation*
 (database-side augmentation in image retrieval): every row ``x_i`` is replaced by the
@@ -178,14 +182,19 @@ def _l2_rows_inplace(x: np.ndarray, weight: float = 1.0) -> None:
         blk *= np.float32(weight) / np.where(norm > 0, norm, 1.0).astype(np.float32)
 
 
+def _row_mean(x: np.ndarray) -> np.ndarray:
+    """Mean of the rows of ``x`` in float64, accumulated in blocks of rows."""
+    mean = np.zeros(x.shape[1], np.float64)
+    for i in range(0, x.shape[0], _CHUNK):
+        mean += x[i:i + _CHUNK].sum(axis=0, dtype=np.float64)
+    return mean / max(x.shape[0], 1)
+
+
 def _centred_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scatter matrix ``sum (x - mean)^T (x - mean)`` of the rows of ``x``, in float64,
     accumulated in blocks of rows."""
     n, d = x.shape
-    mean = np.zeros(d, np.float64)
-    for i in range(0, n, _CHUNK):
-        mean += x[i:i + _CHUNK].sum(axis=0, dtype=np.float64)
-    mean /= max(n, 1)
+    mean = _row_mean(x)
     scatter = np.zeros((d, d), np.float64)
     for i in range(0, n, _CHUNK):
         c = x[i:i + _CHUNK].astype(np.float64) - mean
@@ -253,17 +262,15 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
     # matter to either (each branch is L2-normalised after its projection), so no second copy of
     # the N x D embeddings is made.
     joined = np.empty((n_valid, fusion.dim), np.float32)
-    scatters, blocks, notes = [], [], []
+    blocks, notes = [], []
     start = 0
     for b in fusion.branches:
         block = joined[:, start:start + b.dim]
         for i in range(0, n_valid, _CHUNK):
             block[i:i + _CHUNK] = _l2_rows(x[rows[i:i + _CHUNK], start:start + b.dim])
         start += b.dim
-        mean, scatter = _centred_moments(block)
-        block -= mean.astype(np.float32)
+        block -= _row_mean(block).astype(np.float32)
         _l2_rows_inplace(block, weight=b.weight)
-        scatters.append(scatter)
         blocks.append(block)
     n_pictures = axes_kept = 0
     if fusion.whiten_axes is not None:
@@ -274,14 +281,17 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
                                     device=device, threads=threads)
         axes_kept = fusion.axes_for(n_pictures, n_valid)
     parts = []
-    for b, xb, scatter in zip(fusion.branches, blocks, scatters):
+    for b, xb in zip(fusion.branches, blocks):
         step = "L2, centred"
         if b.whiten and axes_kept:
+            # The rows of xb all have one norm here (the count above rescales every row of
+            # ``joined`` alike), so each image weighs the same in the fit.
+            mean, scatter = _centred_moments(xb)
             axes, sing = _whitening(scatter, axes_kept)
             if axes.shape[1]:
-                xb = np.concatenate([((xb[i:i + _CHUNK].astype(np.float64) @ axes) / sing).astype(np.float32)
+                xb = np.concatenate([(((xb[i:i + _CHUNK].astype(np.float64) - mean) @ axes) / sing).astype(np.float32)
                                      for i in range(0, n_valid, _CHUNK)])
-                step += f", PCA-whitened to {axes.shape[1]}-d"
+                step += f", L2, centred, PCA-whitened to {axes.shape[1]}-d"
             else:  # every valid row is the same: nothing to whiten
                 step += " (not whitened: no variance)"
         elif b.whiten and fusion.whiten_axes is not None:
