@@ -68,7 +68,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(ROOT / "bench-data"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--distractors", type=int, default=600)
-    ap.add_argument("--models", default="dupscope-v2,efficientnet-lite0")
+    ap.add_argument("--models", default="dupscope-v3,efficientnet-lite0")
     args = ap.parse_args()
 
     from dupscope.evaluate import evaluate, evaluate_scores

@@ -28,8 +28,8 @@ def test_builtin_models_match_their_checksums():
         assert sess.get_outputs()[0].shape[1] == spec.dim
         assert device == "cpu"
     assert get_model("dct").name == "dct32"  # alias
-    assert get_model().name == models.DEFAULT_MODEL == "dupscope-v2"
-    assert get_model("default").name == "dupscope-v2"
+    assert get_model().name == models.DEFAULT_MODEL == "dupscope-v3"
+    assert get_model("default").name == "dupscope-v3"
 
 
 def test_damaged_builtin_file_is_refused(tmp_path, monkeypatch):
@@ -148,48 +148,48 @@ def test_models_that_do_not_fit(tmp_path):
         get_model(tmp_path / "absent.onnx")
 
 
-# ---- dupscope-v2: two pooled feature maps of the network, made by tools/build_dup_model.py -----
+# ---- dupscope-v3: two pooled feature maps of the network, made by tools/build_dup_model.py -----
 
 HEAD = "/_swish_1/Clip_output_0"
-BLOCK14 = "/_blocks.14/Add_output_0"
+BLOCK9X = "/_blocks.9/_swish/Clip_output_0"  # block 9's expansion activation
 
 
 def _feature_session():
-    """The unmodified efficientnet-lite0 file with the head activation and block 14 as outputs."""
+    """The unmodified efficientnet-lite0 file with the head activation and block 9's expansion as outputs."""
     import onnxruntime as ort
 
     m = onnx.load(get_model("efficientnet-lite0").path)
     m.graph.output.append(helper.make_tensor_value_info(HEAD, TensorProto.FLOAT, ["n", 1280, "h", "w"]))
-    m.graph.output.append(helper.make_tensor_value_info(BLOCK14, TensorProto.FLOAT, ["n", 192, "h", "w"]))
+    m.graph.output.append(helper.make_tensor_value_info(BLOCK9X, TensorProto.FLOAT, ["n", 672, "h", "w"]))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _v2_inputs(tmp_path):
+def _v3_inputs(tmp_path):
     """Real decoded pictures through dupscope's own preprocessing."""
     from dupscope.embed import preprocess
     from dupscope.images import load_image
 
-    spec = get_model("dupscope-v2")
+    spec = get_model("dupscope-v3")
     imgs = [imagegen.scene(s, (200, 150)) for s in range(4)]
-    paths = [str(imagegen.save(im, tmp_path / f"v2_{k}.png")) for k, im in enumerate(imgs)]
+    paths = [str(imagegen.save(im, tmp_path / f"v3_{k}.png")) for k, im in enumerate(imgs)]
     pixels = [load_image(p, (spec.height, spec.width), colour="rgb").pixels for p in paths]
     return spec, preprocess(pixels, spec), paths
 
 
-def test_dupscope_v2_matches_the_plain_network_and_numpy(tmp_path):
-    spec, x, _ = _v2_inputs(tmp_path)
-    assert spec.dim == 1472 and spec.fusion is not None and spec.fusion.dim == 1472
+def test_dupscope_v3_matches_the_plain_network_and_numpy(tmp_path):
+    spec, x, _ = _v3_inputs(tmp_path)
+    assert spec.dim == 1952 and spec.fusion is not None and spec.fusion.dim == 1952
     sess, _ = create_session(spec, device="cpu")
     got = sess.run([spec.output_name], {spec.input_name: x})[0]
-    plain, head, mid = _feature_session().run(["embedding", HEAD, BLOCK14], {"input": x})
+    plain, head, mid = _feature_session().run(["embedding", HEAD, BLOCK9X], {"input": x})
     head = head.astype(np.float64)
     # The plain file's output is the average of the same head map: the surgery kept the network.
     np.testing.assert_allclose(head.mean(axis=(2, 3)), plain, rtol=1e-4, atol=1e-5 * np.abs(plain).max())
     ref_head = head.max(axis=(2, 3))
-    ref_mid = np.mean(np.maximum(mid.astype(np.float64), 1e-6) ** 3, axis=(2, 3)) ** (1 / 3)
-    assert got.shape == (4, 1472)
+    ref_mid = mid.astype(np.float64).max(axis=(2, 3))
+    assert mid.shape[1:] == (672, 14, 14) and got.shape == (4, 1952)
     np.testing.assert_allclose(got[:, :1280], ref_head, rtol=1e-5, atol=1e-6 * np.abs(ref_head).max())
     np.testing.assert_allclose(got[:, 1280:], ref_mid, rtol=1e-4, atol=1e-5 * np.abs(ref_mid).max())
 
@@ -208,7 +208,7 @@ def test_efficientnet_lite0_uses_relu6_activations():
         assert (lo, hi) == (0.0, 6.0)
 
 
-def test_dupscope_v2_file_is_reproducible(tmp_path):
+def test_dupscope_v3_file_is_reproducible(tmp_path):
     """tools/build_dup_model.py rebuilds the shipped bytes from efficientnet_lite0.onnx."""
     import importlib.util
     from pathlib import Path
@@ -217,6 +217,6 @@ def test_dupscope_v2_file_is_reproducible(tmp_path):
     spec_ = importlib.util.spec_from_file_location("build_dup_model", tool)
     mod = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(mod)
-    sha = mod.build(tmp_path / "v2.onnx")
-    assert sha == get_model("dupscope-v2").sha256
-    assert get_model("dupscope").name == "dupscope-v2"  # alias
+    sha = mod.build(tmp_path / "v3.onnx")
+    assert sha == get_model("dupscope-v3").sha256
+    assert get_model("dupscope").name == "dupscope-v3"  # alias

@@ -126,7 +126,7 @@ def test_cli_hard_errors_exit_nonzero_without_traceback(tmp_path, capsys):
 
 @pytest.mark.parametrize("model", [None, "efficientnet-lite0"])
 def test_default_model_end_to_end(tmp_path, model):
-    """The default model (dupscope-v2) and the plain network through the whole pipeline on a
+    """The default model (dupscope-v3) and the plain network through the whole pipeline on a
     folder, with a planted resized copy."""
     root = tmp_path / "folder"
     for s in range(4):
@@ -135,7 +135,7 @@ def test_default_model_end_to_end(tmp_path, model):
     out = tmp_path / "folder.h5"
     kwargs = {} if model is None else {"model": model}
     summary = compute_similarity(root, out, k=2, progress=False, **kwargs)
-    assert summary["n_ok"] == 5 and summary["model"] == (model or "dupscope-v2")
+    assert summary["n_ok"] == 5 and summary["model"] == (model or "dupscope-v3")
     assert summary["pairs_above"][0.9 if model is None else 0.95] == 1  # only the planted pair
     with SimilarityFile(out) as f:
         assert f.paths[4] == "b_copy.png"
@@ -144,26 +144,26 @@ def test_default_model_end_to_end(tmp_path, model):
         assert f.attrs["annotations_format"] == "folder"
 
 
-def test_dupscope_v2_finds_planted_copies(dataset, tmp_path):
+def test_dupscope_v3_finds_planted_copies(dataset, tmp_path):
     """The default model end to end: fused embeddings (centred only and neighbour-augmented on
     this small set) go to the engine, are what --keep-embeddings stores, and the attributes say
     what was applied."""
     ann, _ = dataset
-    out = tmp_path / "v2.h5"
-    summary = compute_similarity(ann, out, model="dupscope-v2", k=4, keep_embeddings=True, progress=False)
-    assert summary["n_ok"] == 9 and summary["model"] == "dupscope-v2"
+    out = tmp_path / "v3.h5"
+    summary = compute_similarity(ann, out, model="dupscope-v3", k=4, keep_embeddings=True, progress=False)
+    assert summary["n_ok"] == 9 and summary["model"] == "dupscope-v3"
     assert summary["postprocess_seconds"] >= 0.0
     with SimilarityFile(out) as f:
         idx, sim = f.neighbors()
         assert idx[6, 0] == 0 and idx[7, 0] == 2 and idx[8, 0] == 4
         assert idx[0, 0] == 6 and idx[2, 0] == 7 and idx[4, 0] == 8
         attrs = f.attrs
-        assert attrs["model"] == "dupscope-v2" and attrs["embedding_dim"] == 1472
+        assert attrs["model"] == "dupscope-v3" and attrs["embedding_dim"] == 1952
         post = attrs["embedding_postprocess"]
-        assert post.startswith("dupscope-v2 on 9 valid images") and "not whitened" in post
+        assert post.startswith("dupscope-v3 on 9 valid images") and "not whitened" in post
         assert "8 nearest neighbours" in post  # 10 asked, 8 other valid images
         emb = f.embeddings[()].astype(np.float32)
-        assert emb.shape == (11, 1472) and not emb[9:].any()
+        assert emb.shape == (11, 1952) and not emb[9:].any()
         np.testing.assert_allclose(np.linalg.norm(emb[:9], axis=1), 1.0, atol=2e-3)
         dense = f.similarity[()].astype(np.float32)
         # the engine compared exactly the stored fused embedding
@@ -171,19 +171,19 @@ def test_dupscope_v2_finds_planted_copies(dataset, tmp_path):
         np.testing.assert_allclose(dense[:9, :9], (1 + e @ e.T) / 2, atol=2e-3)
 
 
-def test_dupscope_v2_whitens_large_sets(dataset, tmp_path, monkeypatch):
+def test_dupscope_v3_whitens_large_sets(dataset, tmp_path, monkeypatch):
     """With enough distinct pictures both branches are whitened (min_whiten_dims lowered here so
     that the few pictures of this small set suffice)."""
     import dataclasses
 
     from dupscope import models
 
-    spec = models.get_model("dupscope-v2")
-    monkeypatch.setitem(models._BUILTIN, "dupscope-v2", dataclasses.replace(
+    spec = models.get_model("dupscope-v3")
+    monkeypatch.setitem(models._BUILTIN, "dupscope-v3", dataclasses.replace(
         spec, fusion=dataclasses.replace(spec.fusion, min_whiten_dims=2)))
     ann, _ = dataset
-    out = tmp_path / "v2w.h5"
-    compute_similarity(ann, out, model="dupscope-v2", k=4, keep_embeddings=True, progress=False)
+    out = tmp_path / "v3w.h5"
+    compute_similarity(ann, out, model="dupscope-v3", k=4, keep_embeddings=True, progress=False)
     with SimilarityFile(out) as f:
         import re
 
@@ -201,8 +201,8 @@ def test_plain_models_record_no_postprocessing(dataset, tmp_path):
         assert f.attrs["embedding_postprocess"] == "none"
 
 
-def test_dupscope_v2_on_the_demo_dataset(tmp_path):
-    """The demo's planted copies, found by dupscope-v2 (as tests/test_demo.py does for the
+def test_dupscope_v3_on_the_demo_dataset(tmp_path):
+    """The demo's planted copies, found by dupscope-v3 (as tests/test_demo.py does for the
     default model)."""
     import json
 
@@ -210,7 +210,7 @@ def test_dupscope_v2_on_the_demo_dataset(tmp_path):
 
     data = make_demo_dataset(tmp_path / "d", n_originals=30, n_copied=10)
     out = tmp_path / "demo.h5"
-    compute_similarity(data.annotations, out, model="dupscope-v2", progress=False)
+    compute_similarity(data.annotations, out, model="dupscope-v3", progress=False)
     with SimilarityFile(out) as f:
         idx, _ = f.neighbors()
         row = {p: i for i, p in enumerate(f.paths)}

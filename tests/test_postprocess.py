@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dupscope.postprocess import DUPSCOPE_V2, Branch, Fusion, fuse_embeddings
+from dupscope.postprocess import DUPSCOPE_V3, Branch, Fusion, fuse_embeddings
 
 # Branch a whitened to (at most) 4 axes when the rows show at least 4 distinct pictures; no
 # neighbour augmentation.
@@ -218,15 +218,15 @@ def test_whitening_axes_follow_the_picture_count():
     assert margin(est) > margin(many)
 
 
-def test_dupscope_v2_fusion():
-    assert DUPSCOPE_V2.dim == 1280 + 192
-    assert [DUPSCOPE_V2.axes_for(n, 10**6) for n in (0, 7, 8, 100, 160, 10**6)] == [0, 0, 8, 100, 160, 160]
-    assert [DUPSCOPE_V2.axes_for(20, n) for n in (23, 24, 59, 60, 61)] == [0, 8, 19, 20, 20]
-    x = _copies(20, 5, d=1472, noise=0.05)
-    got = fuse_embeddings(x, None, DUPSCOPE_V2)
+def test_dupscope_v3_fusion():
+    assert DUPSCOPE_V3.dim == 1280 + 672
+    assert [DUPSCOPE_V3.axes_for(n, 10**6) for n in (0, 7, 8, 100, 160, 10**6)] == [0, 0, 8, 100, 160, 160]
+    assert [DUPSCOPE_V3.axes_for(20, n) for n in (23, 24, 59, 60, 61)] == [0, 8, 19, 20, 20]
+    x = _copies(20, 5, d=1952, noise=0.05)
+    got = fuse_embeddings(x, None, DUPSCOPE_V3)
     assert got.whitened and got.embeddings.shape == (100, 20 + 20)
     np.testing.assert_allclose(np.linalg.norm(got.embeddings, axis=1), 1.0, rtol=1e-5)
     assert "PCA-whitened to 20-d" in got.description and "10 nearest neighbours" in got.description
-    few = fuse_embeddings(_copies(5, 8, d=1472), None, DUPSCOPE_V2)
-    assert not few.whitened and few.embeddings.shape == (40, 1472)
+    few = fuse_embeddings(_copies(5, 8, d=1952), None, DUPSCOPE_V3)
+    assert not few.whitened and few.embeddings.shape == (40, 1952)
     assert "not whitened: 5 distinct pictures in 40 images give fewer than 8 axes" in few.description

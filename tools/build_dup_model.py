@@ -1,29 +1,32 @@
-"""Build ``dupscope_v2.onnx``: the network behind the built-in (default) model ``dupscope-v2``.
+"""Build ``dupscope_v3.onnx``: the network behind the built-in (default) model ``dupscope-v3``.
 
 Made by graph surgery on the shipped ``efficientnet_lite0.onnx`` with the ``onnx`` package (no
 torch, no new weights), so the file is reproducible from this script and the shipped files::
 
-    python tools/build_dup_model.py      # writes python/dupscope/models/dupscope_v2.onnx
+    python tools/build_dup_model.py      # writes python/dupscope/models/dupscope_v3.onnx
 
 The input is the same as ``efficientnet-lite0``'s (``input``, float32 (batch, 3, 224, 224), RGB,
 ImageNet-normalised), so dupscope's decoder and :func:`dupscope.embed.preprocess` feed it
-unchanged. The whole network runs once; two of its feature maps are pooled::
+unchanged. The whole network runs once; two of its feature maps are max-pooled::
 
     input x (batch, 3, 224, 224)
     |
     EfficientNet-Lite0, unchanged
-    |-- block 14 output          (batch, 192, 7, 7)    GeM pooling, p = 3, features clamped at
-    |                                                  1e-6: mean_hw(max(f, 1e-6)^3)^(1/3)
-    |-- head (conv + BN + ReLU6) (batch, 1280, 7, 7)   global max pooling (the original file
-    |                                                  averages it here)
-    embedding = concat(max(head), GeM(block 14))       (batch, 1472): columns 0-1279 head,
-                                                       1280-1471 block 14
+    |-- block 9 expansion (1x1 conv + BN + ReLU6)  (batch, 672, 14, 14)   global max pooling
+    |-- head (conv + BN + ReLU6)                   (batch, 1280, 7, 7)    global max pooling (the
+    |                                                                     original file averages)
+    embedding = concat(max(head), max(block 9))    (batch, 1952): columns 0-1279 head,
+                                                   1280-1951 block 9
 
 Max pooling keeps the strongest response of each channel wherever it is in the picture, which
-suits copies that were cropped, bordered or watermarked better than the average does; block 14
-adds features one stage less semantic. The two blocks are combined into one similarity after
-embedding, by :func:`dupscope.postprocess.fuse_embeddings` (per-block centring and whitening,
-then neighbour augmentation); ``benchmarks/ACCURACY.md`` has the measurements behind each step.
+suits copies that were cropped, bordered or watermarked better than the average does. Block 9's
+expansion layer (the first activation inside the second block of the 112-channel stage, at
+14 x 14) responds to textures and shapes two stages below the head: it tells apart photos that
+look alike to the head (star fields, nebulae) and still survives re-encoding and resizing. Of the layers compared next
+to the head on the accuracy benchmark (the outputs and expansion layers of blocks 5-15, max and
+GeM pooling), it did best; ``benchmarks/ACCURACY.md`` has the measurements. The two blocks are
+combined into one similarity after embedding, by :func:`dupscope.postprocess.fuse_embeddings`
+(per-block centring and whitening, then neighbour augmentation).
 """
 
 from __future__ import annotations
@@ -38,14 +41,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "python" / "dupscope" / "models"
 SOURCE = MODELS / "efficientnet_lite0.onnx"
-DEFAULT_OUT = MODELS / "dupscope_v2.onnx"
+DEFAULT_OUT = MODELS / "dupscope_v3.onnx"
 
 HEAD = "/_swish_1/Clip_output_0"  # ReLU6 after the head convolution, before the pooling
 HEAD_CHANNELS = 1280
-MID_LAYER = "/_blocks.14/Add_output_0"
-MID_CHANNELS = 192
-GEM_P = 3.0
-GEM_EPS = 1e-6
+MID_LAYER = "/_blocks.9/_swish/Clip_output_0"  # ReLU6 after block 9's expansion convolution
+MID_CHANNELS = 672
 
 
 def build(out: Path, source: Path = SOURCE) -> str:
@@ -64,7 +65,7 @@ def build(out: Path, source: Path = SOURCE) -> str:
         Hex sha256 of the written file.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     m = onnx.load(str(source))
     g = m.graph
@@ -88,28 +89,20 @@ def build(out: Path, source: Path = SOURCE) -> str:
     del g.output[:]
     del g.value_info[:]
 
-    consts = {
-        "dup/gem_eps": np.array(GEM_EPS, np.float32),
-        "dup/gem_inv_p": np.array(1.0 / GEM_P, np.float32),
-    }
-    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
     N = helper.make_node
     g.node.extend([
         N("GlobalMaxPool", [HEAD], ["dup/head_max4"], name="dup/head_max"),
         N("Flatten", ["dup/head_max4"], ["dup/head"], axis=1, name="dup/head_flatten"),
-        N("Max", [MID_LAYER, "dup/gem_eps"], ["dup/f_pos"], name="dup/gem_clamp"),
-        N("Mul", ["dup/f_pos", "dup/f_pos"], ["dup/f_sq"], name="dup/gem_sq"),
-        N("Mul", ["dup/f_sq", "dup/f_pos"], ["dup/f_cube"], name="dup/gem_cube"),
-        N("ReduceMean", ["dup/f_cube"], ["dup/f_mean"], axes=[2, 3], keepdims=0, name="dup/gem_mean"),
-        N("Pow", ["dup/f_mean", "dup/gem_inv_p"], ["dup/mid"], name="dup/gem_root"),
+        N("GlobalMaxPool", [MID_LAYER], ["dup/mid_max4"], name="dup/mid_max"),
+        N("Flatten", ["dup/mid_max4"], ["dup/mid"], axis=1, name="dup/mid_flatten"),
         N("Concat", ["dup/head", "dup/mid"], ["embedding"], axis=1, name="dup/concat"),
     ])
     g.output.append(helper.make_tensor_value_info("embedding", TensorProto.FLOAT,
                                                   ["batch", HEAD_CHANNELS + MID_CHANNELS]))
-    g.name = "dupscope_v2"
+    g.name = "dupscope_v3"
     m.producer_name = "dupscope tools/build_dup_model.py"
     m.producer_version = ""
-    m.doc_string = ("dupscope-v2: EfficientNet-Lite0 head max-pooled (1280) + block-14 GeM (192)")
+    m.doc_string = "dupscope-v3: EfficientNet-Lite0 head (1280) + block-9 expansion (672), max-pooled"
     del m.metadata_props[:]
     onnx.checker.check_model(m, full_check=True)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +115,7 @@ def build(out: Path, source: Path = SOURCE) -> str:
 # Reference: the same computation from the original file and numpy
 # ------------------------------------------------------------------------------------------
 def feature_model_bytes(source: Path = SOURCE) -> bytes:
-    """The unmodified network with the head activation and block 14 exposed as graph outputs."""
+    """The unmodified network with the head activation and block 9's expansion exposed as graph outputs."""
     import onnx
 
     m = onnx.load(str(source))
@@ -134,7 +127,7 @@ def feature_model_bytes(source: Path = SOURCE) -> bytes:
 
 
 def reference(x: np.ndarray, session) -> np.ndarray:
-    """``dupscope_v2``'s output computed from the original network's feature maps and numpy.
+    """``dupscope_v3``'s output computed from the original network's feature maps and numpy.
 
     Parameters
     ----------
@@ -146,12 +139,12 @@ def reference(x: np.ndarray, session) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        float64 (B, 1472).
+        float64 (B, 1952).
     """
     head, mid = session.run([HEAD, MID_LAYER], {"input": np.asarray(x, np.float32)})
     head_max = head.astype(np.float64).max(axis=(2, 3))
-    gem = np.mean(np.maximum(mid.astype(np.float64), GEM_EPS) ** GEM_P, axis=(2, 3)) ** (1.0 / GEM_P)
-    return np.concatenate([head_max, gem], axis=1)
+    mid_max = mid.astype(np.float64).max(axis=(2, 3))
+    return np.concatenate([head_max, mid_max], axis=1)
 
 
 def verify(path: Path, source: Path = SOURCE) -> tuple[float, float]:
@@ -160,7 +153,7 @@ def verify(path: Path, source: Path = SOURCE) -> tuple[float, float]:
     Returns
     -------
     (float, float)
-        Max absolute difference of the head and of the block-14 columns, relative to each
+        Max absolute difference of the head and of the block-9 columns, relative to each
         block's largest value.
     """
     import onnxruntime as ort
@@ -189,7 +182,7 @@ def main(argv=None) -> int:
     e_head, e_mid = verify(args.output)
     print(f"wrote {args.output} ({args.output.stat().st_size} bytes)")
     print(f"sha256: {sha}")
-    print(f"max |onnxruntime - reference| / max |reference|: head {e_head:.3g}, block 14 {e_mid:.3g}")
+    print(f"max |onnxruntime - reference| / max |reference|: head {e_head:.3g}, block 9 {e_mid:.3g}")
     return 0 if max(e_head, e_mid) < 1e-4 else 1
 
 

@@ -188,7 +188,7 @@ def embed_images(
         Image files (absolute or relative to the working directory).
     model : str, path or ModelSpec
         Built-in name, ONNX path or a spec from :func:`dupscope.models.get_model`. For a model
-        with a fusion (``dupscope-v2``, ``spec.fusion`` not None) the result is its raw
+        with a fusion (``dupscope-v3``, ``spec.fusion`` not None) the result is its raw
         multi-branch output; :func:`dupscope.postprocess.fuse_embeddings` turns it into the
         embedding to compare (:func:`dupscope.pipeline.compute_similarity` does so).
     batch_size : int, optional

@@ -35,11 +35,11 @@ DENSE_MAX_BYTES = 8 * 1024**3
 DENSE_MAX_FREE_FRACTION = 0.25
 
 _THRESHOLDS = (0.95, 0.9)
-#: Summary thresholds of models whose similarities live on another scale. dupscope-v2's fused
+#: Summary thresholds of models whose similarities live on another scale. dupscope-v3's fused
 #: embeddings (centred, whitened, blended with their neighbours) put unrelated images near 0.5
 #: and copies lower than a raw network's cosine: on the accuracy benchmark (2,599 images) its
-#: precision-0.95 threshold is 0.68 and its best-F1 threshold 0.72 (benchmarks/ACCURACY.md).
-_MODEL_THRESHOLDS = {"dupscope-v2": (0.9, 0.8, 0.7)}
+#: precision-0.95 threshold is 0.65 and its best-F1 threshold 0.75 (benchmarks/ACCURACY.md).
+_MODEL_THRESHOLDS = {"dupscope-v3": (0.9, 0.8, 0.7)}
 
 
 class PipelineError(RuntimeError):
@@ -130,7 +130,7 @@ def compute_similarity(
     image_root : path-like, optional
         Folder that relative image paths are relative to (default: the annotation file's folder).
     model : str, path or ModelSpec
-        ``"dupscope-v2"`` (default: the copy detector, post-processed per data set by
+        ``"dupscope-v3"`` (default: the copy detector, post-processed per data set by
         :func:`dupscope.postprocess.fuse_embeddings`), ``"efficientnet-lite0"`` (the network's
         pooled embedding), ``"dct32"``, or an ONNX file.
     device : {"auto", "cpu", "cuda"}
@@ -146,7 +146,7 @@ def compute_similarity(
         needs less than 8 GiB and less than 25% of the free disk space, else neighbours only.
     keep_embeddings : bool
         Also store the embeddings (float16): the model's raw output, or for a model with a
-        fusion (``dupscope-v2``) the fused embedding the similarities were computed from.
+        fusion (``dupscope-v3``) the fused embedding the similarities were computed from.
     path_column, label_column, split_column : str, optional
         Column names for CSV/JSON Lines input.
     progress : bool
@@ -214,7 +214,7 @@ def compute_similarity(
                 f"none of the {n} images could be read (e.g. {table.resolved[0]}: {common}); "
                 "check the paths and --image-root"
             )
-        # Data-set level post-processing of multi-branch models (dupscope-v2): the fused
+        # Data-set level post-processing of multi-branch models (dupscope-v3): the fused
         # embedding is what the engine compares and what --keep-embeddings stores.
         t_post = time.perf_counter()
         # The engine knows "auto"/"cpu"/"cuda"; a CUDA device index only matters to onnxruntime.

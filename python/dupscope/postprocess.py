@@ -1,6 +1,6 @@
 """Data-set level post-processing of embeddings: centring, whitening, fusion, neighbour augmentation.
 
-Some models (``dupscope-v2``) output several embeddings side by side, one per *branch* (two
+Some models (``dupscope-v3``) output several embeddings side by side, one per *branch* (two
 feature maps of one network), that only become a good copy detector once each branch is
 normalised against the data set they were computed on, the branches are joined, and every
 embedding is blended with its nearest neighbours. That is done here, between
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Branch", "Fusion", "FusionResult", "fuse_embeddings", "count_pictures", "DUPSCOPE_V2"]
+__all__ = ["Branch", "Fusion", "FusionResult", "fuse_embeddings", "count_pictures", "DUPSCOPE_V3"]
 
 _CHUNK = 8192  # rows per block of the row-wise passes: bounds float64 temporaries (~80 MB at D = 1280)
 
@@ -127,18 +127,20 @@ class Fusion:
         return d if d >= self.min_whiten_dims else 0
 
 
-#: The fusion of the ``dupscope-v2`` model: the max-pooled head (1280 columns) and the GeM of
-#: block 14 (192 columns), each centred and whitened to as many axes as there are distinct
-#: pictures (at most 160, at least 8), equal weights, then each image blended with its 10
-#: nearest neighbours at power 3. The rule was chosen for the worst case over subsets of the
-#: accuracy benchmark from 36 to 2,582 images, with 3 or 18 images per picture
+#: The fusion of the ``dupscope-v3`` model: the max-pooled head (1280 columns) and the max-pooled
+#: expansion layer of block 9 (672 columns), each centred and whitened to as many axes as there
+#: are distinct pictures (at most 160, at least 8), equal weights, then each image blended with
+#: its 10 nearest neighbours at power 3. Pictures are counted with links at cosine 0.6: block 9
+#: is less invariant than the head, so at 0.65 copies of one picture were often counted as
+#: several (20 pictures x 17 copies counted as ~25). The rule was chosen for the worst case over
+#: subsets of the accuracy benchmark from 36 to 2,599 images, with 3 or 18 images per picture
 #: (benchmarks/ACCURACY.md has the sweep).
-DUPSCOPE_V2 = Fusion(
-    name="dupscope-v2",
-    branches=(Branch("head-max", 1280, 1.0, whiten=True), Branch("block14-gem", 192, 1.0, whiten=True)),
+DUPSCOPE_V3 = Fusion(
+    name="dupscope-v3",
+    branches=(Branch("head-max", 1280, 1.0, whiten=True), Branch("block9-max", 672, 1.0, whiten=True)),
     whiten_dims=160,
     min_whiten_dims=8,
-    same_picture_cos=0.65,
+    same_picture_cos=0.6,
     same_picture_k=10,
     neighbours=10,
     neighbour_power=3.0,

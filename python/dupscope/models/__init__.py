@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..postprocess import DUPSCOPE_V2, Fusion
+from ..postprocess import DUPSCOPE_V3, Fusion
 
 __all__ = ["ModelSpec", "ModelError", "get_model", "builtin_models", "file_sha256", "DEFAULT_MODEL"]
 
@@ -72,7 +72,7 @@ class ModelSpec:
     builtin : bool
         Whether this is one of the shipped models.
     fusion : dupscope.postprocess.Fusion or None
-        For a model whose output is several embeddings side by side (``dupscope-v2``): how they
+        For a model whose output is several embeddings side by side (``dupscope-v3``): how they
         are normalised against the data set and joined after embedding
         (:func:`dupscope.postprocess.fuse_embeddings`). None: the output is used as it is.
     """
@@ -142,24 +142,24 @@ _BUILTIN: dict[str, ModelSpec] = {
         builtin=True,
     ),
     # The copy detector (tools/build_dup_model.py): the efficientnet-lite0 network with its head
-    # max-pooled (1280 columns) next to the GeM of block 14 (192 columns); joined per data set by
-    # dupscope.postprocess.DUPSCOPE_V2. Built from that network's graph, it takes exactly its
-    # input, so only the file and the output differ.
-    "dupscope-v2": replace(
+    # max-pooled (1280 columns) next to the max-pooled expansion layer of block 9 (672 columns);
+    # joined per data set by dupscope.postprocess.DUPSCOPE_V3. Built from that network's graph, it
+    # takes exactly its input, so only the file and the output differ.
+    "dupscope-v3": replace(
         _EFFICIENTNET_LITE0,
-        name="dupscope-v2",
-        path=str(_HERE / "dupscope_v2.onnx"),
-        sha256="ad880f23510cf128203b0cebfb1eca9d58eac9eb8fee2c90560ed6590531dc53",
-        dim=1472,
-        fusion=DUPSCOPE_V2,
+        name="dupscope-v3",
+        path=str(_HERE / "dupscope_v3.onnx"),
+        sha256="b3526c13918bd7ef79ee667ef222513449121b9b171891c6b1bb4bf1acc3623d",
+        dim=1952,
+        fusion=DUPSCOPE_V3,
     ),
 }
-_ALIASES = {"default": "dupscope-v2", "efficientnet": "efficientnet-lite0", "dct": "dct32",
-            "dupscope": "dupscope-v2"}
+_ALIASES = {"default": "dupscope-v3", "efficientnet": "efficientnet-lite0", "dct": "dct32",
+            "dupscope": "dupscope-v3"}
 
 #: The default: on the real-photo accuracy benchmark it beats the plain network (average
 #: precision and recall at precision 0.95 in benchmarks/ACCURACY.md) at about its time.
-DEFAULT_MODEL = "dupscope-v2"
+DEFAULT_MODEL = "dupscope-v3"
 
 
 def builtin_models() -> list[str]:
@@ -204,7 +204,7 @@ def get_model(
     Parameters
     ----------
     name_or_path : str, path or ModelSpec
-        ``"dupscope-v2"`` (default), ``"efficientnet-lite0"``, ``"dct32"``, or the path of an ONNX file. A
+        ``"dupscope-v3"`` (default), ``"efficientnet-lite0"``, ``"dct32"``, or the path of an ONNX file. A
         :class:`ModelSpec` is returned unchanged (after applying overrides).
     input_size : int or (height, width), optional
         Spatial size for models whose input has dynamic height/width; for models with fixed
