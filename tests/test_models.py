@@ -87,6 +87,25 @@ def test_user_model_nchw_and_nhwc(tmp_path):
     assert nhwc.mean == (0.5,) and nhwc.std == (0.25,)
 
 
+def test_float16_embeddings(tmp_path):
+    """embed_images(dtype="float16") keeps the rows at half the memory; a row float16 cannot hold
+    fails with a message instead of turning into inf."""
+    path = pooled_model(tmp_path / "m.onnx", [16, 16, 3], layout="NHWC")
+    paths = [str(imagegen.save(imagegen.scene(s, (16, 16)), tmp_path / f"{s}.png")) for s in range(3)]
+    spec = get_model(path, mean=0.0, std=1.0)
+    f32 = embed_images(paths, spec, device="cpu")
+    f16 = embed_images(paths, spec, device="cpu", dtype="float16")
+    assert f32.embeddings.dtype == np.float32 and f16.embeddings.dtype == np.float16 and f16.ok.all()
+    np.testing.assert_allclose(f16.embeddings.astype(np.float32), f32.embeddings, rtol=1e-3)
+    huge = get_model(path, mean=0.0, std=1e-4)  # pixel / 1e-4 times weights up to 15: > 65504
+    big = embed_images(paths, huge, device="cpu", dtype="float16")
+    assert not big.ok.any() and not big.embeddings.any()
+    assert all("beyond float16's range" in e for e in big.errors), big.errors
+    assert embed_images(paths, huge, device="cpu").ok.all()  # float32 holds them
+    with pytest.raises(ValueError, match="float32 or float16"):
+        embed_images(paths, spec, device="cpu", dtype="int8")
+
+
 def test_user_model_embeds_and_matches_numpy(tmp_path):
     """End to end through a user NHWC model: the output equals the same maths done in numpy."""
     path = pooled_model(tmp_path / "m.onnx", [16, 16, 3], layout="NHWC")

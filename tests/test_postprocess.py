@@ -71,6 +71,17 @@ def _copies(n_pictures, per_picture, d=17, noise=0.05, seed=0):
     return (x + noise * rng.standard_normal(x.shape) + 2.0).astype(np.float32)  # + a common offset
 
 
+def test_float16_input_gives_the_float32_result():
+    """A float16 embedding matrix (how the pipeline keeps a fused model's raw output) is read in
+    float32 blocks: the result matches the float32 input's to float16 precision."""
+    x = _random(60, 17)
+    x16 = x.astype(np.float16)
+    got = fuse_embeddings(x16, None, SMALL)
+    ref = fuse_embeddings(x16.astype(np.float32), None, SMALL)
+    assert got.embeddings.dtype == np.float32 and got.description == ref.description
+    np.testing.assert_allclose(got.embeddings @ got.embeddings.T, ref.embeddings @ ref.embeddings.T, atol=1e-5)
+
+
 def test_few_distinct_pictures_are_only_centred():
     x = _copies(3, 13)  # 39 rows, 3 pictures: fewer than the 4 axes asked for
     got = fuse_embeddings(x, None, SMALL)

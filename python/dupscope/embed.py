@@ -35,7 +35,8 @@ class EmbedResult:
     Attributes
     ----------
     embeddings : numpy.ndarray
-        float32 (N, D), the model's raw output (not normalised); zero rows for failed images.
+        (N, D), the model's raw output (not normalised), float32 unless ``embed_images`` was
+        asked for float16; zero rows for failed images.
     ok : numpy.ndarray
         bool (N,), whether the image decoded and was embedded.
     errors : list of str
@@ -179,6 +180,7 @@ def embed_images(
     device: str = "auto",
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
+    dtype: str | np.dtype = "float32",
 ) -> EmbedResult:
     """Decode and embed images in parallel, keeping file order.
 
@@ -202,6 +204,11 @@ def embed_images(
     progress : callable, optional
         Called as ``progress(n_done)`` with the number of images finished so far (ok or failed),
         after each batch.
+    dtype : {"float32", "float16"}
+        How the embeddings are kept. float16 halves their memory (a million 1952-d embeddings:
+        3.9 GB instead of 7.8 GB); :func:`dupscope.pipeline.compute_similarity` uses it for
+        models with a fusion, whose post-processing reads them in float32 blocks. A row with a
+        value beyond float16's range (65504) fails with a message rather than turning to inf.
 
     Returns
     -------
@@ -209,6 +216,9 @@ def embed_images(
         Failed images have a zero row, ``ok=False`` and a reason in ``errors``.
     """
     t0 = time.perf_counter()
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float16):
+        raise ValueError(f"dtype must be float32 or float16, got {dtype}")
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     sess, used = create_session(spec, device=device, threads=threads)
     if spec.batch is not None:
@@ -218,7 +228,7 @@ def embed_images(
 
     n = len(paths)
     dim = spec.dim
-    emb: np.ndarray | None = np.zeros((n, dim), np.float32) if dim else None
+    emb: np.ndarray | None = np.zeros((n, dim), dtype) if dim else None
     ok = np.zeros(n, bool)
     errors = [""] * n
     widths = np.zeros(n, np.int32)
@@ -248,15 +258,18 @@ def embed_images(
         out = np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)[: len(rows)]
         timing["inference"] += time.perf_counter() - t_run
         if emb is None:
-            emb = np.zeros((n, out.shape[1]), np.float32)
+            emb = np.zeros((n, out.shape[1]), dtype)
         if out.shape[1] != emb.shape[1]:
             raise RuntimeError(f"model output changed size from {emb.shape[1]} to {out.shape[1]}")
         finite = np.isfinite(out).all(axis=1)
+        fits = finite & (np.abs(out) <= np.finfo(dtype).max).all(axis=1) if dtype != np.float32 else finite
         idx = np.asarray(rows)
-        emb[idx[finite]] = out[finite]
-        ok[idx[finite]] = True
+        emb[idx[fits]] = out[fits]
+        ok[idx[fits]] = True
         for r in idx[~finite]:
             errors[r] = "model error: the embedding contains NaN or infinity"
+        for r in idx[finite & ~fits]:
+            errors[r] = f"model error: the embedding has values beyond {dtype.name}'s range"
 
     done = 0
     window = batch_size * _BATCHES_AHEAD
@@ -287,7 +300,7 @@ def embed_images(
                 progress(i + 1)
             done = i + 1
     if emb is None:  # nothing decoded and the dimension was unknown
-        emb = np.zeros((n, 0), np.float32)
+        emb = np.zeros((n, 0), dtype)
     # Failed rows carry no size: the store documents 0 for them.
     widths[~ok] = 0
     heights[~ok] = 0

@@ -227,7 +227,9 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
     Parameters
     ----------
     embeddings : numpy.ndarray
-        (N, D) raw model output, D equal to ``fusion.dim``.
+        (N, D) raw model output, D equal to ``fusion.dim``; float16 or float32 are read as they
+        are, in float32 blocks of rows (no float32 copy of a float16 input), other dtypes are
+        converted first.
     ok : numpy.ndarray or None
         bool (N,), rows to use; None means all. Invalid rows do not enter any statistic and
         are zero in the output.
@@ -249,7 +251,9 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
     ValueError
         The embedding width does not match the fusion's branches, or ``ok`` has the wrong length.
     """
-    x = np.asarray(embeddings, np.float32)
+    x = np.asarray(embeddings)
+    if x.dtype not in (np.float16, np.float32):
+        x = x.astype(np.float32)
     if x.ndim != 2 or x.shape[1] != fusion.dim:
         raise ValueError(f"{fusion.name}: expected embeddings of shape (N, {fusion.dim}), got {x.shape}")
     n = x.shape[0]
@@ -269,7 +273,7 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
     for b in fusion.branches:
         block = joined[:, start:start + b.dim]
         for i in range(0, n_valid, _CHUNK):
-            block[i:i + _CHUNK] = _l2_rows(x[rows[i:i + _CHUNK], start:start + b.dim])
+            block[i:i + _CHUNK] = _l2_rows(x[rows[i:i + _CHUNK], start:start + b.dim].astype(np.float32))
         start += b.dim
         block -= _row_mean(block).astype(np.float32)
         _l2_rows_inplace(block, weight=b.weight)
