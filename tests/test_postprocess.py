@@ -207,6 +207,29 @@ def test_picture_count():
     assert count_pictures(np.repeat(one, 5, axis=0), 0.65, 10) == 1
 
 
+def test_large_sets_count_pictures_in_a_sample(monkeypatch):
+    """Above the sample size the count looks at a random sample first and stops there when the
+    sample already shows whiten_dims pictures; otherwise the whole set is counted."""
+    from dupscope import postprocess
+
+    calls = []
+    real = postprocess.count_pictures
+    monkeypatch.setattr(postprocess, "count_pictures", lambda x, *a, **k: calls.append(len(x)) or real(x, *a, **k))
+    monkeypatch.setattr(postprocess, "_COUNT_SAMPLE", 60)
+    fusion = Fusion("n", (Branch("a", 40, whiten=True),), whiten_dims=10, min_whiten_dims=4)
+    x = _copies(40, 3, d=40)  # 120 images of 40 pictures: a 60-image sample shows >= 10
+    got = fuse_embeddings(x, None, fusion)
+    assert calls == [60]
+    assert "in a random sample of 60 images, enough for 10 axes" in got.description
+    assert "PCA-whitened to 10-d" in got.description
+    full = fuse_embeddings(x, None, dataclasses.replace(fusion, whiten_dims=100))  # 40 < 100: count all
+    assert calls[1:] == [60, 120] and "~40 distinct pictures (" in full.description
+    assert "PCA-whitened to 40-d" in full.description
+    monkeypatch.setattr(postprocess, "_COUNT_SAMPLE", 20_000)
+    calls.clear()
+    assert fuse_embeddings(x, None, fusion).description.count("sample") == 0 and calls == [120]
+
+
 def test_whitening_axes_follow_the_picture_count():
     # 30 pictures x 4 copies: whitened to 30 axes at most (not 160), whatever N is.
     fusion = Fusion("n", (Branch("a", 40, whiten=True),), whiten_dims=160, min_whiten_dims=8)

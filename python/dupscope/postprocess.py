@@ -13,23 +13,23 @@ For every branch ``b`` (a block of columns), over the valid rows only:
 2. Subtract the mean of the valid rows (centring): what all images share (a black sky, a
    typical colour layout) no longer makes two unrelated images look alike. L2-normalise again.
 3. If the branch is marked for whitening, centre these unit rows once more and project them onto
-   their top ``d`` principal axes, each divided by its singular value (PCA whitening). The axes
-   are fitted on the re-normalised rows, so every image weighs the same in the fit, not in
-   proportion to its distance from the mean (an unusual image far from the mean would otherwise
-   pull the axes towards itself; measured on the accuracy benchmark, fitting on the rows before
-   the second normalisation lost 0.002 AP and 0.007-0.017 recall at precision 0.95). This makes the few
-   directions in which every image varies do not drown the many in which copies and non-copies
-   differ. ``d`` is the number of *distinct pictures* in the data set (at most ``whiten_dims``
-   and a third of the valid images),
-   estimated without labels: the centred branches are joined, every image is linked to those of
-   its ``same_picture_k`` nearest neighbours (:func:`dupscope.topk`) with cosine at least
-   ``same_picture_cos``, and the connected groups are counted. The number of axes matters:
-   beyond the number of pictures, the remaining axes only describe how copies of one picture
-   differ (resized, re-encoded, bordered), and whitening them pushes copies apart; far below it,
-   truncation throws away what tells pictures apart (measured on the accuracy benchmark: with
-   20 pictures x 17 copies, 128 axes gave AP 0.64 and 21 axes 0.99; with 100 pictures x 3
-   copies, 18 axes gave 0.79 and ~90 axes 0.99). Below ``min_whiten_dims`` the branch stays
-   centred only.
+   their top ``d`` principal axes, each divided by its singular value (PCA whitening), so that
+   the few directions in which every image varies do not drown the many in which copies and
+   non-copies differ. The axes are fitted on the re-normalised rows, so every image weighs the
+   same in the fit rather than in proportion to its distance from the mean (fitting on the rows
+   before the second normalisation lost 0.002 AP and 0.007-0.017 recall at precision 0.95 on the
+   accuracy benchmark). ``d`` is the number of *distinct pictures* in the data set (at most
+   ``whiten_dims`` and a third of the valid images), estimated without labels: the centred
+   branches are joined, every image is linked to those of its ``same_picture_k`` nearest
+   neighbours (:func:`dupscope.topk`) with cosine at least ``same_picture_cos``, and the
+   connected groups are counted (above 20,000 images, in a random sample of 20,000 first; the
+   whole set is counted only if the sample shows fewer than ``whiten_dims``). The number of axes
+   matters: beyond the number of pictures, the remaining axes only describe how copies of one
+   picture differ (resized, re-encoded, bordered), and whitening them pushes copies apart; far
+   below it, truncation throws away what tells pictures apart (measured on the accuracy
+   benchmark: with 20 pictures x 17 copies, 128 axes gave AP 0.64 and 21 axes 0.99; with 100
+   pictures x 3 copies, 18 axes gave 0.79 and ~90 axes 0.99). Below ``min_whiten_dims`` the
+   branch stays centred only.
 4. L2-normalise each row (again) and multiply by the branch weight.
 
 The branches are then concatenated and each row L2-normalised. Last, *neighbour augmentation*
@@ -51,6 +51,11 @@ import numpy as np
 __all__ = ["Branch", "Fusion", "FusionResult", "fuse_embeddings", "count_pictures", "DUPSCOPE_V3"]
 
 _CHUNK = 8192  # rows per block of the row-wise passes: bounds float64 temporaries (~80 MB at D = 1280)
+# Above this many valid images the distinct pictures are first counted in a random sample of this
+# size: when the sample alone shows at least ``whiten_dims`` pictures, so does the whole set, and
+# the count's neighbour search (on the full-width joined branches, 6x the columns of the final
+# embedding for dupscope-v3) costs a fixed 20,000-image search instead of growing as N^2.
+_COUNT_SAMPLE = 20_000
 
 
 @dataclass(frozen=True)
@@ -283,8 +288,7 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         axes_kept = fusion.whiten_axes
     elif any(b.whiten for b in fusion.branches) and n_valid > 1:
         _l2_rows_inplace(joined)
-        n_pictures = count_pictures(joined, fusion.same_picture_cos, fusion.same_picture_k,
-                                    device=device, threads=threads)
+        n_pictures, sampled = _count_for_axes(joined, fusion, device=device, threads=threads)
         axes_kept = fusion.axes_for(n_pictures, n_valid)
     parts = []
     for b, xb in zip(fusion.branches, blocks):
@@ -314,8 +318,9 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         start += part.shape[1]
     del joined, blocks, parts
     if n_pictures:
-        notes.insert(0, f"~{n_pictures} distinct pictures (neighbours at cosine >= {fusion.same_picture_cos:g} "
-                        "joined)")
+        where = f" in a random sample of {sampled} images, enough for {fusion.whiten_dims} axes" if sampled else ""
+        notes.insert(0, f"~{n_pictures} distinct pictures{where} (neighbours at cosine >= "
+                        f"{fusion.same_picture_cos:g} joined)")
     whitened = any("PCA-whitened" in note for note in notes)
     desc = f"{fusion.name} on {n_valid} valid images: " + "; ".join(notes) + f"; concatenated ({fused.shape[1]}-d)"
     if fusion.neighbours > 0 and n_valid > 1:
@@ -324,6 +329,21 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         desc += (f"; L2; each image + its {min(fusion.neighbours, n_valid - 1)} nearest neighbours "
                  f"weighted max(cos, 0)^{fusion.neighbour_power:g}, L2")
     return FusionResult(fused, desc, whitened, n_valid)
+
+
+def _count_for_axes(joined: np.ndarray, fusion: Fusion, *, device: str, threads: int | None) -> tuple[int, int]:
+    """Distinct pictures among the unit rows of ``joined``, as far as the whitening needs to know:
+    returns (count, sample size or 0). Large sets are counted in a random sample (fixed seed)
+    first; the whole set is counted only when the sample shows fewer than ``fusion.whiten_dims``."""
+    n = joined.shape[0]
+    if n > _COUNT_SAMPLE:
+        pick = np.sort(np.random.default_rng(0).choice(n, _COUNT_SAMPLE, replace=False))
+        in_sample = count_pictures(joined[pick], fusion.same_picture_cos, fusion.same_picture_k,
+                                   device=device, threads=threads)
+        if in_sample >= fusion.whiten_dims:
+            return in_sample, _COUNT_SAMPLE
+    return count_pictures(joined, fusion.same_picture_cos, fusion.same_picture_k, device=device,
+                          threads=threads), 0
 
 
 def count_pictures(x: np.ndarray, min_cos: float, k: int, *, device: str = "auto",
