@@ -189,22 +189,21 @@ def _l2_rows_inplace(x: np.ndarray, weight: float = 1.0) -> None:
         blk *= np.float32(weight) / np.where(norm > 0, norm, 1.0).astype(np.float32)
 
 
-def _row_mean(x: np.ndarray) -> np.ndarray:
-    """Mean of the rows of ``x`` in float64, accumulated in blocks of rows."""
-    mean = np.zeros(x.shape[1], np.float64)
-    for i in range(0, x.shape[0], _CHUNK):
-        mean += x[i:i + _CHUNK].sum(axis=0, dtype=np.float64)
-    return mean / max(x.shape[0], 1)
+def _row_mean_of(block, n: int, d: int) -> np.ndarray:
+    """Mean, in float64, of the ``n`` rows that ``block(i, j)`` returns ``j - i`` at a time."""
+    mean = np.zeros(d, np.float64)
+    for i in range(0, n, _CHUNK):
+        mean += block(i, min(i + _CHUNK, n)).sum(axis=0, dtype=np.float64)
+    return mean / max(n, 1)
 
 
-def _centred_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scatter matrix ``sum (x - mean)^T (x - mean)`` of the rows of ``x``, in float64,
-    accumulated in blocks of rows."""
-    n, d = x.shape
-    mean = _row_mean(x)
+def _centred_moments_of(block, n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scatter matrix ``sum (x - mean)^T (x - mean)``, in float64, of the ``n`` rows that
+    ``block(i, j)`` returns ``j - i`` at a time (two passes: the mean, then the scatter)."""
+    mean = _row_mean_of(block, n, d)
     scatter = np.zeros((d, d), np.float64)
     for i in range(0, n, _CHUNK):
-        c = x[i:i + _CHUNK].astype(np.float64) - mean
+        c = block(i, min(i + _CHUNK, n)).astype(np.float64) - mean
         scatter += c.T @ c
     return mean, scatter
 
@@ -267,40 +266,50 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         raise ValueError(f"ok has shape {valid.shape}, expected ({n},)")
     rows = np.flatnonzero(valid)
     n_valid = int(rows.size)
-    # One (valid rows, D) float32 work array holds every branch, L2-normalised, centred, again
-    # L2-normalised and weighted: what the picture count compares. Whitening and the per-branch
-    # outputs read their block of it. Rows are rescaled in place below; a row's scale does not
-    # matter to either (each branch is L2-normalised after its projection), so no second copy of
-    # the N x D embeddings is made.
-    joined = np.empty((n_valid, fusion.dim), np.float32)
-    blocks, notes = [], []
-    start = 0
-    for b in fusion.branches:
-        block = joined[:, start:start + b.dim]
-        for i in range(0, n_valid, _CHUNK):
-            block[i:i + _CHUNK] = _l2_rows(x[rows[i:i + _CHUNK], start:start + b.dim].astype(np.float32))
-        start += b.dim
-        block -= _row_mean(block).astype(np.float32)
-        _l2_rows_inplace(block, weight=b.weight)
-        blocks.append(block)
-    n_pictures = axes_kept = 0
+    # Nothing of size N x D is kept besides the input: every pass below recomputes a branch's
+    # normalised rows from the input, a block of rows at a time (cheap next to the scatter
+    # matrices), so memory beyond the input and the (N, D') output is a few blocks, the scatter
+    # matrices and the rows the picture count compares (at most _COUNT_SAMPLE of them on a
+    # large set).
+    starts = np.cumsum([0] + [b.dim for b in fusion.branches])
+    means = [_row_mean_of(lambda i, j, lo=lo, b=b: _l2_rows(x[rows[i:j], lo:lo + b.dim].astype(np.float32)), n_valid,
+                          b.dim) for lo, b in zip(starts, fusion.branches)]
+
+    def branch_rows(k: int, idx: np.ndarray) -> np.ndarray:
+        """Branch k of the valid rows ``idx`` (positions in ``rows``): L2, centred, L2, weighted."""
+        b, lo = fusion.branches[k], starts[k]
+        u = _l2_rows(x[rows[idx], lo:lo + b.dim].astype(np.float32))
+        u -= means[k]
+        _l2_rows_inplace(u, weight=b.weight)
+        return u
+
+    def joined_rows(idx: np.ndarray) -> np.ndarray:
+        """All branches of the valid rows ``idx`` side by side, each row of unit norm: what the
+        picture count compares."""
+        j = np.concatenate([branch_rows(k, idx) for k in range(len(fusion.branches))], axis=1)
+        _l2_rows_inplace(j)
+        return j
+
+    notes = []
+    n_pictures = axes_kept = sampled = 0
     if fusion.whiten_axes is not None:
         axes_kept = fusion.whiten_axes
     elif any(b.whiten for b in fusion.branches) and n_valid > 1:
-        _l2_rows_inplace(joined)
-        n_pictures, sampled = _count_for_axes(joined, fusion, device=device, threads=threads)
+        n_pictures, sampled = _count_for_axes(joined_rows, n_valid, fusion, device=device, threads=threads)
         axes_kept = fusion.axes_for(n_pictures, n_valid)
     parts = []
-    for b, xb in zip(fusion.branches, blocks):
+    for k, b in enumerate(fusion.branches):
         step = "L2, centred"
+        part = None
         if b.whiten and axes_kept:
-            # The rows of xb all have one norm here (the count above rescales every row of
-            # ``joined`` alike), so each image weighs the same in the fit.
-            mean, scatter = _centred_moments(xb)
+            # Every row of the branch has norm b.weight here, so each image weighs the same in the fit.
+            mean, scatter = _centred_moments_of(lambda i, j, k=k: branch_rows(k, np.arange(i, j)), n_valid, b.dim)
             axes, sing = _whitening(scatter, axes_kept)
             if axes.shape[1]:
-                xb = np.concatenate([(((xb[i:i + _CHUNK].astype(np.float64) - mean) @ axes) / sing).astype(np.float32)
-                                     for i in range(0, n_valid, _CHUNK)])
+                part = np.empty((n_valid, axes.shape[1]), np.float32)
+                for i in range(0, n_valid, _CHUNK):
+                    blk = branch_rows(k, np.arange(i, min(i + _CHUNK, n_valid))).astype(np.float64)
+                    part[i:i + _CHUNK] = ((blk - mean) @ axes) / sing
                 step += f", L2, centred, PCA-whitened to {axes.shape[1]}-d"
             else:  # every valid row is the same: nothing to whiten
                 step += " (not whitened: no variance)"
@@ -309,14 +318,19 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         elif b.whiten:
             step += (f" (not whitened: {n_pictures} distinct pictures in {n_valid} images give fewer than "
                      f"{fusion.min_whiten_dims} axes)")
-        parts.append(xb)
+        parts.append((k, part))
         notes.append(f"{b.name}[{b.dim}]: {step}, L2, x{b.weight:g}")
-    fused = np.zeros((n, sum(p.shape[1] for p in parts)), np.float32)
-    start = 0
-    for b, part in zip(fusion.branches, parts):
-        fused[rows, start:start + part.shape[1]] = _l2_rows(part) * np.float32(b.weight)
-        start += part.shape[1]
-    del joined, blocks, parts
+    widths = [b.dim if part is None else part.shape[1] for (_, part), b in zip(parts, fusion.branches)]
+    fused = np.zeros((n, sum(widths)), np.float32)
+    lo = 0
+    for (k, part), width in zip(parts, widths):
+        b = fusion.branches[k]
+        for i in range(0, n_valid, _CHUNK):
+            sl = slice(i, min(i + _CHUNK, n_valid))
+            blk = branch_rows(k, np.arange(sl.start, sl.stop)) if part is None else part[sl]
+            fused[rows[sl], lo:lo + width] = _l2_rows(blk) * np.float32(b.weight)
+        lo += width
+    del parts
     if n_pictures:
         where = f" in a random sample of {sampled} images, enough for {fusion.whiten_dims} axes" if sampled else ""
         notes.insert(0, f"~{n_pictures} distinct pictures{where} (neighbours at cosine >= "
@@ -324,26 +338,31 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
     whitened = any("PCA-whitened" in note for note in notes)
     desc = f"{fusion.name} on {n_valid} valid images: " + "; ".join(notes) + f"; concatenated ({fused.shape[1]}-d)"
     if fusion.neighbours > 0 and n_valid > 1:
-        fused[rows] = _neighbour_augment(_l2_rows(fused[rows]), fusion.neighbours, fusion.neighbour_power,
-                                         device=device, threads=threads)
+        if n_valid == n:  # no gather/scatter copies of the (N, D') matrix
+            _l2_rows_inplace(fused)
+            fused = _neighbour_augment(fused, fusion.neighbours, fusion.neighbour_power, device=device,
+                                       threads=threads)
+        else:
+            fused[rows] = _neighbour_augment(_l2_rows(fused[rows]), fusion.neighbours, fusion.neighbour_power,
+                                             device=device, threads=threads)
         desc += (f"; L2; each image + its {min(fusion.neighbours, n_valid - 1)} nearest neighbours "
                  f"weighted max(cos, 0)^{fusion.neighbour_power:g}, L2")
     return FusionResult(fused, desc, whitened, n_valid)
 
 
-def _count_for_axes(joined: np.ndarray, fusion: Fusion, *, device: str, threads: int | None) -> tuple[int, int]:
-    """Distinct pictures among the unit rows of ``joined``, as far as the whitening needs to know:
-    returns (count, sample size or 0). Large sets are counted in a random sample (fixed seed)
-    first; the whole set is counted only when the sample shows fewer than ``fusion.whiten_dims``."""
-    n = joined.shape[0]
+def _count_for_axes(joined_rows, n: int, fusion: Fusion, *, device: str, threads: int | None) -> tuple[int, int]:
+    """Distinct pictures among ``n`` images whose unit joined rows ``joined_rows(idx)`` gives, as far
+    as the whitening needs to know: returns (count, sample size or 0). Large sets are counted in a
+    random sample (fixed seed) first; the whole set is counted only when the sample shows fewer
+    than ``fusion.whiten_dims``."""
     if n > _COUNT_SAMPLE:
         pick = np.sort(np.random.default_rng(0).choice(n, _COUNT_SAMPLE, replace=False))
-        in_sample = count_pictures(joined[pick], fusion.same_picture_cos, fusion.same_picture_k,
+        in_sample = count_pictures(joined_rows(pick), fusion.same_picture_cos, fusion.same_picture_k,
                                    device=device, threads=threads)
         if in_sample >= fusion.whiten_dims:
             return in_sample, _COUNT_SAMPLE
-    return count_pictures(joined, fusion.same_picture_cos, fusion.same_picture_k, device=device,
-                          threads=threads), 0
+    return count_pictures(joined_rows(np.arange(n)), fusion.same_picture_cos, fusion.same_picture_k,
+                          device=device, threads=threads), 0
 
 
 def count_pictures(x: np.ndarray, min_cos: float, k: int, *, device: str = "auto",
@@ -386,9 +405,10 @@ def _neighbour_augment(x: np.ndarray, k: int, power: float, *, device: str, thre
     weight = np.maximum(np.nan_to_num(cos, nan=0.0), 0.0) ** np.float32(power)
     weight[index < 0] = 0.0
     index = np.where(index < 0, 0, index)
-    out = x.copy()
-    step = 4096  # rows per block: bounds the (rows, k, D) gathered temporary (~47 MB at k=10, D=288)
+    out = x.copy()  # the one copy: every row's sum reads the original neighbours
+    step = 4096  # rows per block: bounds the (rows, k, D) gathered temporary (~52 MB at k=10, D=320)
     for i in range(0, x.shape[0], step):
         sl = slice(i, i + step)
         out[sl] += np.einsum("rk,rkd->rd", weight[sl], x[index[sl]])
-    return _l2_rows(out)
+    _l2_rows_inplace(out)
+    return out
