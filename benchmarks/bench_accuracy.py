@@ -385,14 +385,16 @@ def network_variants(paths, batch: int = 32, log=print) -> tuple[dict, dict]:
     Returns (features by ``view/pooling`` name, seconds by view name plus ``"decode"``). Poolings:
     ``avg`` (the ONNX file's own output), ``gem`` and ``max`` of the head, ``b14gem`` (GeM of
     block 14), ``b<k>x`` (max of block k's expansion activation). On the first batch the ``avg``
-    output is checked against the unmodified file and ``[max, b9x]`` against the shipped
-    dupscope_v3.onnx.
+    output is checked against the shipped file's ``embedding`` output and ``[max, b9x]`` against
+    its ``dupscope_v3`` output.
     """
     from dupscope.models import get_model
 
     sess = session(feature_model_bytes())
+    feature_names = ["embedding", HEAD, B14, *EXPANSIONS.values()]
     plain_sess = session(onnx_file())
-    v3_sess = session(get_model("dupscope-v3").path)
+    v3_spec = get_model("dupscope-v3")
+    v3_sess = session(v3_spec.path)
     views = {
         "224": lambda im: im.resize((224, 224), Image.Resampling.BILINEAR),
         "224flip": lambda im: ImageOps.mirror(im).resize((224, 224), Image.Resampling.BILINEAR),
@@ -415,7 +417,7 @@ def network_variants(paths, batch: int = 32, log=print) -> tuple[dict, dict]:
             for name in views:
                 x = to_input([p[name] for p in prepared])
                 t = time.perf_counter()
-                pooled, head, mid, *expansions = sess.run(None, {"input": x})
+                pooled, head, mid, *expansions = sess.run(feature_names, {"input": x})
                 seconds[name] += time.perf_counter() - t
                 feats = {"avg": pooled, "gem": gem(head), "max": head.max(axis=(2, 3)), "b14gem": gem(mid)}
                 for k, f in zip(EXPANSIONS, expansions):
@@ -423,11 +425,11 @@ def network_variants(paths, batch: int = 32, log=print) -> tuple[dict, dict]:
                 if name == "224" and not checked:
                     ref = plain_sess.run(["embedding"], {"input": x})[0]
                     d_plain = float(np.abs(ref - pooled).max())
-                    v3 = v3_sess.run(None, {"input": x})[0]
+                    v3 = v3_sess.run([v3_spec.output_name], {"input": x})[0]
                     ours = np.concatenate([feats["max"], feats[f"b{V3_BLOCK}x"]], axis=1)
                     d_v3 = float((np.abs(v3 - ours) / np.maximum(np.abs(v3), 1e-3)).max())
                     log(f"first batch: feature model vs efficientnet_lite0.onnx max |diff| {d_plain:.2e}; "
-                        f"[max head, block-{V3_BLOCK} expansion max] vs dupscope_v3.onnx max relative diff {d_v3:.2e}")
+                        f"[max head, block-{V3_BLOCK} expansion max] vs the dupscope_v3 output max relative diff {d_v3:.2e}")
                     assert d_plain < 1e-3 and d_v3 < 1e-3
                     checked = True
                 for k, v in feats.items():
@@ -497,17 +499,19 @@ def time_model_pair(paths, n: int = 256, batch: int = 32, passes: int = 5) -> tu
     (alternating, best of ``passes`` passes each), so a shared machine's load affects both alike."""
     from dupscope.models import get_model
 
-    sessions = [session(get_model(name).path) for name in ("efficientnet-lite0", "dupscope-v3")]
+    # The two models share one file: each reads its own output, from its own session.
+    specs = [get_model(name) for name in ("efficientnet-lite0", "dupscope-v3")]
+    sessions = [(session(spec.path), [spec.output_name]) for spec in specs]
     imgs = [load_rgb(Path(p)).resize((224, 224), Image.Resampling.BILINEAR) for p in paths[:n]]
     xs = [to_input(imgs[b:b + batch]) for b in range(0, len(imgs), batch)]
     best = [float("inf"), float("inf")]
-    for s in sessions:
-        s.run(None, {"input": xs[0]})  # warm-up
+    for s, out in sessions:
+        s.run(out, {"input": xs[0]})  # warm-up
     for _ in range(passes):
-        for k, s in enumerate(sessions):
+        for k, (s, out) in enumerate(sessions):
             t = time.perf_counter()
             for x in xs:
-                s.run(None, {"input": x})
+                s.run(out, {"input": x})
             best[k] = min(best[k], (time.perf_counter() - t) / len(imgs))
     return best[0], best[1]
 

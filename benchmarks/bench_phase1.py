@@ -177,7 +177,7 @@ def describe_set(paths: list[str]) -> str:
 # The naive loop
 # --------------------------------------------------------------------------------------------
 
-def naive_loop(paths: list[str], model_path: str, output: str, session=None) -> dict:
+def naive_loop(paths: list[str], model_path: str, output: str, session=None, output_name: str | None = None) -> dict:
     """What a user writes first: one batch at a time, decode then infer, then numpy and h5py."""
     import h5py
     import numpy as np
@@ -189,6 +189,8 @@ def naive_loop(paths: list[str], model_path: str, output: str, session=None) -> 
     t_start = time.perf_counter()
     sess = session or ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
+    # One network file can carry several models' outputs: read the one asked for (else the first).
+    fetch = [output_name] if output_name else None
     t = {"decode": 0.0, "inference": 0.0, "similarity": 0.0, "write": 0.0}
     outs = []
     for b in range(0, len(paths), NAIVE_BATCH):
@@ -199,7 +201,7 @@ def naive_loop(paths: list[str], model_path: str, output: str, session=None) -> 
             batch.append((np.asarray(img, np.float32) / 255.0 - mean) / std)
         x = np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32)
         t1 = time.perf_counter()
-        outs.append(sess.run(None, {name: x})[0])
+        outs.append(sess.run(fetch, {name: x})[0])
         t2 = time.perf_counter()
         t["decode"] += t1 - t0
         t["inference"] += t2 - t1
@@ -278,10 +280,10 @@ pix = [i.pixels for i in load_images(paths, (224, 224))]
 xs = [preprocess(pix[b:b + batch], spec) for b in range(0, len(pix), batch)]
 del pix
 sess, _ = create_session(spec, device="cpu", threads=int(sys.argv[3]) or None)
-sess.run(None, {spec.input_name: xs[0]})  # warm-up
+sess.run([spec.output_name], {spec.input_name: xs[0]})  # warm-up
 c0, w0 = time.process_time(), time.perf_counter()
 for x in xs:
-    sess.run(None, {spec.input_name: x})
+    sess.run([spec.output_name], {spec.input_name: x})
 cpu, wall = time.process_time() - c0, time.perf_counter() - w0
 print(dict(cpu=cpu, wall=wall))
 """
@@ -344,7 +346,8 @@ def main() -> None:
     # Children (bound measurements) read the model from the environment.
     os.environ["DUPSCOPE_BENCH_MODEL"] = a.model
     print(f"model: {a.model}")
-    model_path = get_model(a.model).path
+    model_spec = get_model(a.model)
+    model_path = model_spec.path
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         coco, paths = subset(coco_full, a.limit, tmp)
         n = len(paths)
@@ -354,7 +357,7 @@ def main() -> None:
         naive_runs, ours_runs = [], []
         for r in range(a.repeat):
             if not a.skip_naive:
-                naive_runs.append(naive_loop(paths, model_path, out))
+                naive_runs.append(naive_loop(paths, model_path, out, output_name=model_spec.output_name))
                 print(f"  run {r + 1}: naive {naive_runs[-1]['total']:.1f} s", flush=True)
             ours_runs.append(dupscope_run(coco, out, a.workers, a.threads))
             print(f"  run {r + 1}: dupscope {ours_runs[-1]['total']:.1f} s "

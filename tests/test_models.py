@@ -25,7 +25,8 @@ def test_builtin_models_match_their_checksums():
         (inp,) = sess.get_inputs()
         assert inp.name == spec.input_name
         assert inp.shape[1:] == [spec.channels, spec.height, spec.width]
-        assert sess.get_outputs()[0].shape[1] == spec.dim
+        outputs = {o.name: o.shape for o in sess.get_outputs()}
+        assert outputs[spec.output_name][1] == spec.dim
         assert device == "cpu"
     assert get_model("dct").name == "dct32"  # alias
     assert get_model().name == models.DEFAULT_MODEL == "dupscope-v3"
@@ -204,7 +205,7 @@ def test_dupscope_v3_matches_the_plain_network_and_numpy(tmp_path):
     got = sess.run([spec.output_name], {spec.input_name: x})[0]
     plain, head, mid = _feature_session().run(["embedding", HEAD, BLOCK9X], {"input": x})
     head = head.astype(np.float64)
-    # The plain file's output is the average of the same head map: the surgery kept the network.
+    # The plain output is the average of the same head map: the surgery kept the network.
     np.testing.assert_allclose(head.mean(axis=(2, 3)), plain, rtol=1e-4, atol=1e-5 * np.abs(plain).max())
     ref_head = head.max(axis=(2, 3))
     ref_mid = mid.astype(np.float64).max(axis=(2, 3))
@@ -228,7 +229,9 @@ def test_efficientnet_lite0_uses_relu6_activations():
 
 
 def test_dupscope_v3_file_is_reproducible(tmp_path):
-    """tools/build_dup_model.py rebuilds the shipped bytes from efficientnet_lite0.onnx."""
+    """tools/build_dup_model.py rebuilds the shipped bytes, from the shipped file itself and from
+    the plain export (the file without what the script adds); both network models read that one
+    file, through different outputs."""
     import importlib.util
     from pathlib import Path
 
@@ -236,6 +239,14 @@ def test_dupscope_v3_file_is_reproducible(tmp_path):
     spec_ = importlib.util.spec_from_file_location("build_dup_model", tool)
     mod = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(mod)
-    sha = mod.build(tmp_path / "v3.onnx")
-    assert sha == get_model("dupscope-v3").sha256
+    v3, plain = get_model("dupscope-v3"), get_model("efficientnet-lite0")
+    assert (v3.path, v3.sha256) == (plain.path, plain.sha256)
+    assert (v3.output_name, plain.output_name) == ("dupscope_v3", "embedding")
+    assert mod.build(tmp_path / "again.onnx") == v3.sha256
+    export = onnx.load(v3.path)
+    mod.strip(export)
+    assert [o.name for o in export.graph.output] == ["embedding"]
+    assert not any(n.name.startswith("dup/") or n.op_type == "GlobalMaxPool" for n in export.graph.node)
+    onnx.save(export, tmp_path / "export.onnx")
+    assert mod.build(tmp_path / "from_export.onnx", source=tmp_path / "export.onnx") == v3.sha256
     assert get_model("dupscope").name == "dupscope-v3"  # alias

