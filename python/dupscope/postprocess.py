@@ -273,7 +273,7 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
     # large set).
     starts = np.cumsum([0] + [b.dim for b in fusion.branches])
     means = [_row_mean_of(lambda i, j, lo=lo, b=b: _l2_rows(x[rows[i:j], lo:lo + b.dim].astype(np.float32)), n_valid,
-                          b.dim) for lo, b in zip(starts, fusion.branches)]
+                          b.dim).astype(np.float32) for lo, b in zip(starts, fusion.branches)]
 
     def branch_rows(k: int, idx: np.ndarray) -> np.ndarray:
         """Branch k of the valid rows ``idx`` (positions in ``rows``): L2, centred, L2, weighted."""
