@@ -175,7 +175,7 @@ BLOCK9X = "/_blocks.9/_swish/Clip_output_0"  # block 9's expansion activation
 
 
 def _feature_session():
-    """The unmodified efficientnet-lite0 file with the head activation and block 9's expansion as outputs."""
+    """The shipped network file with the head activation and block 9's expansion as more outputs."""
     import onnxruntime as ort
 
     m = onnx.load(get_model("efficientnet-lite0").path)

@@ -272,15 +272,23 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
     # matrices and the rows the picture count compares (at most _COUNT_SAMPLE of them on a
     # large set).
     starts = np.cumsum([0] + [b.dim for b in fusion.branches])
-    means = [_row_mean_of(lambda i, j, lo=lo, b=b: _l2_rows(x[rows[i:j], lo:lo + b.dim].astype(np.float32)), n_valid,
-                          b.dim).astype(np.float32) for lo, b in zip(starts, fusion.branches)]
 
-    def branch_rows(k: int, idx: np.ndarray) -> np.ndarray:
-        """Branch k of the valid rows ``idx`` (positions in ``rows``): L2, centred, L2, weighted."""
-        b, lo = fusion.branches[k], starts[k]
-        u = _l2_rows(x[rows[idx], lo:lo + b.dim].astype(np.float32))
+    def unit_rows(k: int, idx) -> np.ndarray:
+        """Branch k of the valid rows ``idx`` (positions in ``rows``: a slice or an index array),
+        in float32, each row L2-normalised."""
+        lo = starts[k]
+        return _l2_rows(x[rows[idx], lo:lo + fusion.branches[k].dim].astype(np.float32))
+
+    # float64, as _row_mean_of returns them (cast to float32, the 30,000 x 1952 run of
+    # benchmarks/RESULTS.md peaked at 659 instead of 608 MiB).
+    means = [_row_mean_of(lambda i, j, k=k: unit_rows(k, slice(i, j)), n_valid, b.dim)
+             for k, b in enumerate(fusion.branches)]
+
+    def branch_rows(k: int, idx) -> np.ndarray:
+        """Branch k of the valid rows ``idx``: L2, centred, L2, weighted."""
+        u = unit_rows(k, idx)
         u -= means[k]
-        _l2_rows_inplace(u, weight=b.weight)
+        _l2_rows_inplace(u, weight=fusion.branches[k].weight)
         return u
 
     def joined_rows(idx: np.ndarray) -> np.ndarray:
@@ -303,12 +311,12 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         part = None
         if b.whiten and axes_kept:
             # Every row of the branch has norm b.weight here, so each image weighs the same in the fit.
-            mean, scatter = _centred_moments_of(lambda i, j, k=k: branch_rows(k, np.arange(i, j)), n_valid, b.dim)
+            mean, scatter = _centred_moments_of(lambda i, j, k=k: branch_rows(k, slice(i, j)), n_valid, b.dim)
             axes, sing = _whitening(scatter, axes_kept)
             if axes.shape[1]:
                 part = np.empty((n_valid, axes.shape[1]), np.float32)
                 for i in range(0, n_valid, _CHUNK):
-                    blk = branch_rows(k, np.arange(i, min(i + _CHUNK, n_valid))).astype(np.float64)
+                    blk = branch_rows(k, slice(i, i + _CHUNK)).astype(np.float64)
                     part[i:i + _CHUNK] = ((blk - mean) @ axes) / sing
                 step += f", L2, centred, PCA-whitened to {axes.shape[1]}-d"
             else:  # every valid row is the same: nothing to whiten
@@ -318,16 +326,15 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         elif b.whiten:
             step += (f" (not whitened: {n_pictures} distinct pictures in {n_valid} images give fewer than "
                      f"{fusion.min_whiten_dims} axes)")
-        parts.append((k, part))
+        parts.append(part)  # None: the branch is only centred, its rows are recomputed below
         notes.append(f"{b.name}[{b.dim}]: {step}, L2, x{b.weight:g}")
-    widths = [b.dim if part is None else part.shape[1] for (_, part), b in zip(parts, fusion.branches)]
+    widths = [b.dim if part is None else part.shape[1] for b, part in zip(fusion.branches, parts)]
     fused = np.zeros((n, sum(widths)), np.float32)
     lo = 0
-    for (k, part), width in zip(parts, widths):
-        b = fusion.branches[k]
+    for k, (b, part, width) in enumerate(zip(fusion.branches, parts, widths)):
         for i in range(0, n_valid, _CHUNK):
-            sl = slice(i, min(i + _CHUNK, n_valid))
-            blk = branch_rows(k, np.arange(sl.start, sl.stop)) if part is None else part[sl]
+            sl = slice(i, i + _CHUNK)
+            blk = branch_rows(k, sl) if part is None else part[sl]
             fused[rows[sl], lo:lo + width] = _l2_rows(blk) * np.float32(b.weight)
         lo += width
     del parts
