@@ -36,6 +36,9 @@ def _phase1_arguments(p: argparse.ArgumentParser) -> None:
                    help="write neighbours only (default when the matrix would need over 8 GiB or "
                    "25%% of the free disk space)")
     p.add_argument("--keep-embeddings", action="store_true", help="also store the embeddings (float16)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the geometric check of candidate pairs: neighbours keep the embedding "
+                   "similarity as their score (faster, cannot tell look-alikes from copies)")
     p.add_argument("--path-column", metavar="NAME", help="column/key holding the image path")
     p.add_argument("--label-column", metavar="NAME", help="column/key holding the label")
     p.add_argument("--split-column", metavar="NAME", help="column/key holding the split")
@@ -63,7 +66,7 @@ def _run_phase1(args: argparse.Namespace, annotations: str, output: str, command
             device=args.device, batch_size=args.batch_size, workers=args.workers, k=args.k,
             dense=args.dense, keep_embeddings=args.keep_embeddings, path_column=args.path_column,
             label_column=args.label_column, split_column=args.split_column,
-            progress=not args.quiet,
+            progress=not args.quiet, verify=args.verify,
         )
     except HARD_ERRORS as exc:
         print(f"dupscope {command}: error: {exc}", file=sys.stderr)
@@ -249,6 +252,54 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """The delete list."""
+    p = sub.add_parser(
+        "export", help="write the delete list: one row per image with its group and keep/remove",
+        description="Groups duplicates around a representative (no chaining of different pictures "
+        "through a shared look-alike), keeps one image per group (the largest, ties to the first "
+        "in annotation order) and writes path, group, action (keep/remove), width, height and "
+        "best score for every image.",
+    )
+    p.add_argument("h5", help="similarity HDF5 file")
+    p.add_argument("--threshold", type=_threshold, default=None,
+                   help="pairs scoring at or above it are duplicates (default: the suggested threshold)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
+    p.add_argument("--keep", choices=("largest", "first"), default="largest",
+                   help="which image of a group to keep: largest (default; ties: first) or first")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
+
+    def run(args: argparse.Namespace) -> int:
+        from .export import ExportError, delete_list, write_delete_list
+        from .store import IncompleteFileError
+
+        try:
+            dl = delete_list(args.h5, threshold=args.threshold, keep=args.keep)
+            text = write_delete_list(dl, args.output, args.format)
+        except (ExportError, FileNotFoundError, IncompleteFileError, KeyError, OSError) as exc:
+            print(f"dupscope export: error: {exc}", file=sys.stderr)
+            return 2
+        if args.output is None:
+            sys.stdout.write(text)
+        else:
+            n_remove = int((~dl.keep).sum())
+            print(f"wrote {args.output}: {len(dl.paths)} images, {n_remove} to remove, threshold "
+                  f"{dl.threshold:.3f}", file=sys.stderr)
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     """Serve an explorer folder over HTTP."""
     p = sub.add_parser(
@@ -337,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dupscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in (_add_similarity, _add_visualize, _add_serve, _add_run, _add_demo, _add_report, _add_evaluate):
+    for add in (_add_similarity, _add_visualize, _add_serve, _add_run, _add_demo, _add_report, _add_export, _add_evaluate):
         add(sub)
     return parser
 

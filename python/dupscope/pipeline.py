@@ -40,6 +40,9 @@ _THRESHOLDS = (0.95, 0.9)
 #: and copies lower than a raw network's cosine: on the accuracy benchmark (2,599 images) its
 #: precision-0.95 threshold is 0.65 and its best-F1 threshold 0.75 (benchmarks/ACCURACY.md).
 _MODEL_THRESHOLDS = {"dupscope-v3": (0.9, 0.8, 0.7)}
+#: Verified files hold the final score (dupscope.scoring): a probability-like value whose 0.5 is
+#: where a copy and a look-alike were equally likely when it was fitted.
+_VERIFIED_THRESHOLDS = (0.9, 0.5)
 
 
 class PipelineError(RuntimeError):
@@ -117,6 +120,7 @@ def compute_similarity(
     progress: bool = True,
     overwrite: bool = True,
     tile: int | None = None,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Embed every image of an annotation file and write the similarity HDF5 file.
 
@@ -155,6 +159,10 @@ def compute_similarity(
         Replace an existing output file (only once the new one is complete).
     tile : int, optional
         Similarity tile (and HDF5 chunk) edge; the engine's default when None.
+    verify : bool
+        Check the candidate neighbour pairs geometrically (:mod:`dupscope.verify`) and rank the
+        neighbour lists by the final score (:mod:`dupscope.scoring`); False keeps the engine's
+        similarity as the neighbours' score.
 
     Returns
     -------
@@ -224,10 +232,11 @@ def compute_similarity(
         # The engine knows "auto"/"cpu"/"cuda"; a CUDA device index only matters to onnxruntime.
         sim_device = "cuda" if str(device).startswith("cuda") else device
         embeddings, postprocess = result.embeddings, "none"
+        raw = result.embeddings if verify else None  # the pair score reads the raw cosines
         if spec.fusion is not None:
             fused = fuse_embeddings(result.embeddings, result.ok, spec.fusion, device=sim_device)
             embeddings, postprocess = fused.embeddings, fused.description
-            result.embeddings = embeddings  # the raw output is not needed any more: free it
+            result.embeddings = embeddings  # without verification the raw output is freed here
             console.print(f"embedding post-processing: {postprocess}", markup=False, highlight=False)
         postprocess_seconds = time.perf_counter() - t_post
         sim_task = bar.add_task("similarity", total=None, unit="tile") if bar else None
@@ -249,6 +258,12 @@ def compute_similarity(
                 w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=sim_device,
                                    valid=result.ok, progress=tile_progress if bar else None)
                 similarity_write_seconds = time.perf_counter() - t_sim
+                t_ver = time.perf_counter()
+                n_checked = 0
+                if verify:
+                    n_checked = _verify(w, raw, table.resolved, spec, bar)
+                del raw
+                verify_seconds = time.perf_counter() - t_ver
                 w.attrs.update({
                     "model": spec.name,
                     "model_sha256": spec.sha256,
@@ -261,6 +276,7 @@ def compute_similarity(
                     "annotations_format": table.format,
                     "annotations_sha256": _annotations_sha256(table.source, table),
                     "image_root": "" if image_root is None else str(Path(image_root).absolute()),
+                    "score": "verified" if verify else "embedding",
                 })
                 sim_used = w.attrs["device"]
         except OSError as exc:
@@ -292,14 +308,32 @@ def compute_similarity(
         "postprocess_seconds": postprocess_seconds,
         "metadata_write_seconds": metadata_seconds,
         "similarity_write_seconds": similarity_write_seconds,
+        "verify_seconds": verify_seconds,
+        "pairs_verified": n_checked,
         "pairs_above": {t: int(np.count_nonzero(pair_sims >= t))
-                        for t in _MODEL_THRESHOLDS.get(spec.name, _THRESHOLDS)},
+                        for t in (_VERIFIED_THRESHOLDS if verify else _MODEL_THRESHOLDS.get(spec.name, _THRESHOLDS))},
         "dense": bool(dense),
         "device": f"embed {result.device}, similarity {sim_used}",
         "model": spec.name,
     }
     _print_summary(console, summary, k)
     return summary
+
+
+def _verify(writer, raw: np.ndarray, paths, spec: ModelSpec, bar) -> int:
+    """Verify the candidate neighbour pairs of the file being written and store the final scores;
+    returns the number of pairs checked."""
+    from .scoring import candidate_bar, score_neighbors
+
+    g = writer.h5["neighbors"]
+    task = bar.add_task("verifying", total=None, unit="pair") if bar else None
+    columns = spec.fusion.branches[0].dim if spec.fusion is not None else None
+    scored = score_neighbors(
+        g["index"][()], g["similarity"][()], raw, paths, bar=candidate_bar(spec.name), columns=columns,
+        progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
+    )
+    writer.write_scores(scored)
+    return scored.n_checked
 
 
 def _progress_bars(console):

@@ -212,6 +212,19 @@ class SimilarityWriter:
         g.create_dataset("similarity", data=sim)
 
 
+    def write_scores(self, scored) -> None:
+        """Replace ``neighbors/`` with lists ranked by the final score
+        (:class:`dupscope.scoring.ScoredNeighbors`): ``index`` and ``similarity`` (the final
+        score), plus ``embedding_similarity``, ``inliers`` and ``mirrored``."""
+        g = self.h5.require_group("neighbors")
+        for name, data in (("index", scored.index), ("similarity", scored.score),
+                           ("embedding_similarity", scored.embedding_similarity),
+                           ("inliers", scored.inliers), ("mirrored", scored.mirrored)):
+            if name in g:
+                del g[name]
+            g.create_dataset(name, data=data)
+
+
 class SimilarityFile:
     """Read a finished dupscope HDF5 file.
 
@@ -305,5 +318,17 @@ class SimilarityFile:
         return self.h5["embeddings"] if "embeddings" in self.h5 else None
 
     def neighbors(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(index int32 (N, k), similarity float16 (N, k)), most similar first."""
+        """(index int32 (N, k), similarity float16 (N, k)), most similar first: the final score
+        where the file was verified (``attrs["score"] == "verified"``), else the engine's
+        similarity."""
         return self.h5["neighbors/index"][()], self.h5["neighbors/similarity"][()]
+
+    @property
+    def verified(self) -> bool:
+        """Whether the neighbour pairs were geometrically verified (``neighbors/inliers`` exists)."""
+        return "neighbors/inliers" in self.h5
+
+    def inliers(self) -> Optional[np.ndarray]:
+        """(N, k) int16 inliers of each neighbour pair, ``-1`` where not checked; None when the
+        file was written without verification."""
+        return self.h5["neighbors/inliers"][()] if self.verified else None

@@ -1,0 +1,184 @@
+"""The delete list: duplicate groups around a representative, a keeper per group, one row per image.
+
+Connected components of the pairs above a threshold chain different pictures together: A ~ B
+and B ~ C put A and C in one group even when A and C are two different pictures that each
+resemble B. Groups here are formed around a *representative* instead, so every member is itself
+a duplicate of the representative (:func:`star_groups`):
+
+1. Pairs at or above the threshold are the links. Images are visited by how many links they have
+   (most first; ties: the higher best score, then the lower row).
+2. An image not yet in a group becomes the representative of a new group, and every one of its
+   linked images that is not yet in a group joins it. An image that is only linked to members
+   (not to the representative) starts, or joins, a group of its own later.
+
+Each group then keeps one image (:func:`choose_keepers`): the largest (width x height), ties
+going to the first in annotation order; or, with ``keep="first"``, simply the first. Every
+other member is marked ``remove``. Images in no group are ``keep`` with an empty group.
+
+``dupscope export sim.h5`` writes these rows as CSV or JSON; the explorer's export button
+applies the same rule in the page at the threshold chosen there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .pairs import neighbor_pairs
+
+__all__ = ["ExportError", "DeleteList", "star_groups", "choose_keepers", "delete_list", "write_delete_list",
+           "KEEP_RULES"]
+
+KEEP_RULES = ("largest", "first")
+
+
+class ExportError(ValueError):
+    """The export cannot be made (bad threshold, unreadable file)."""
+
+
+def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: float) -> np.ndarray:
+    """Group label per image (the representative's row), ``-1`` for images in no group.
+
+    Parameters
+    ----------
+    n : int
+        Number of images.
+    a, b, s : numpy.ndarray
+        Pairs (each once) and their scores.
+    threshold : float
+        Pairs with a score at or above it are links.
+    """
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    s = np.asarray(s, np.float32)
+    link = ~np.isnan(s) & (s >= np.float32(threshold))
+    a, b, s = a[link], b[link], s[link]
+    group = np.full(n, -1, np.int64)
+    if not len(a):
+        return group
+    degree = np.bincount(np.r_[a, b], minlength=n)
+    best = np.full(n, -np.inf)
+    np.maximum.at(best, a, s)
+    np.maximum.at(best, b, s)
+    # Adjacency as CSR.
+    src, dst = np.r_[a, b], np.r_[b, a]
+    order = np.argsort(src, kind="stable")
+    dst = dst[order]
+    start = np.r_[0, np.cumsum(np.bincount(src, minlength=n))]
+    visit = np.lexsort((np.arange(n), -best, -degree))
+    for i in visit:
+        if degree[i] == 0 or group[i] >= 0:
+            continue
+        members = dst[start[i]:start[i + 1]]
+        free = members[group[members] < 0]
+        if not len(free):
+            continue  # every image it resembles is already grouped with its own representative
+        group[i] = i
+        group[free] = i
+    return group
+
+
+def choose_keepers(group: np.ndarray, width: np.ndarray, height: np.ndarray, keep: str = "largest") -> np.ndarray:
+    """Boolean per image: True for the image each group keeps (and for images in no group)."""
+    if keep not in KEEP_RULES:
+        raise ExportError(f"keep must be one of {', '.join(KEEP_RULES)}, not {keep!r}")
+    n = len(group)
+    keeper = group < 0
+    area = np.asarray(width, np.int64) * np.asarray(height, np.int64)
+    rows = np.flatnonzero(group >= 0)
+    if not len(rows):
+        return keeper
+    key = -area[rows] if keep == "largest" else np.zeros(len(rows), np.int64)
+    order = rows[np.lexsort((rows, key, group[rows]))]  # by group, then largest, then row
+    first = np.r_[True, group[order][1:] != group[order][:-1]]
+    keeper[order[first]] = True
+    return keeper
+
+
+@dataclass
+class DeleteList:
+    """One row per image (arrays of length N) and the threshold they were made at."""
+
+    paths: list[str]
+    group: np.ndarray
+    keep: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    best_score: np.ndarray
+    threshold: float
+
+    def rows(self) -> list[dict]:
+        """Rows as dicts: path, group (1-based, ``None`` when in no group), action, width, height,
+        best_score (``None`` when the image has no neighbour)."""
+        number = {g: k + 1 for k, g in enumerate(sorted(set(self.group[self.group >= 0].tolist())))}
+        out = []
+        for i, p in enumerate(self.paths):
+            g = int(self.group[i])
+            bs = float(self.best_score[i])
+            out.append({"path": p, "group": number.get(g), "action": "keep" if self.keep[i] else "remove",
+                        "width": int(self.width[i]), "height": int(self.height[i]),
+                        "best_score": None if math.isnan(bs) else round(bs, 4)})
+        return out
+
+
+def delete_list(h5_path: str | os.PathLike, threshold: float | None = None, keep: str = "largest") -> DeleteList:
+    """The delete list of a dupscope file at ``threshold`` (default: the suggested threshold).
+
+    Raises
+    ------
+    ExportError
+        The threshold is not a number in [0, 1], or the keep rule is unknown.
+    FileNotFoundError, dupscope.store.IncompleteFileError
+        The file is missing or unfinished.
+    """
+    from .store import SimilarityFile
+    from .threshold import suggest_threshold
+
+    if keep not in KEEP_RULES:
+        raise ExportError(f"--keep must be one of {', '.join(KEEP_RULES)}, not {keep!r}")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+        raise ExportError(f"the threshold must be a number in [0, 1], not {threshold!r}")
+    with SimilarityFile(h5_path) as f:
+        index, sim = f.neighbors()
+        paths = f.paths
+        width = f.h5["images/width"][()]
+        height = f.h5["images/height"][()]
+    if threshold is None:
+        sug = suggest_threshold(sim[:, 0] if sim.shape[1] else np.zeros(0, np.float16))
+        if math.isnan(sug.threshold):
+            raise ExportError("no similarities in the file to suggest a threshold from: pass --threshold")
+        threshold = float(sug.threshold)
+    n = len(paths)
+    a, b, s = neighbor_pairs(index, sim)
+    group = star_groups(n, a, b, s, threshold)
+    best = np.full(n, np.nan, np.float32)
+    if sim.shape[1]:
+        best = sim[:, 0].astype(np.float32)
+    return DeleteList(paths, group, choose_keepers(group, width, height, keep), width, height, best, float(threshold))
+
+
+def write_delete_list(dl: DeleteList, out: str | os.PathLike | None, fmt: str = "csv") -> str:
+    """Write the rows as ``csv`` or ``json`` to ``out`` (or return the text when ``out`` is None)."""
+    if fmt not in ("csv", "json"):
+        raise ExportError(f"format must be csv or json, not {fmt!r}")
+    rows = dl.rows()
+    if fmt == "json":
+        text = json.dumps({"threshold": dl.threshold, "images": rows}, indent=1) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["path", "group", "action", "width", "height", "best_score"],
+                           lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        text = buf.getvalue()
+    if out is not None:
+        Path(out).write_text(text, encoding="utf-8")
+    return text

@@ -1,0 +1,190 @@
+"""A pair's final score: embedding look-alikeness and geometric evidence, in [0, 1].
+
+The score of a neighbour pair ``(i, j)`` depends on those two images only, never on the rest of
+the data set, so a threshold chosen on one run carries over to a subset, a superset or another
+collection:
+
+``score = sigmoid(b0 + b1 * log(1 + inliers) + b2 * sqrt(coverage) + b3 * cos)``
+
+- ``cos`` is the cosine of the two images' *raw* embeddings: for ``dupscope-v3`` its max-pooled
+  head (the first 1280 columns, before any data-set centring or whitening), for other models
+  their whole output. The engine's similarity (``neighbors/embedding_similarity``), which for
+  ``dupscope-v3`` is normalised against the data set, only chooses the candidates.
+- ``inliers`` and ``coverage`` come from :mod:`dupscope.verify` (0 for a pair that was not a
+  candidate: no geometric evidence).
+
+The coefficients :data:`COEFFICIENTS` are a logistic regression (classes weighted equally)
+fitted once on 931 candidate pairs of the accuracy benchmark's seed-0 images (the originals and
+3 copies of each, benchmarks/bench_accuracy.py), never on the realistic benchmark it is judged
+on. The score therefore reads as a probability that the pair is an edited copy: 0.5 is where a
+copy and a look-alike were equally likely in that fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["COEFFICIENTS", "CANDIDATE_BAR", "ScoredNeighbors", "candidate_bar", "pair_score", "raw_cosines",
+           "score_neighbors"]
+
+#: (b0, b1, b2, b3) of the formula in the module docstring.
+COEFFICIENTS = (-22.358, 1.598, 1.132, 20.876)
+
+#: Engine similarity from which a neighbour pair is verified, by model; others use ``"*"``.
+#: dupscope-v3's similarities are normalised against the data set (unrelated images near 0.5): at
+#: 0.7 its candidates held 109 of the realistic benchmark's 112 true pairs. A plain network's
+#: ``(1 + cos) / 2`` puts look-alikes near 0.9, so its bar is higher.
+CANDIDATE_BAR = {"dupscope-v3": 0.7, "*": 0.85}
+
+
+def pair_score(cos: np.ndarray, inliers: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """The final score (float32, in [0, 1]) of pairs with raw cosine ``cos``, ``inliers`` and
+    ``coverage`` (arrays of one shape; NaN cosines give NaN)."""
+    b0, b1, b2, b3 = COEFFICIENTS
+    z = (b0 + b1 * np.log1p(np.maximum(np.asarray(inliers, np.float64), 0))
+         + b2 * np.sqrt(np.clip(np.asarray(coverage, np.float64), 0, 1))
+         + b3 * np.asarray(cos, np.float64))
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def raw_cosines(raw: np.ndarray, index: np.ndarray, columns: int | None = None, *, block: int = 512) -> np.ndarray:
+    """Cosine between each row of ``raw`` and the rows its neighbour list ``index`` names.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        (N, D) raw embeddings (float16 or float32).
+    index : numpy.ndarray
+        (N, k) int neighbour indices, ``-1`` padding.
+    columns : int, optional
+        Use only the first ``columns`` columns (a model's first branch).
+    block : int
+        Rows per step (bounds the gathered temporary at ``block * k * D`` floats).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (N, k); NaN where the index is ``-1`` or a row is all zero.
+    """
+    n, k = index.shape
+    d = raw.shape[1] if columns is None else columns
+    out = np.full((n, k), np.nan, np.float32)
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        x = np.asarray(raw[rows, :d], np.float32)
+        norm = np.linalg.norm(x, axis=-1, keepdims=True)
+        return np.where(norm > 0, x / np.where(norm > 0, norm, 1), np.nan)
+
+    for i in range(0, n, block):
+        idx = index[i:i + block]
+        mine = unit(np.arange(i, i + len(idx)))
+        theirs = unit(np.where(idx >= 0, idx, 0))
+        c = np.einsum("rd,rkd->rk", mine, theirs)
+        out[i:i + len(idx)] = np.where(idx >= 0, np.clip(c, -1, 1), np.nan)
+    return out
+
+
+@dataclass
+class ScoredNeighbors:
+    """Neighbour lists re-ranked by the final score (arrays (N, k), rows best first).
+
+    Attributes
+    ----------
+    index : int32, ``-1`` padding
+    score : float16, the final score (NaN padding)
+    embedding_similarity : float16, the engine's similarity of the same pairs
+    inliers : int16, geometric inliers; ``-1`` where the pair was not checked
+    mirrored : bool, whether the inliers map onto the mirror image
+    n_checked : int, pairs (each once) that were verified
+    """
+
+    index: np.ndarray
+    score: np.ndarray
+    embedding_similarity: np.ndarray
+    inliers: np.ndarray
+    mirrored: np.ndarray
+    n_checked: int
+
+
+def candidate_bar(model: str) -> float:
+    """The engine similarity from which pairs of ``model`` are verified (:data:`CANDIDATE_BAR`)."""
+    return CANDIDATE_BAR.get(model, CANDIDATE_BAR["*"])
+
+
+def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, paths, *, bar: float,
+                    columns: int | None = None, config=None, progress=None) -> ScoredNeighbors:
+    """Verify the neighbour pairs at or above ``bar`` and give every neighbour entry its final score.
+
+    Parameters
+    ----------
+    index, similarity : numpy.ndarray
+        The engine's (N, k) neighbour lists.
+    raw : numpy.ndarray
+        (N, D) raw embeddings (the model's output before any data-set step).
+    paths : sequence of str
+        Image files by row (read again for their local features).
+    bar : float
+        Engine similarity from which a pair is a candidate for verification.
+    columns : int, optional
+        Columns of ``raw`` whose cosine enters the score (a model's first branch).
+    config : dupscope.verify.VerifyConfig, optional
+    progress : callable, optional
+        ``progress(done, total)`` over the candidate pairs.
+
+    Returns
+    -------
+    ScoredNeighbors
+    """
+    from .pairs import neighbor_pairs
+    from .verify import VerifyConfig, verify_pairs
+
+    index = np.asarray(index, np.int32)
+    similarity = np.asarray(similarity, np.float16)
+    n, k = index.shape
+    a, b, s = neighbor_pairs(index, similarity)
+    cand = s.astype(np.float32) >= np.float32(bar)
+    a, b = a[cand].astype(np.int64), b[cand].astype(np.int64)
+    total = len(a)
+    ev = verify_pairs(paths, a, b, config or VerifyConfig(),
+                      progress=(lambda done: progress(done, total)) if progress else None)
+    # Evidence of each neighbour entry, looked up by its pair key.
+    keys = a * n + b
+    order = np.argsort(keys)
+    keys = keys[order]
+    rows = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], (n, k))
+    valid = index >= 0
+    ek = np.minimum(rows, index).astype(np.int64) * n + np.maximum(rows, index)
+    if len(keys):
+        pos = np.clip(np.searchsorted(keys, ek), 0, len(keys) - 1)
+        sel = order[pos]
+        checked = valid & (keys[pos] == ek) & ev.checked[sel]
+        inliers = np.where(checked, ev.inliers[sel], -1).astype(np.int16)
+        coverage = np.where(checked, ev.coverage[sel], 0).astype(np.float32)
+        mirrored = checked & ev.mirrored[sel]
+    else:
+        inliers = np.full((n, k), -1, np.int16)
+        coverage = np.zeros((n, k), np.float32)
+        mirrored = np.zeros((n, k), bool)
+    cos = raw_cosines(raw, index, columns)
+    score = pair_score(cos, np.maximum(inliers, 0), coverage)
+    score[~valid] = np.nan
+    # Best first by the final score; NaN (padding, unreadable rows) last; ties by lower index.
+    rank = _row_order(score, index, n)
+
+    def take(x):
+        return np.take_along_axis(x, rank, axis=1)
+
+    return ScoredNeighbors(take(index), take(score).astype(np.float16), take(similarity), take(inliers),
+                           take(mirrored), int(ev.checked.sum()))
+
+
+def _row_order(score: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    """Per row, the order of entries by descending score, NaN last, ties by lower index."""
+    s = np.where(np.isnan(score), -np.inf, -score.astype(np.float64))
+    tie = np.where(index >= 0, index, n).astype(np.float64)
+    # Sort by (score desc, index asc): a stable sort on the index, then on the score.
+    first = np.argsort(tie, axis=1, kind="stable")
+    second = np.argsort(np.take_along_axis(s, first, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(first, second, axis=1)
