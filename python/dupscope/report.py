@@ -91,6 +91,11 @@ def summarize(path: "os.PathLike[str] | str", thresholds: Sequence[float] = DEFA
         "threshold": float(chosen),
         "counts": counts,
         "most_similar": [pair(i, j, v) for i, j, v in zip(a[:top], b[:top], s32[:top])],
+        # The informative pairs: those whose score is closest to the threshold, on either side.
+        "near_threshold": [pair(a[p], b[p], s32[p]) for p in
+                           sorted(np.argsort(np.abs(s32 - chosen), kind="stable")[:top].tolist(),
+                                  key=lambda p: -s32[p])],
+        "verified": attrs.get("score", "") == "verified",
         "cross_split": {"count": int(cross.sum()),
                         "pairs": [pair(i, j, v) for i, j, v in
                                   zip(sa[cross][:top], sb[cross][:top], ss[cross][:top])]},
@@ -143,6 +148,7 @@ def print_report(summary: Dict[str, Any], console=None) -> None:
         console.print(pt)
 
     pair_table("Most similar pairs", s["most_similar"])
+    pair_table(f"Pairs nearest the threshold {s['threshold']:.3f} (the ones worth a look)", s["near_threshold"])
     th = s["threshold"]
     console.print(f"At threshold {th:.3f}: [bold]{s['cross_split']['count']}[/bold] duplicate pairs "
                   f"cross splits, [bold]{s['label_conflicts']['count']}[/bold] have different labels")

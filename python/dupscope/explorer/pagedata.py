@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..pairs import descending_order, neighbor_pairs
+from ..scoring import VERIFIED_INLIERS
 
 __all__ = [
     "IncompleteFileError",
@@ -58,6 +59,11 @@ class PageData:
         without neighbours last).
     attrs
         Root attributes of the file worth showing (model, metric, ...).
+    pair_inliers
+        (P,) int16 geometric inliers of each pair (``-1``: not checked), or None when the file
+        was written without verification.
+    width, height
+        (N,) int32 image sizes (0 when unknown), for the delete list's keeper.
     """
 
     paths: list[str]
@@ -73,6 +79,9 @@ class PageData:
     order: np.ndarray
     k: int
     attrs: dict[str, Any] = field(default_factory=dict)
+    pair_inliers: np.ndarray | None = None
+    width: np.ndarray | None = None
+    height: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -135,9 +144,12 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
         splits = opt("images/split")
         errors = opt("images/error")
         ok = f["images/ok"][()].astype(bool)
+        inliers = f["neighbors/inliers"][()] if "neighbors/inliers" in f else None
+        width = f["images/width"][()].astype(np.int32) if "images/width" in f else np.zeros(n, np.int32)
+        height = f["images/height"][()].astype(np.int32) if "images/height" in f else np.zeros(n, np.int32)
         attrs = {}
         for key in ("schema_version", "dupscope_version", "created", "n_images", "k", "dense",
-                    "metric", "device", "model", "annotations", "image_root"):
+                    "metric", "device", "model", "annotations", "image_root", "score"):
             if key in f.attrs:
                 v = f.attrs[key]
                 attrs[key] = v.item() if isinstance(v, np.generic) else (
@@ -168,7 +180,29 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
         order=order_by_max_similarity(max_sim),
         k=int(index.shape[1]),
         attrs={k: (v if isinstance(v, (str, int, float, bool)) else str(v)) for k, v in attrs.items()},
+        pair_inliers=None if inliers is None else _pair_values(index, inliers, a, b),
+        width=width,
+        height=height,
     )
+
+
+def _pair_values(index: np.ndarray, values: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For each pair ``(a[p], b[p])``, the entry of ``values`` (N, k) where one image lists the
+    other (the larger, if both do)."""
+    n = index.shape[0]
+    rows = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], index.shape)
+    ok = index >= 0
+    keys = (np.minimum(rows, index).astype(np.int64) * n + np.maximum(rows, index))[ok]
+    vals = values[ok].astype(np.int32)
+    order = np.lexsort((vals, keys))  # by key, the largest value last
+    keys, vals = keys[order], vals[order]
+    last = np.r_[keys[1:] != keys[:-1], True] if len(keys) else np.zeros(0, bool)
+    keys, vals = keys[last], vals[last]
+    want = a.astype(np.int64) * n + b.astype(np.int64)
+    pos = np.clip(np.searchsorted(keys, want), 0, max(len(keys) - 1, 0))
+    if not len(keys):
+        return np.full(len(want), -1, np.int16)
+    return np.where(keys[pos] == want, vals[pos], -1).astype(np.int16)
 
 
 def _b64(arr: np.ndarray, dtype: str) -> str:
@@ -233,7 +267,11 @@ def page_data_json(
             "a": _b64(data.pair_a, "<i4"),
             "b": _b64(data.pair_b, "<i4"),
             "s": _b64(data.pair_sim.astype(np.float16).view(np.uint16), "<u2"),
+            "inliers": None if data.pair_inliers is None else _b64(data.pair_inliers, "<i2"),
         },
+        "width": _b64(np.zeros(data.n, np.int32) if data.width is None else data.width, "<i4"),
+        "height": _b64(np.zeros(data.n, np.int32) if data.height is None else data.height, "<i4"),
+        "verifiedInliers": VERIFIED_INLIERS,
         "pred": None,
         "suggested": _suggestion(data.max_sim),
     }

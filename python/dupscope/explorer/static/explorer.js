@@ -25,6 +25,7 @@
     return out;
   }
   const i32 = (b64) => new Int32Array(bytesOf(b64).buffer);
+  const i16 = (b64) => new Int16Array(bytesOf(b64).buffer);
   const f32 = (b64) => new Float32Array(bytesOf(b64).buffer);
   // float16 -> float32 through a table: exact, so comparisons match numpy on the stored values.
   const HALF = new Float32Array(65536);
@@ -49,6 +50,10 @@
   const orderDesc = i32(D.order);
   const P = D.pairs.count;
   const pa = i32(D.pairs.a), pb = i32(D.pairs.b), ps = f16(D.pairs.s);
+  // Geometric inliers per pair (-1: not checked), when phase 1 verified the pairs.
+  const pinl = D.pairs.inliers ? i16(D.pairs.inliers) : null;
+  const width = i32(D.width), height = i32(D.height);
+  const VERIFIED_INLIERS = D.verifiedInliers || 15;
   const pred = D.pred ? {
     kind: D.pred.kind, score: f32(D.pred.score),
     cls: D.pred.cls ? i32(D.pred.cls) : null, classNames: D.pred.classNames || [],
@@ -60,13 +65,13 @@
   for (let p = 0; p < P; p++) { deg[pa[p] + 1]++; deg[pb[p] + 1]++; }
   for (let i = 0; i < N; i++) deg[i + 1] += deg[i];
   const adjStart = deg;
-  const adjIdx = new Int32Array(2 * P), adjSim = new Float32Array(2 * P);
+  const adjIdx = new Int32Array(2 * P), adjSim = new Float32Array(2 * P), adjInl = new Int16Array(2 * P);
   {
     const fill = adjStart.slice(0, N);
     for (let p = 0; p < P; p++) {
-      const a = pa[p], b = pb[p], s = ps[p];
-      adjIdx[fill[a]] = b; adjSim[fill[a]++] = s;
-      adjIdx[fill[b]] = a; adjSim[fill[b]++] = s;
+      const a = pa[p], b = pb[p], s = ps[p], v = pinl ? pinl[p] : -1;
+      adjIdx[fill[a]] = b; adjInl[fill[a]] = v; adjSim[fill[a]++] = s;
+      adjIdx[fill[b]] = a; adjInl[fill[b]] = v; adjSim[fill[b]++] = s;
     }
   }
 
@@ -256,7 +261,18 @@
     const end = adjStart[i + 1];
     const limit = expanded.has(i) ? end : Math.min(end, e + MAX_DUPS);
     for (; e < limit && adjSim[e] >= t; e++) {
-      dups.appendChild(card(adjIdx[e], adjSim[e].toFixed(3), i));
+      const c = card(adjIdx[e], adjSim[e].toFixed(3), i);
+      if (pinl) {
+        const v = adjInl[e], simEl = c.lastChild.firstChild;
+        const mark = document.createElement("span");
+        mark.className = v >= VERIFIED_INLIERS ? "verified yes" : "verified no";
+        mark.textContent = v >= VERIFIED_INLIERS ? " \u2713" : " ?";
+        mark.title = v < 0 ? "not verified: below the candidate bar" : v >= VERIFIED_INLIERS
+          ? `verified: ${v} matching local features agree on one transform`
+          : `not verified: only ${v} matching local features (a look-alike, or a heavy edit)`;
+        simEl.appendChild(mark);
+      }
+      dups.appendChild(c);
     }
     if (dups.firstChild) frag.appendChild(dups);
     else {
@@ -540,6 +556,53 @@
       download(`duplicate-groups-${tag}.csv`, lines.join("\n") + "\n", "text/csv");
     }
   }
+  // The delete list, by the rule of dupscope.export (dupscope export writes the same rows): groups
+  // around a representative (most links first, then the higher best score, then the lower index),
+  // each keeping its largest image (ties: the first).
+  function deleteList(t) {
+    const np = pairCount(t);
+    const degree = new Int32Array(N), best = new Float64Array(N).fill(-Infinity);
+    const adj = Array.from({ length: N }, () => []);
+    for (let p = 0; p < np; p++) {
+      const a = pa[p], b = pb[p];
+      degree[a]++; degree[b]++; adj[a].push(b); adj[b].push(a);
+      if (ps[p] > best[a]) best[a] = ps[p];
+      if (ps[p] > best[b]) best[b] = ps[p];
+    }
+    const visit = Array.from({ length: N }, (_, i) => i)
+      .sort((x, y) => degree[y] - degree[x] || best[y] - best[x] || x - y);
+    const group = new Int32Array(N).fill(-1);
+    for (const i of visit) {
+      if (!degree[i] || group[i] >= 0) continue;
+      const free = adj[i].filter((j) => group[j] < 0);
+      if (!free.length) continue;
+      group[i] = i;
+      for (const j of free) group[j] = i;
+    }
+    const keeper = new Map();
+    for (let i = 0; i < N; i++) {
+      const g = group[i];
+      if (g < 0) continue;
+      const k = keeper.get(g);
+      if (k === undefined || width[i] * height[i] > width[k] * height[k]) keeper.set(g, i);
+    }
+    const reps = [...keeper.keys()].sort((x, y) => x - y), number = new Map(reps.map((g, k) => [g, k + 1]));
+    const rows = [];
+    for (let i = 0; i < N; i++) {
+      const g = group[i], m = maxSim[i];
+      rows.push({ path: paths[i], group: g >= 0 ? number.get(g) : null,
+        action: g < 0 || keeper.get(g) === i ? "keep" : "remove", width: width[i], height: height[i],
+        best_score: Number.isFinite(m) ? Math.round(m * 1e4) / 1e4 : null });
+    }
+    return rows;
+  }
+  $("export-delete-csv").addEventListener("click", () => {
+    const lines = ["path,group,action,width,height,best_score"];
+    for (const r of deleteList(state.t)) {
+      lines.push([csvCell(r.path), r.group ?? "", r.action, r.width, r.height, r.best_score ?? ""].join(","));
+    }
+    download(`delete-list-t${state.t.toFixed(3)}.csv`, lines.join("\n") + "\n", "text/csv");
+  });
   $("export-json").addEventListener("click", () => exportData("json"));
   $("export-pairs-csv").addEventListener("click", () => exportData("pairs"));
   $("export-groups-csv").addEventListener("click", () => exportData("groups"));
@@ -576,7 +639,7 @@
   update();
   // For tests and benchmarks: the page is ready, and how long the last row render took.
   window.dupscope = {
-    state, set, exportData,
+    state, set, exportData, deleteList,
     get lastRenderMs() { return lastRenderMs; },
     counts: () => ({ pairs: pairCount(state.t), groups: groupsAfter[pairCount(state.t)], dupImages: dupImageCount(state.t) }),
   };
