@@ -2,14 +2,15 @@
 
 Connected components of the pairs above a threshold chain different pictures together: A ~ B
 and B ~ C put A and C in one group even when A and C are two different pictures that each
-resemble B. Groups here are formed around a *representative* instead, so every member is itself
-a duplicate of the representative (:func:`star_groups`):
+resemble B. Groups here need agreement instead (:func:`star_groups`): every two members of a
+group are themselves a pair at or above the threshold.
 
 1. Pairs at or above the threshold are the links. Images are visited by how many links they have
    (most first; ties: the higher best score, then the lower row).
-2. An image not yet in a group becomes the representative of a new group, and every one of its
-   linked images that is not yet in a group joins it. An image that is only linked to members
-   (not to the representative) starts, or joins, a group of its own later.
+2. An image not yet in a group becomes the representative of a new group. Its linked images that
+   are not yet in a group are offered to the group from the highest score down, and each joins
+   only if it is linked to every image already in the group. An image left out starts, or joins,
+   a group of its own later.
 
 Each group then keeps one image (:func:`choose_keepers`): the largest (width x height), ties
 going to the first in annotation order; or, with ``keep="first"``, simply the first. Every
@@ -72,16 +73,22 @@ def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: 
     order = np.argsort(src, kind="stable")
     dst = dst[order]
     start = np.r_[0, np.cumsum(np.bincount(src, minlength=n))]
+    score_of = dict(zip((np.minimum(a, b) * n + np.maximum(a, b)).tolist(), s.tolist()))
     visit = np.lexsort((np.arange(n), -best, -degree))
-    for i in visit:
+    for i in visit.tolist():
         if degree[i] == 0 or group[i] >= 0:
             continue
-        members = dst[start[i]:start[i + 1]]
-        free = members[group[members] < 0]
-        if not len(free):
-            continue  # every image it resembles is already grouped with its own representative
-        group[i] = i
-        group[free] = i
+        linked = [int(j) for j in dst[start[i]:start[i + 1]] if group[j] < 0]
+        if not linked:
+            continue  # every image it resembles is already in another group
+        # Highest score to the representative first; ties by the lower row.
+        linked.sort(key=lambda j: (-score_of[min(i, j) * n + max(i, j)], j))
+        members = [i]
+        for j in linked:
+            if all(min(j, m) * n + max(j, m) in score_of for m in members[1:]):
+                members.append(j)
+        if len(members) > 1:
+            group[members] = i
     return group
 
 

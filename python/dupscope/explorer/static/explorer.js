@@ -572,12 +572,18 @@
     const visit = Array.from({ length: N }, (_, i) => i)
       .sort((x, y) => degree[y] - degree[x] || best[y] - best[x] || x - y);
     const group = new Int32Array(N).fill(-1);
+    const key = (x, y) => Math.min(x, y) * N + Math.max(x, y);
+    const scoreOf = new Map();
+    for (let p = 0; p < np; p++) scoreOf.set(key(pa[p], pb[p]), ps[p]);
     for (const i of visit) {
       if (!degree[i] || group[i] >= 0) continue;
-      const free = adj[i].filter((j) => group[j] < 0);
-      if (!free.length) continue;
-      group[i] = i;
-      for (const j of free) group[j] = i;
+      const linked = adj[i].filter((j) => group[j] < 0)
+        .sort((x, y) => scoreOf.get(key(i, y)) - scoreOf.get(key(i, x)) || x - y);
+      if (!linked.length) continue;
+      // Each joins only if it is linked to every member so far: no chains through a look-alike.
+      const members = [i];
+      for (const j of linked) if (members.slice(1).every((m) => scoreOf.has(key(j, m)))) members.push(j);
+      if (members.length > 1) for (const m of members) group[m] = i;
     }
     const keeper = new Map();
     for (let i = 0; i < N; i++) {

@@ -1,0 +1,105 @@
+"""The delete list (dupscope.export) and `dupscope export`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+
+from dupscope.cli import main
+from dupscope.export import ExportError, choose_keepers, delete_list, star_groups, write_delete_list
+from dupscope.store import SimilarityWriter
+
+
+def test_a_chain_does_not_join_different_pictures():
+    # A~B and B~C above the threshold, A and C not: connected components would give {A, B, C}.
+    a, b, s = np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.95, 0.93, 0.2], np.float32)
+    group = star_groups(3, a, b, s, 0.9)
+    assert group.tolist() == [1, 1, -1]  # B (most links) with its best match A; C is not A's duplicate
+    # With A~C linked too, all three agree.
+    assert star_groups(3, a, b, np.array([0.95, 0.93, 0.91], np.float32), 0.9).tolist() == [0, 0, 0]
+
+
+def test_groups_form_around_the_best_connected_image():
+    # 0, 1, 2, 3 all linked to each other; 3 is also linked to 4 (not to the others).
+    a = np.array([0, 0, 0, 1, 1, 2, 3])
+    b = np.array([1, 2, 3, 2, 3, 3, 4])
+    s = np.array([0.99, 0.98, 0.97, 0.97, 0.96, 0.95, 0.96], np.float32)
+    group = star_groups(6, a, b, s, 0.9)
+    assert list(group[:4]) == [3, 3, 3, 3]  # 3 has the most links: the representative
+    assert group[4] == -1 and group[5] == -1  # 4 agrees with 3 only, 5 is linked to nobody
+
+
+def test_keeper_is_largest_then_first():
+    group = np.array([0, 0, 0, -1, 4, 4])
+    width = np.array([100, 200, 200, 10, 50, 50])
+    height = np.array([100, 100, 100, 10, 50, 50])
+    assert choose_keepers(group, width, height).tolist() == [False, True, False, True, True, False]
+    assert choose_keepers(group, width, height, "first").tolist() == [True, False, False, True, True, False]
+    with pytest.raises(ExportError):
+        choose_keepers(group, width, height, "smallest")
+
+
+@pytest.fixture()
+def h5(tmp_path):
+    """A real file: images 0-2 one picture (1 the largest), 3 unique, 4 and 5 another picture."""
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((3, 16)).astype(np.float32)
+    emb = np.stack([base[0], base[0] + 0.05 * rng.standard_normal(16), base[0] + 0.06 * rng.standard_normal(16),
+                    base[1], base[2], base[2] + 0.05 * rng.standard_normal(16)]).astype(np.float32)
+    path = tmp_path / "sim.h5"
+    with SimilarityWriter(path) as w:
+        n = len(emb)
+        w.write_images(paths=[f"img{i}.png" for i in range(n)], resolved=[f"/d/img{i}.png" for i in range(n)],
+                       labels=[""] * n, splits=[""] * n, ok=np.ones(n, bool), errors=[""] * n,
+                       widths=np.array([64, 128, 64, 64, 32, 32]), heights=np.array([64, 128, 64, 64, 32, 32]))
+        w.write_similarity(emb, k=5, dense=False)
+    return path
+
+
+def test_export_rows(h5):
+    dl = delete_list(h5, threshold=0.97)
+    rows = {r["path"]: r for r in dl.rows()}
+    assert [rows[f"img{i}.png"]["action"] for i in range(6)] == ["remove", "keep", "remove", "keep", "keep", "remove"]
+    assert rows["img3.png"]["group"] is None
+    assert rows["img0.png"]["group"] == rows["img1.png"]["group"] == rows["img2.png"]["group"]
+    assert rows["img4.png"]["group"] == rows["img5.png"]["group"] != rows["img0.png"]["group"]
+    assert rows["img1.png"]["width"] == 128 and rows["img0.png"]["best_score"] > 0.97
+    text = write_delete_list(dl, None, "csv")
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert [r["action"] for r in parsed] == [rows[f"img{i}.png"]["action"] for i in range(6)]
+    assert list(parsed[0]) == ["path", "group", "action", "width", "height", "best_score"]
+
+
+def test_export_cli_json_and_csv(h5, tmp_path, capsys):
+    assert main(["export", str(h5), "--threshold", "0.97", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["threshold"] == 0.97 and len(doc["images"]) == 6
+    out = tmp_path / "delete.csv"
+    assert main(["export", str(h5), "--threshold", "0.97", "-o", str(out)]) == 0
+    assert out.read_text().count(",remove,") == 3
+
+
+@pytest.mark.parametrize("value", ["5", "-0.1", "nan", "abc"])
+def test_export_refuses_a_threshold_outside_0_1(h5, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(h5), "--threshold", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--threshold" in err and "Traceback" not in err
+
+
+def test_export_missing_file_is_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dupscope export: error:") and "\n" not in err
+
+
+def test_delete_list_refuses_bad_threshold_from_python(h5):
+    with pytest.raises(ExportError):
+        delete_list(h5, threshold=float("nan"))
+    with pytest.raises(ExportError):
+        delete_list(h5, threshold=1.5)

@@ -1,0 +1,129 @@
+"""Geometric verification (dupscope.verify) and the pair score (dupscope.scoring) on small real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+from dupscope.scoring import VERIFIED_INLIERS, pair_score, raw_cosines, score_neighbors
+from dupscope.verify import VerifyConfig, image_features, match_features, verify_pairs
+
+
+def scene(seed: int, size=(320, 240)) -> Image.Image:
+    """A picture of random shapes on a gradient; different seeds draw different pictures of the
+    same palette and layout (what a look-alike is to a copy detector)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    x = np.linspace(0, 1, w)[None, :, None]
+    y = np.linspace(0, 1, h)[:, None, None]
+    base = (40 + 120 * x + 60 * y) * np.array([0.6, 0.8, 1.0])
+    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8).repeat(1, 0))
+    d = ImageDraw.Draw(img)
+    for _ in range(60):
+        x0, y0 = rng.integers(0, w), rng.integers(0, h)
+        r = int(rng.integers(4, 22))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            d.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=colour)
+        else:
+            d.rectangle((x0 - r, y0 - r // 2, x0 + r, y0 + r // 2), fill=colour, outline=(0, 0, 0))
+    return img
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify")
+    orig = scene(1)
+    w, h = orig.size
+    variants = {
+        "orig": orig,
+        "crop": orig.crop((int(0.1 * w), int(0.12 * h), int(0.9 * w), int(0.92 * h))),
+        "rotated": orig.rotate(5, Image.Resampling.BICUBIC, fillcolor=(0, 0, 0)),
+        "mirror": ImageOps.mirror(orig),
+        "border_blur": ImageOps.expand(orig, 24, fill=(255, 255, 255)).filter(ImageFilter.GaussianBlur(1.2)),
+        "half_gray": ImageOps.grayscale(orig.resize((w // 2, h // 2))).convert("RGB"),
+        "other": scene(2),
+        "other2": scene(3),
+    }
+    paths = {}
+    for name, im in variants.items():
+        p = root / f"{name}.png"
+        im.save(p)
+        paths[name] = str(p)
+    return paths
+
+
+@pytest.mark.parametrize("name", ["crop", "rotated", "mirror", "border_blur", "half_gray"])
+def test_edited_copies_verify(images, name):
+    ev = verify_pairs([images["orig"], images[name]], np.array([0]), np.array([1]))
+    assert ev.checked[0]
+    assert ev.inliers[0] >= VERIFIED_INLIERS, (name, int(ev.inliers[0]))
+    assert ev.mirrored[0] == (name == "mirror")
+
+
+@pytest.mark.parametrize("name", ["other", "other2"])
+def test_different_pictures_of_one_kind_do_not_verify(images, name):
+    ev = verify_pairs([images["orig"], images[name]], np.array([0]), np.array([1]))
+    assert ev.checked[0]
+    assert ev.inliers[0] < VERIFIED_INLIERS, (name, int(ev.inliers[0]))
+
+
+def test_verification_is_deterministic_and_symmetric(images):
+    paths = [images["orig"], images["crop"], images["other"]]
+    a, b = np.array([0, 1, 0]), np.array([1, 0, 2])
+    first = verify_pairs(paths, a, b)
+    again = verify_pairs(paths, a, b, VerifyConfig(workers=1))
+    np.testing.assert_array_equal(first.inliers, again.inliers)
+    assert first.inliers[0] == first.inliers[1]  # (0, 1) and (1, 0) are one pair
+
+
+def test_unreadable_image_gives_no_evidence(images, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    ev = verify_pairs([images["orig"], str(bad)], np.array([0]), np.array([1]))
+    assert not ev.checked[0] and ev.inliers[0] == 0
+
+
+def test_flat_image_has_no_features():
+    f = image_features(np.full((64, 64), 128, np.uint8))
+    assert len(f.points) == 0
+    assert match_features(f, f) == (0, 0.0)
+
+
+def test_pair_score_is_monotone_and_bounded():
+    inl = np.array([0, 5, 20, 100, 400])
+    s = pair_score(np.full(5, 0.85), inl, np.full(5, 0.4))
+    assert np.all(np.diff(s) > 0) and np.all((s >= 0) & (s <= 1))
+    assert np.all(np.diff(pair_score(np.linspace(0.5, 1, 5), np.zeros(5), np.zeros(5))) > 0)
+    assert np.isnan(pair_score(np.array([np.nan]), np.array([3]), np.array([0.1]))[0])
+
+
+def test_raw_cosines_against_numpy():
+    rng = np.random.default_rng(7)
+    raw = rng.standard_normal((37, 19)).astype(np.float32)
+    raw[5] = 0
+    index = rng.integers(-1, 37, (37, 6)).astype(np.int32)
+    got = raw_cosines(raw, index, columns=11, block=8)
+    x = raw[:, :11].astype(np.float64)
+    for i in range(37):
+        for c in range(6):
+            j = index[i, c]
+            ni, nj = np.linalg.norm(x[i]), np.linalg.norm(x[j]) if j >= 0 else 0
+            if j < 0 or ni == 0 or nj == 0:
+                assert np.isnan(got[i, c])
+            else:
+                assert got[i, c] == pytest.approx(x[i] @ x[j] / ni / nj, abs=1e-5)
+
+
+def test_score_neighbors_ranks_verified_copies_first(images):
+    paths = [images["orig"], images["other"], images["crop"]]
+    # The engine called the look-alike (1) more similar to 0 than the copy (2).
+    index = np.array([[1, 2], [0, 2], [0, 1]], np.int32)
+    sim = np.array([[0.95, 0.9], [0.95, 0.8], [0.9, 0.8]], np.float16)
+    raw = np.array([[1, 0, 0], [0.9, 0.43, 0], [0.9, 0.43, 0]], np.float32)  # equal raw cosines
+    out = score_neighbors(index, sim, raw, paths, bar=0.7)
+    assert out.index[0, 0] == 2 and out.inliers[0, 0] >= VERIFIED_INLIERS
+    assert out.score[0, 0] > out.score[0, 1]
+    assert out.embedding_similarity[0, 0] == np.float16(0.9)  # carried along with its pair
+    assert out.n_checked == 3
