@@ -367,3 +367,20 @@ def test_screenshot(page, tmp_path):
     page.page.screenshot(path=str(out))
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+@pytest.mark.parametrize("t", [0.9, 0.97])
+def test_delete_list_matches_dupscope_export(page, site, t):
+    from dupscope.export import delete_list, write_delete_list
+
+    ds = site[0]
+    page.set_range("threshold", t)
+    with page.page.expect_download() as info:
+        page.page.click("#export-delete-csv")
+    got = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
+    want = list(csv.DictReader(io.StringIO(write_delete_list(delete_list(ds.h5, threshold=t), None, "csv"))))
+    assert [(r["path"], r["group"], r["action"], r["width"], r["height"]) for r in got] == \
+        [(r["path"], r["group"], r["action"], r["width"], r["height"]) for r in want]
+    assert any(r["action"] == "remove" for r in got)
+    for g, w in zip(got, want):
+        assert (g["best_score"] == w["best_score"] == "") or float(g["best_score"]) == pytest.approx(float(w["best_score"]), abs=1e-4)

@@ -98,7 +98,7 @@ def test_cli_success_and_summary(dataset, tmp_path, capsys):
     rc = main(["similarity", str(ann), "-o", str(out), "--model", "dct32", "--k", "2", "--no-dense",
                "--workers", "2", "--batch-size", "4"])
     assert rc == 0 and out.exists()
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps lines at the terminal width
     assert "9 of 11 images embedded" in err and "2 images failed" in err and "trunc.jpg" in err
     assert "neighbours only" in err
     with SimilarityFile(out) as f:

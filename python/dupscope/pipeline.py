@@ -42,7 +42,7 @@ _THRESHOLDS = (0.95, 0.9)
 _MODEL_THRESHOLDS = {"dupscope-v3": (0.9, 0.8, 0.7)}
 #: Verified files hold the final score (dupscope.scoring): a probability-like value whose 0.5 is
 #: where a copy and a look-alike were equally likely when it was fitted.
-_VERIFIED_THRESHOLDS = (0.9, 0.5)
+_VERIFIED_THRESHOLDS = (0.95, 0.9, 0.5)
 
 
 class PipelineError(RuntimeError):
