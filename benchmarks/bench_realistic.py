@@ -160,6 +160,7 @@ def main() -> int:
           f"{(truth.group < 0).sum() + sum(1 for g in set(truth.group[truth.group >= 0]) if (truth.group == g).sum() == 1)} "
           "images with no copy")
     results, times = {}, {}
+    default_h5 = None
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         images = folder / "images.txt"
@@ -172,8 +173,7 @@ def main() -> int:
             results[name] = truth.score(a, b, s, suggested=sug.threshold)
             results[name]["suggest_method"] = sug.method
             times[name] = sec
-            if not times.get("_default_h5"):
-                times["_default_h5"] = str(h5)
+            default_h5 = default_h5 or h5
         emb, _ = acc.plain_embeddings(truth.paths)
         e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
         results["plain network (all pairs)"] = truth.score(*all_pairs((1 + e @ e.T) / 2))
@@ -191,7 +191,7 @@ def main() -> int:
         sub = np.sort(rng.choice(truth.n, truth.n // 4, replace=False))
         (tmp / "sub.txt").write_text("".join(truth.paths[i] + "\n" for i in sub))
         h5s, _ = run_dupscope(tmp / "sub.txt", tmp / "sub.h5")
-        fa, fb, fs, _ = file_pairs(Path(times["_default_h5"]))
+        fa, fb, fs, _ = file_pairs(default_h5)
         sa, sb, ss, _ = file_pairs(h5s)
         full = {(int(x), int(y)): float(v) for x, y, v in zip(fa, fb, fs)}
         moved = []
@@ -201,7 +201,6 @@ def main() -> int:
             if w is not None and max(v, w) >= 0.7:
                 moved.append(abs(v - w))
         moved = np.array(moved)
-    del times["_default_h5"]
     rows = []
     for name, r in results.items():
         sug = r.get("suggested")

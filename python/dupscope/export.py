@@ -96,7 +96,6 @@ def choose_keepers(group: np.ndarray, width: np.ndarray, height: np.ndarray, kee
     """Boolean per image: True for the image each group keeps (and for images in no group)."""
     if keep not in KEEP_RULES:
         raise ExportError(f"keep must be one of {', '.join(KEEP_RULES)}, not {keep!r}")
-    n = len(group)
     keeper = group < 0
     area = np.asarray(width, np.int64) * np.asarray(height, np.int64)
     rows = np.flatnonzero(group >= 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["neighbor_pairs", "descending_order", "connected_groups", "group_sizes"]
+__all__ = ["neighbor_pairs", "entry_pair_keys", "descending_order", "connected_groups", "group_sizes"]
 
 
 def descending_order(sim: np.ndarray) -> np.ndarray:
@@ -77,6 +77,16 @@ def neighbor_pairs(
     a, b, s = a[first], b[first], s[first]
     order = descending_order(s)
     return a[order].astype(np.int32), b[order].astype(np.int32), s[order]
+
+
+def entry_pair_keys(index: np.ndarray) -> np.ndarray:
+    """int64 (N, k) key ``min(i, j) * N + max(i, j)`` of each neighbour entry (row i lists j), the
+    same for both images of a pair; ``-1`` where the index is ``-1``."""
+    index = np.asarray(index)
+    n = index.shape[0]
+    rows = np.arange(n, dtype=np.int64)[:, None]
+    keys = np.minimum(rows, index).astype(np.int64) * n + np.maximum(rows, index)
+    return np.where(index >= 0, keys, -1)
 
 
 def connected_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

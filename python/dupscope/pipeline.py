@@ -255,13 +255,13 @@ def compute_similarity(
                     w.write_embeddings(embeddings)
                 metadata_seconds = time.perf_counter() - t_meta
                 t_sim = time.perf_counter()
-                w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=sim_device,
-                                   valid=result.ok, progress=tile_progress if bar else None)
+                neighbours = w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=sim_device,
+                                                valid=result.ok, progress=tile_progress if bar else None)
                 similarity_write_seconds = time.perf_counter() - t_sim
                 t_ver = time.perf_counter()
                 n_checked = 0
                 if verify:
-                    n_checked = _verify(w, raw, table.resolved, spec, bar)
+                    n_checked = _verify(w, neighbours, raw, table.resolved, spec, bar)
                 del raw
                 verify_seconds = time.perf_counter() - t_ver
                 w.attrs.update({
@@ -320,16 +320,15 @@ def compute_similarity(
     return summary
 
 
-def _verify(writer, raw: np.ndarray, paths, spec: ModelSpec, bar) -> int:
-    """Verify the candidate neighbour pairs of the file being written and store the final scores;
-    returns the number of pairs checked."""
+def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar) -> int:
+    """Verify the candidate pairs among the engine's neighbour lists ``(index, similarity)`` and
+    store the final scores in the file being written; returns the number of pairs checked."""
     from .scoring import candidate_bar, score_neighbors
 
-    g = writer.h5["neighbors"]
     task = bar.add_task("verifying", total=None, unit="pair") if bar else None
     columns = spec.fusion.branches[0].dim if spec.fusion is not None else None
     scored = score_neighbors(
-        g["index"][()], g["similarity"][()], raw, paths, bar=candidate_bar(spec.name), columns=columns,
+        *neighbours, raw, paths, bar=candidate_bar(spec.name), columns=columns,
         progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
     )
     writer.write_scores(scored)

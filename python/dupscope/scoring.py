@@ -141,7 +141,7 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
     -------
     ScoredNeighbors
     """
-    from .pairs import neighbor_pairs
+    from .pairs import entry_pair_keys, neighbor_pairs
     from .verify import VerifyConfig, verify_pairs
 
     index = np.asarray(index, np.int32)
@@ -157,9 +157,8 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
     keys = a * n + b
     order = np.argsort(keys)
     keys = keys[order]
-    rows = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], (n, k))
     valid = index >= 0
-    ek = np.minimum(rows, index).astype(np.int64) * n + np.maximum(rows, index)
+    ek = entry_pair_keys(index)
     if len(keys):
         pos = np.clip(np.searchsorted(keys, ek), 0, len(keys) - 1)
         sel = order[pos]

@@ -165,8 +165,9 @@ class SimilarityWriter:
         valid: Optional[np.ndarray] = None,
         threads: Optional[int] = None,
         progress: Progress = None,
-    ) -> None:
-        """Run the engine and write ``similarity`` (when ``dense``) and ``neighbors/``.
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """Run the engine and write ``similarity`` (when ``dense``) and ``neighbors/``; returns
+        the neighbour lists written (index, similarity).
 
         Chunks are written whole with HDF5's direct chunk write as the engine's worker threads
         finish them, so computing and writing overlap and memory stays at a few tiles.
@@ -210,6 +211,7 @@ class SimilarityWriter:
         g = self.h5.require_group("neighbors")
         g.create_dataset("index", data=index)
         g.create_dataset("similarity", data=sim)
+        return index, sim
 
 
     def write_scores(self, scored) -> None:

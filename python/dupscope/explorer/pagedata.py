@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..pairs import descending_order, neighbor_pairs
+from ..pairs import descending_order, entry_pair_keys, neighbor_pairs
 from ..scoring import VERIFIED_INLIERS
 
 __all__ = [
@@ -190,9 +190,8 @@ def _pair_values(index: np.ndarray, values: np.ndarray, a: np.ndarray, b: np.nda
     """For each pair ``(a[p], b[p])``, the entry of ``values`` (N, k) where one image lists the
     other (the larger, if both do)."""
     n = index.shape[0]
-    rows = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], index.shape)
     ok = index >= 0
-    keys = (np.minimum(rows, index).astype(np.int64) * n + np.maximum(rows, index))[ok]
+    keys = entry_pair_keys(index)[ok]
     vals = values[ok].astype(np.int32)
     order = np.lexsort((vals, keys))  # by key, the largest value last
     keys, vals = keys[order], vals[order]
