@@ -220,3 +220,18 @@ def test_dupscope_v3_on_the_demo_dataset(tmp_path):
             total += 1
             hits += idx[row[copy], 0] in [row[p] for p in group if p != copy]
     assert hits >= total - 1, f"{hits}/{total} copies found their group at rank 1"
+
+
+def test_a_verified_file_is_evaluated_on_its_pair_scores(dataset, tmp_path):
+    from dupscope.evaluate import evaluate
+
+    ann, rows = dataset
+    out = tmp_path / "verified.h5"
+    compute_similarity(ann, out, model="dct32", k=3, dense=True, progress=False)
+    truth = {"pairs": [["imgs/o0.png", "imgs/copy0.png"], ["imgs/o2.png", "imgs/copy2.jpg"],
+                       ["imgs/o4.png", "imgs/copy4.png"]]}
+    r = evaluate(out, truth)
+    assert r.source == "neighbors"  # the dense matrix holds the engine's similarity, not the score
+    unverified = tmp_path / "plain.h5"
+    compute_similarity(ann, unverified, model="dct32", k=3, dense=True, progress=False, verify=False)
+    assert evaluate(unverified, truth).source == "dense"

@@ -635,7 +635,9 @@ def evaluate(h5_path, ground_truth: GroundTruthLike, *, threshold: Optional[floa
         Precision level for ``recall_at_precision`` (default 0.95).
     use_dense : bool
         Use the dense matrix when the file has one (all pairs are candidates); False evaluates the
-        neighbour lists only, as if the file had been written with ``--no-dense``.
+        neighbour lists only, as if the file had been written with ``--no-dense``. A verified file
+        (``attrs["score"] == "verified"``) is always evaluated on its neighbour lists: they hold
+        the pair score, while its dense matrix holds the engine's similarity.
 
     Returns
     -------
@@ -663,7 +665,7 @@ def evaluate(h5_path, ground_truth: GroundTruthLike, *, threshold: Optional[floa
         pairs = true_pairs(gt, paths, f.resolved_paths)
         if len(pairs) == 0:
             raise EvaluationError(f"{gt.source}: the ground truth has no pairs of distinct images")
-        dense = f.similarity if use_dense else None
+        dense = f.similarity if use_dense and not f.verified else None
         if dense is not None:
             counts, true_vals = _dense_counts(dense, pairs, f.ok)
             source = "dense"
