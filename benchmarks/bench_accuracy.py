@@ -733,10 +733,21 @@ def cosine_sim16(emb: np.ndarray) -> np.ndarray:
 
 
 def read_dense(h5: Path) -> np.ndarray:
+    """The (N, N) float16 scores a file gives every pair: its dense matrix, or for a verified
+    file (whose dense matrix holds the engine's similarity) the pair scores of its neighbour
+    lists, NaN for pairs not listed (what ``dupscope evaluate`` measures on such a file)."""
     import dupscope
+    from dupscope.pairs import neighbor_pairs
 
     with dupscope.SimilarityFile(h5) as f:
-        return f.similarity[()]
+        if not f.verified:
+            return f.similarity[()]
+        index, sim = f.neighbors()
+    a, b, v = neighbor_pairs(index, sim)
+    out = np.full((len(index), len(index)), np.nan, np.float16)
+    out[a, b] = out[b, a] = v
+    np.fill_diagonal(out, 1.0)
+    return out
 
 
 # ------------------------------------------------------------------------------------------

@@ -127,3 +127,63 @@ def test_score_neighbors_ranks_verified_copies_first(images):
     assert out.score[0, 0] > out.score[0, 1]
     assert out.embedding_similarity[0, 0] == np.float16(0.9)  # carried along with its pair
     assert out.n_checked == 3
+
+
+def _reference_matches(d1: np.ndarray, d2: np.ndarray, ratio: float):
+    """Mutual ratio-test matches from the full Hamming distance matrix (numpy)."""
+    bits1, bits2 = np.unpackbits(d1, axis=1).astype(np.int64), np.unpackbits(d2, axis=1).astype(np.int64)
+    dist = bits1.sum(1)[:, None] + bits2.sum(1)[None, :] - 2 * bits1 @ bits2.T
+
+    def best(dm):
+        order = np.argsort(dm, axis=1, kind="stable")
+        first = np.take_along_axis(dm, order[:, :1], 1)[:, 0]
+        second = np.take_along_axis(dm, order[:, 1:2], 1)[:, 0] if dm.shape[1] > 1 else np.full(len(dm), np.inf)
+        return np.where(first < ratio * second, order[:, 0], -1)
+
+    fwd, back = best(dist), best(dist.T)
+    i = np.flatnonzero(fwd >= 0)
+    i = i[back[fwd[i]] == i]
+    return i, fwd[i]
+
+
+@pytest.mark.parametrize("na,nb,nbytes", [(1, 1, 32), (37, 53, 32), (211, 190, 32), (40, 33, 8), (25, 30, 64)])
+def test_hamming_matches_against_numpy(na, nb, nbytes):
+    from dupscope.verify import mutual_matches
+
+    rng = np.random.default_rng(na * 1000 + nb)
+    d2 = rng.integers(0, 256, (nb, nbytes), dtype=np.uint8)
+    # Half of d1 are noisy copies of rows of d2 (matches to find), the rest random.
+    d1 = rng.integers(0, 256, (na, nbytes), dtype=np.uint8)
+    src = rng.integers(0, nb, na // 2)
+    noise = (rng.random((na // 2, nbytes * 8)) < 0.05).astype(np.uint8)
+    d1[: na // 2] = d2[src] ^ np.packbits(noise, axis=1)
+    for ratio in (0.8, 1.0):
+        got = mutual_matches(d1, d2, ratio)
+        want = _reference_matches(d1, d2, ratio)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    assert len(mutual_matches(d1, d2, 0.8)[0]) >= (na // 2) // 2  # the copies are found
+
+
+def test_hamming_matches_rejects_bad_input():
+    from dupscope.verify import mutual_matches
+
+    a = np.zeros((4, 32), np.uint8)
+    with pytest.raises(ValueError, match="different lengths"):
+        mutual_matches(a, np.zeros((4, 16), np.uint8), 0.8)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        mutual_matches(np.zeros((4, 12), np.uint8), np.zeros((4, 12), np.uint8), 0.8)
+    assert [len(x) for x in mutual_matches(a[:0], a, 0.8)] == [0, 0]
+
+
+def test_score_neighbors_rank_cap_limits_candidates(images):
+    paths = [images["orig"], images["other"], images["crop"]]
+    index = np.array([[1, 2], [0, 2], [0, 1]], np.int32)
+    sim = np.array([[0.95, 0.9], [0.95, 0.8], [0.9, 0.8]], np.float16)
+    raw = np.array([[1, 0, 0], [0.9, 0.43, 0], [0.9, 0.43, 0]], np.float32)
+    # Only each image's nearest: (0,1) from rows 0 and 1, (0,2) from row 2; (1,2) is no candidate.
+    out = score_neighbors(index, sim, raw, paths, bar=0.7, rank=1)
+    assert out.n_checked == 2
+    row1 = dict(zip(out.index[1].tolist(), out.inliers[1].tolist()))
+    assert row1[2] == -1 and row1[0] >= 0
+    row0 = dict(zip(out.index[0].tolist(), out.inliers[0].tolist()))
+    assert row0[2] >= VERIFIED_INLIERS

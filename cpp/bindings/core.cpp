@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "dupscope/cpu_features.hpp"
 #include "dupscope/cuda_tiles.hpp"
 #include "dupscope/engine.hpp"
+#include "dupscope/hamming.hpp"
 #include "dupscope/normalize.hpp"
 
 namespace py = pybind11;
@@ -137,6 +139,29 @@ class PyJob {
   int k_ = 0;
 };
 
+// Mutual ratio-test matches of two uint8 descriptor matrices, as two int64 index arrays.
+py::tuple hamming_matches(const py::array& a, const py::array& b, float ratio) {
+  auto [na, da] = check_matrix(a, "a");
+  auto [nb, db] = check_matrix(b, "b");
+  if (!a.dtype().is(py::dtype::of<uint8_t>()) || !b.dtype().is(py::dtype::of<uint8_t>()))
+    throw py::type_error("descriptors must be uint8");
+  if (da != db)
+    throw py::value_error("descriptors have different lengths: " + std::to_string(da) + " and " +
+                          std::to_string(db) + " bytes");
+  if (!(ratio > 0.0f && ratio <= 1.0f)) throw py::value_error("ratio must be in (0, 1]");
+  std::vector<int32_t> ia, ib;
+  const auto* pa = static_cast<const uint8_t*>(a.data());
+  const auto* pb = static_cast<const uint8_t*>(b.data());
+  {
+    py::gil_scoped_release release;
+    mutual_ratio_matches(pa, na, pb, nb, static_cast<int>(da), ratio, ia, ib);
+  }
+  py::array_t<int64_t> oa(static_cast<py::ssize_t>(ia.size())), ob(static_cast<py::ssize_t>(ib.size()));
+  std::copy(ia.begin(), ia.end(), oa.mutable_data());
+  std::copy(ib.begin(), ib.end(), ob.mutable_data());
+  return py::make_tuple(oa, ob);
+}
+
 py::dict build_info() {
   py::dict d;
   d["version"] = DUPSCOPE_VERSION;
@@ -173,6 +198,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("build_info", &build_info);
   m.def("normalize", &normalize, py::arg("embeddings"),
         "L2-normalised float32 copy of float32/float16 embeddings (zero rows stay zero)");
+  m.def("hamming_matches", &hamming_matches, py::arg("a"), py::arg("b"), py::arg("ratio"),
+        "Mutual nearest-neighbour matches of two uint8 descriptor sets (rows of a multiple of 8 "
+        "bytes) by Hamming distance, each passing Lowe's ratio test; returns (index_a, index_b)");
   m.def("cuda_available", [] {
     std::string why;
     const bool ok = cuda::available(&why);

@@ -327,8 +327,9 @@ def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar) ->
 
     task = bar.add_task("verifying", total=None, unit="pair") if bar else None
     columns = spec.fusion.branches[0].dim if spec.fusion is not None else None
+    bar_value, rank = candidate_bar(spec.name)
     scored = score_neighbors(
-        *neighbours, raw, paths, bar=candidate_bar(spec.name), columns=columns,
+        *neighbours, raw, paths, bar=bar_value, rank=rank, columns=columns,
         progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
     )
     writer.write_scores(scored)

@@ -63,6 +63,8 @@ class VerifyConfig:
         Longer side, in pixels, each image is resized to before features are computed.
     features : int
         Most ORB keypoints kept per image (the strongest).
+    levels : int
+        ORB pyramid levels (scale factor 1.2 between levels).
     ratio : float
         Lowe's ratio test: a match is kept when its distance is below ``ratio`` times the
         second-best one.
@@ -82,6 +84,7 @@ class VerifyConfig:
 
     side: int = 384
     features: int = 1000
+    levels: int = 8
     ratio: float = 0.8
     ransac_px: float = 6.0
     max_scale: float = 6.0
@@ -156,9 +159,32 @@ def _grey_resized(path: str, side: int, mirror: bool) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def _stretch(grey: np.ndarray) -> np.ndarray:
+    """Grey levels mapped linearly so that the 1st and 99th percentiles become 0 and 255."""
+    cum = np.cumsum(np.bincount(grey.ravel(), minlength=256))
+    lo = int(np.searchsorted(cum, 0.01 * cum[-1]))
+    hi = int(np.searchsorted(cum, 0.99 * cum[-1]))
+    if hi <= lo:
+        return grey
+    lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+    return lut[grey]
+
+
+def prepared_grey(path: str | os.PathLike, config: VerifyConfig = VerifyConfig()) -> np.ndarray:
+    """The grey image features are computed on: decoded, resized to ``config.side`` and stretched.
+
+    Raises
+    ------
+    dupscope.images.ImageLoadError
+        The image cannot be read.
+    """
+    return _stretch(_grey_resized(os.fspath(path), config.side, False))
+
+
 def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = VerifyConfig(), *,
                    mirror: bool = False) -> Features:
-    """ORB keypoints of one image (a path, or a grey uint8 array already at ``config.side``).
+    """ORB keypoints of one image: a path, or the array :func:`prepared_grey` returns for it
+    (``mirror`` then flips that array).
 
     Raises
     ------
@@ -166,11 +192,10 @@ def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = 
         The image cannot be read.
     """
     cv2 = _cv2()
-    grey = path if isinstance(path, np.ndarray) else _grey_resized(os.fspath(path), config.side, mirror)
-    lo, hi = np.percentile(grey, (1, 99))
-    if hi > lo:
-        grey = np.clip((grey.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
-    kps, desc = cv2.ORB_create(nfeatures=config.features, fastThreshold=10).detectAndCompute(grey, None)
+    grey = path if isinstance(path, np.ndarray) else prepared_grey(path, config)
+    if mirror:
+        grey = np.ascontiguousarray(grey[:, ::-1])
+    kps, desc = cv2.ORB_create(nfeatures=config.features, nlevels=config.levels, fastThreshold=10).detectAndCompute(grey, None)
     if desc is None or not kps:
         return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), (grey.shape[1], grey.shape[0]))
     pts = np.array([k.pt for k in kps], np.float32)
@@ -180,21 +205,11 @@ def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = 
 def mutual_matches(d1: np.ndarray, d2: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs ``(i, j)`` where ``d2[j]`` is ``d1[i]``'s nearest descriptor (Hamming distance)
     and ``d1[i]`` is ``d2[j]``'s, each passing Lowe's ratio test (nearest closer than ``ratio``
-    times the second nearest)."""
-    cv2 = _cv2()
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    times the second nearest). Computed by the compiled core in one pass over the distances
+    (the GIL released), in increasing order of ``i``."""
+    from ._core import hamming_matches
 
-    def best(q: np.ndarray, t: np.ndarray) -> np.ndarray:
-        out = np.full(len(q), -1, np.int64)
-        for m in matcher.knnMatch(q, t, k=2):
-            if len(m) == 2 and m[0].distance < ratio * m[1].distance:
-                out[m[0].queryIdx] = m[0].trainIdx
-        return out
-
-    fwd, back = best(d1, d2), best(d2, d1)
-    i = np.flatnonzero(fwd >= 0)
-    i = i[back[fwd[i]] == i]
-    return i, fwd[i]
+    return hamming_matches(np.ascontiguousarray(d1, np.uint8), np.ascontiguousarray(d2, np.uint8), ratio)
 
 
 def match_features(a: Features, b: Features, config: VerifyConfig = VerifyConfig()) -> tuple[int, float]:
@@ -237,6 +252,26 @@ class _Cache:
         self.items: OrderedDict = OrderedDict()
         self.pending: dict = {}
         self.bytes = 0
+        self.greys: OrderedDict = OrderedDict()
+        self.grey_bytes = 0
+
+    def _grey(self, i: int) -> np.ndarray:
+        """The prepared grey image of row ``i``; the last few are kept (an eighth of the budget)
+        so that a mirror-image check right after the direct one does not decode the file again."""
+        with self.lock:
+            grey = self.greys.get(i)
+            if grey is not None:
+                self.greys.move_to_end(i)
+                return grey
+        grey = prepared_grey(self.paths[i], self.config)
+        with self.lock:
+            if i not in self.greys:
+                self.greys[i] = grey
+                self.grey_bytes += grey.nbytes
+            while self.grey_bytes > self.config.cache_bytes // 8 and len(self.greys) > 1:
+                _, old = self.greys.popitem(last=False)
+                self.grey_bytes -= old.nbytes
+        return grey
 
     def get(self, i: int, mirror: bool) -> Features | None:
         key = (i, mirror)
@@ -252,7 +287,8 @@ class _Cache:
             event.wait()
             return self.get(i, mirror)  # computed by the other thread (recomputed if already evicted)
         try:
-            feats = image_features(self.paths[i], self.config, mirror=mirror)
+            grey = self._grey(i)
+            feats = image_features(grey, self.config, mirror=mirror)
         except Exception:  # unreadable now (removed, changed): no evidence for its pairs
             feats = None
         with self.lock:

@@ -1,0 +1,93 @@
+#include "dupscope/hamming.hpp"
+
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+
+namespace dupscope {
+namespace {
+
+struct Best2 {
+  int32_t d1 = std::numeric_limits<int32_t>::max();
+  int32_t d2 = std::numeric_limits<int32_t>::max();
+  int32_t idx = -1;
+
+  void offer(int32_t d, int32_t j) {
+    if (d < d1) {
+      d2 = d1;
+      d1 = d;
+      idx = j;
+    } else if (d < d2) {
+      d2 = d;
+    }
+  }
+  // Lowe's test; a single candidate (no second) always passes.
+  bool passes(float ratio) const {
+    return idx >= 0 && (d2 == std::numeric_limits<int32_t>::max() ||
+                        static_cast<float>(d1) < ratio * static_cast<float>(d2));
+  }
+};
+
+// The distances are computed from 64-bit words; on x86 the hardware popcount is picked at run
+// time where the CPU has it (every x86-64 CPU since 2008), the portable bit count elsewhere.
+// A row of distances is computed first (a tight loop the compiler unrolls), then offered to
+// the row's best two and to each column's: after the first rows few offers change anything, so
+// the branches are well predicted.
+#if defined(DUPSCOPE_X86) && defined(__GNUC__)
+__attribute__((target_clones("popcnt", "default")))
+#endif
+void distances(const uint64_t* a, int64_t na, const uint64_t* b, int64_t nb, int words,
+               Best2* fwd, Best2* back) {
+  std::vector<int32_t> row(static_cast<size_t>(nb));
+  for (int64_t i = 0; i < na; ++i) {
+    const uint64_t* x = a + i * words;
+    if (words == 4) {
+      const uint64_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+      for (int64_t j = 0; j < nb; ++j) {
+        const uint64_t* y = b + j * 4;
+        row[j] = __builtin_popcountll(x0 ^ y[0]) + __builtin_popcountll(x1 ^ y[1]) +
+                 __builtin_popcountll(x2 ^ y[2]) + __builtin_popcountll(x3 ^ y[3]);
+      }
+    } else {
+      for (int64_t j = 0; j < nb; ++j) {
+        const uint64_t* y = b + j * words;
+        int32_t d = 0;
+        for (int w = 0; w < words; ++w) d += __builtin_popcountll(x[w] ^ y[w]);
+        row[j] = d;
+      }
+    }
+    Best2 f;
+    for (int64_t j = 0; j < nb; ++j) {
+      const int32_t d = row[j];
+      if (d < f.d2) f.offer(d, static_cast<int32_t>(j));
+      if (d < back[j].d2) back[j].offer(d, static_cast<int32_t>(i));
+    }
+    fwd[i] = f;
+  }
+}
+
+}  // namespace
+
+void mutual_ratio_matches(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int bytes,
+                          float ratio, std::vector<int32_t>& ia, std::vector<int32_t>& ib) {
+  if (bytes <= 0 || bytes % 8 != 0)
+    throw std::invalid_argument("descriptor length must be a positive multiple of 8 bytes");
+  if (na == 0 || nb == 0) return;
+  const int words = bytes / 8;
+  // Copies into 8-byte aligned words (the caller's rows need not be aligned).
+  std::vector<uint64_t> wa(static_cast<size_t>(na) * words), wb(static_cast<size_t>(nb) * words);
+  std::memcpy(wa.data(), a, static_cast<size_t>(na) * bytes);
+  std::memcpy(wb.data(), b, static_cast<size_t>(nb) * bytes);
+  std::vector<Best2> fwd(na), back(nb);
+  distances(wa.data(), na, wb.data(), nb, words, fwd.data(), back.data());
+  for (int64_t i = 0; i < na; ++i) {
+    if (!fwd[i].passes(ratio)) continue;
+    const int32_t j = fwd[i].idx;
+    if (back[j].idx == i && back[j].passes(ratio)) {
+      ia.push_back(static_cast<int32_t>(i));
+      ib.push_back(j);
+    }
+  }
+}
+
+}  // namespace dupscope
