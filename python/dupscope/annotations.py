@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import AnnotationError
 from .images import IMAGE_EXTENSIONS
 
 __all__ = ["AnnotationError", "ImageTable", "load_annotations", "PATH_COLUMNS", "LABEL_COLUMNS", "SPLIT_COLUMNS"]
@@ -53,9 +54,6 @@ _SPLIT_ALIASES = {
 # gets told so instead of a JSON or CSV parse error.
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
-
-class AnnotationError(ValueError):
-    """The annotation file cannot be used; the message names the file and what is wrong."""
 
 
 @dataclass

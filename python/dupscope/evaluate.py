@@ -30,6 +30,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
+from .errors import EvaluationError
+
 __all__ = [
     "EvaluationError",
     "EvaluationResult",
@@ -49,9 +51,6 @@ DEFAULT_MIN_PRECISION = 0.95
 # reading whole tile rows keeps HDF5 from decoding a chunk more than once.
 _ROW_BLOCK = 2048
 
-
-class EvaluationError(ValueError):
-    """The ground truth or the similarity file cannot be evaluated (the message says why)."""
 
 
 GroundTruthLike = Union[str, "os.PathLike[str]", dict, Sequence]
@@ -670,7 +669,7 @@ def evaluate(h5_path, ground_truth: GroundTruthLike, *, threshold: Optional[floa
             counts, true_vals = _dense_counts(dense, pairs, f.ok)
             source = "dense"
         else:
-            if "neighbors" not in f.h5 or "index" not in f.h5["neighbors"]:
+            if not f.has_neighbors():
                 raise EvaluationError(f"{f.path} has no neighbour lists (neighbors/index): not a dupscope "
                                       "similarity file, or written by a tool that skipped them")
             index, sim = f.neighbors()

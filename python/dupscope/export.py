@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ExportError
 from .pairs import neighbor_pairs
 
 __all__ = ["ExportError", "DeleteList", "star_groups", "choose_keepers", "delete_list", "write_delete_list",
@@ -39,9 +40,6 @@ __all__ = ["ExportError", "DeleteList", "star_groups", "choose_keepers", "delete
 
 KEEP_RULES = ("largest", "first")
 
-
-class ExportError(ValueError):
-    """The export cannot be made (bad threshold, unreadable file)."""
 
 
 def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: float) -> np.ndarray:
@@ -154,8 +152,7 @@ def delete_list(h5_path: str | os.PathLike, threshold: float | None = None, keep
     with SimilarityFile(h5_path) as f:
         index, sim = f.neighbors()
         paths = f.paths
-        width = f.h5["images/width"][()]
-        height = f.h5["images/height"][()]
+        width, height = f.widths, f.heights
     if threshold is None:
         sug = suggest_threshold(sim[:, 0] if sim.shape[1] else np.zeros(0, np.float16))
         if math.isnan(sug.threshold):

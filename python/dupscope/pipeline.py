@@ -23,6 +23,7 @@ from .annotations import AnnotationError, ImageTable, load_annotations
 from .embed import embed_images
 from .images import failure_kind
 from .models import DEFAULT_MODEL, ModelError, ModelSpec, get_model
+from .errors import OutputError, PipelineError
 from .pairs import neighbor_pairs
 from .postprocess import fuse_embeddings
 
@@ -44,9 +45,6 @@ _MODEL_THRESHOLDS = {"dupscope-v3": (0.9, 0.8, 0.7)}
 #: where a copy and a look-alike were equally likely when it was fitted.
 _VERIFIED_THRESHOLDS = (0.95, 0.9, 0.5)
 
-
-class PipelineError(RuntimeError):
-    """A hard error of the whole run (as opposed to single images failing)."""
 
 
 def _dense_bytes(n: int, tile: int = 256) -> int:
@@ -187,21 +185,46 @@ def compute_similarity(
     PipelineError
         No image at all could be read, or the output cannot be written.
     """
+    from .store import OutputLock, check_output
+
+    t_start = time.perf_counter()
+    # The output is checked and locked before anything else, so that a bad output or a second
+    # run writing the same file fails at once rather than after the embedding.
+    output = check_output(output, overwrite=overwrite)
+    with OutputLock(output) as lock:
+        return _compute_similarity(annotations, output, lock, t_start, image_root=image_root, model=model,
+                                   device=device, batch_size=batch_size, workers=workers, threads=threads, k=k,
+                                   dense=dense, keep_embeddings=keep_embeddings, path_column=path_column,
+                                   label_column=label_column, split_column=split_column, progress=progress,
+                                   overwrite=overwrite, tile=tile, verify=verify)
+
+
+def _refuse_inputs_as_output(output: Path, table) -> None:
+    """The output must not be the annotation file or one of the listed images."""
+    out = os.path.normcase(os.path.realpath(output))
+    if table.source and os.path.exists(table.source) and os.path.normcase(os.path.realpath(table.source)) == out:
+        raise OutputError(f"the output {output} is the annotation file itself: choose another output")
+    for path in table.resolved:
+        if path and os.path.normcase(os.path.abspath(path)) == out:
+            raise OutputError(f"the output {output} is one of the listed images: choose another output")
+    for path in table.resolved:  # the same through links, only when a name could match at all
+        if path and os.path.basename(path) == output.name and os.path.exists(path) and os.path.samefile(path, output):
+            raise OutputError(f"the output {output} is one of the listed images ({path}): choose another output")
+
+
+def _compute_similarity(annotations, output: Path, lock, t_start: float, *, image_root, model, device, batch_size,
+                        workers, threads, k, dense, keep_embeddings, path_column, label_column, split_column,
+                        progress, overwrite, tile, verify) -> dict[str, Any]:
     from rich.console import Console
 
     from .store import SimilarityWriter
 
     console = Console(stderr=True, quiet=not progress)
-    t_start = time.perf_counter()
-    output = Path(output)
     table = load_annotations(annotations, image_root=image_root, path_column=path_column,
                              label_column=label_column, split_column=split_column)
+    _refuse_inputs_as_output(output, table)
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     n = len(table)
-    if not output.absolute().parent.is_dir():
-        raise PipelineError(f"cannot write {output}: folder {output.absolute().parent} does not exist")
-    if output.exists() and not overwrite:
-        raise PipelineError(f"{output} already exists")
     console.print(f"[bold]{n}[/bold] images from {table.source} ({table.format}); model {spec.describe()}")
     if dense is None:
         dense, why = decide_dense(n, output)
@@ -246,7 +269,7 @@ def compute_similarity(
 
         t1 = time.perf_counter()
         try:
-            with SimilarityWriter(output, overwrite=overwrite) as w:
+            with SimilarityWriter(output, overwrite=overwrite, lock=lock) as w:
                 t_meta = time.perf_counter()
                 w.write_images(paths=table.paths, resolved=table.resolved, labels=table.labels,
                                splits=table.splits, ok=result.ok, errors=result.errors,

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .errors import PredictionsError, UnsafePickleError
+
 __all__ = [
     "PredictionsError",
     "UnsafePickleError",
@@ -24,13 +26,6 @@ __all__ = [
     "read_predictions",
 ]
 
-
-class PredictionsError(ValueError):
-    """A predictions file that cannot be matched to the images (wrong length, wrong shape...)."""
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for a global outside the allowed set."""
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:

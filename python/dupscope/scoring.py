@@ -14,10 +14,11 @@ collection:
   candidate: no geometric evidence).
 
 The coefficients :data:`COEFFICIENTS` are a logistic regression (classes weighted equally)
-fitted once on 931 candidate pairs of the accuracy benchmark's seed-0 images (the originals and
-3 copies of each, benchmarks/bench_accuracy.py), never on the realistic benchmark it is judged
-on. The score therefore reads as a probability that the pair is an edited copy: 0.5 is where a
-copy and a look-alike were equally likely in that fit.
+fitted once, by ``benchmarks/fit_pair_score.py``, on the 21,047 candidate pairs of the accuracy
+benchmark's seed-0 images (benchmarks/bench_accuracy.py: 2,601 images, every picture with 17
+copies), never on the realistic benchmark it is judged on. The score therefore reads as a
+probability that the pair is an edited copy: 0.5 is where a copy and a look-alike were equally
+likely in that fit.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = ["COEFFICIENTS", "CANDIDATE_BAR", "CANDIDATE_RANK", "VERIFIED_INLIERS"
            "score_neighbors"]
 
 #: (b0, b1, b2, b3) of the formula in the module docstring.
-COEFFICIENTS = (-22.358, 1.598, 1.132, 20.876)
+COEFFICIENTS = (-12.083, 1.221, 1.755, 9.535)
 
 #: Inliers from which a pair counts as *verified* (the explorer's check mark): on the realistic
 #: benchmark 98% of true pairs had at least 15, and 95% of the other candidates at most 8.

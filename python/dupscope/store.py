@@ -18,20 +18,128 @@ import h5py
 import numpy as np
 
 from ._version import __version__
+from .errors import IncompleteFileError, OutputBusyError, OutputError, SimilarityFileError
 from .engine import DEFAULT_K, Progress, SimilarityJob
 
 SCHEMA_VERSION = 1
 METRIC = "(1+cos)/2"
 
 
-class IncompleteFileError(OSError):
-    """The file is missing its completion mark: it was not finished (killed or failed run)."""
-
 
 def partial_path(path: "os.PathLike[str] | str") -> Path:
     """Where a file is written until it is complete."""
     p = Path(path)
     return p.with_name(p.name + ".partial")
+
+
+def lock_path(path: "os.PathLike[str] | str") -> Path:
+    """The lock file that guards writing ``path`` (and its ``.partial``)."""
+    p = Path(path)
+    return p.with_name(p.name + ".lock")
+
+
+class OutputLock:
+    """An exclusive lock on ``<output>.lock``, taken before anything of the output is opened, so
+    that a second run writing the same output refuses at once instead of truncating the first
+    run's ``.partial``. Released (and the lock file removed) by :meth:`release`; the operating
+    system releases it when the process dies, so a killed run never leaves a stale lock.
+
+    Raises
+    ------
+    dupscope.errors.OutputBusyError
+        Another process holds the lock.
+    dupscope.errors.OutputError
+        The lock file cannot be created (e.g. the folder is not writable).
+    """
+
+    def __init__(self, path: "os.PathLike[str] | str") -> None:
+        self.output = Path(path)
+        self.path = lock_path(path)
+        self._fd: Optional[int] = None
+        self._acquire()
+
+    def _acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: an exclusive create instead
+            fcntl = None
+        for _ in range(10):
+            try:
+                flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if fcntl is None else 0)
+                fd = os.open(self.path, flags, 0o644)
+            except FileExistsError:
+                raise self._busy() from None
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.output}: cannot create {self.path.name} in "
+                                  f"{self.path.parent} ({exc.strerror or exc})") from None
+            if fcntl is None:  # pragma: no cover
+                self._fd = fd
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise self._busy() from None
+            # The holder before us may have removed the file between our open and our lock:
+            # then we hold a lock on a name nobody sees, so start again.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return
+            os.close(fd)
+        raise self._busy()
+
+    def _busy(self) -> OutputBusyError:
+        return OutputBusyError(
+            f"another run is writing {partial_path(self.output)} (it holds {self.path.name}): wait for it to "
+            "finish, or choose another output")
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still locked, so no one else can be holding it
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "OutputLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def check_output(path: "os.PathLike[str] | str", *, overwrite: bool) -> Path:
+    """Check, before any work, that a similarity file can be written at ``path``.
+
+    Raises
+    ------
+    dupscope.errors.OutputError
+        ``path`` is a folder, its folder does not exist or is not writable, or it exists and
+        ``overwrite`` is False.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"cannot write {p}: it is a folder; give a file name such as {p / 'similarity.h5'}")
+    parent = p.absolute().parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {p}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {p}: folder {parent} is not writable")
+    if p.exists() and not overwrite:
+        raise OutputError(f"{p} already exists: choose another output or allow overwriting")
+    if partial_path(p).is_dir():
+        raise OutputError(f"cannot write {p}: {partial_path(p)} is a folder")
+    return p
 
 
 def _disk_error(exc: BaseException) -> bool:
@@ -62,7 +170,8 @@ class SimilarityWriter:
     ...     w.write_similarity(embeddings, k=32, dense=True)
     """
 
-    def __init__(self, path: "os.PathLike[str] | str", overwrite: bool = False) -> None:
+    def __init__(self, path: "os.PathLike[str] | str", overwrite: bool = False,
+                 lock: Optional[OutputLock] = None) -> None:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(
@@ -71,8 +180,18 @@ class SimilarityWriter:
             )
         if not self.path.parent.exists():
             raise FileNotFoundError(f"folder {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise OutputError(f"cannot write {self.path}: it is a folder")
+        # The lock first: a second writer must not touch the first one's .partial.
+        self._own_lock = lock is None
+        self.lock = OutputLock(self.path) if lock is None else lock
         self.tmp = partial_path(self.path)
-        self.h5 = h5py.File(self.tmp, "w")
+        try:
+            self.h5 = h5py.File(self.tmp, "w")
+        except BaseException:
+            if self._own_lock:
+                self.lock.release()
+            raise
         self.attrs = self.h5.attrs
         self.attrs["complete"] = False
         self.attrs["schema_version"] = SCHEMA_VERSION
@@ -99,7 +218,21 @@ class SimilarityWriter:
         self.h5.flush()
         self.h5.close()
         self._closed = True
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            # Never leave a file marked complete under a name that says it is not: take the
+            # mark off again and say where the data is.
+            try:
+                with h5py.File(self.tmp, "r+") as h5:
+                    h5.attrs["complete"] = False
+            except OSError:
+                pass
+            raise OutputError(f"cannot move {self.tmp} to {self.path} ({exc.strerror or exc}); the data "
+                              f"is in {self.tmp}, marked incomplete") from None
+        finally:
+            if self._own_lock:
+                self.lock.release()
         return self.path
 
     def abort(self) -> None:
@@ -115,6 +248,9 @@ class SimilarityWriter:
             self.tmp.unlink()
         except FileNotFoundError:
             pass
+        finally:
+            if self._own_lock:
+                self.lock.release()
 
     # -- content -----------------------------------------------------------------------------
     def write_images(
@@ -228,14 +364,21 @@ class SimilarityWriter:
 
 
 class SimilarityFile:
-    """Read a finished dupscope HDF5 file.
+    """Read a finished dupscope HDF5 file: the one reader of the format (docs/SCHEMA.md).
+
+    Every accessor checks what it reads (present, of the right kind and shape) and raises
+    :class:`dupscope.errors.SimilarityFileError` naming the file and the dataset otherwise, so
+    that a damaged or foreign file gives one clear message rather than an h5py traceback.
 
     Raises
     ------
     FileNotFoundError
         If there is no file (the message says when only an unfinished ``.partial`` exists).
     IncompleteFileError
-        If the file lacks its completion mark.
+        If the file lacks its completion mark (root attribute ``complete`` must be the boolean
+        True; the string ``"True"`` does not count).
+    SimilarityFileError
+        If the path is a folder, not an HDF5 file, truncated, or of a newer schema version.
     """
 
     def __init__(self, path: "os.PathLike[str] | str") -> None:
@@ -246,18 +389,31 @@ class SimilarityFile:
                 hint = f" (only the unfinished {partial_path(self.path).name} exists: the run " \
                        "that wrote it did not finish; run it again)"
             raise FileNotFoundError(f"{self.path} does not exist{hint}")
-        self.h5 = h5py.File(self.path, "r")
-        if not bool(self.h5.attrs.get("complete", False)):
+        if self.path.is_dir():
+            raise SimilarityFileError(f"{self.path} is a folder, not a similarity file")
+        try:
+            self.h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise SimilarityFileError(
+                f"{self.path} is not a readable HDF5 file ({_first_line(exc)}): is it a file written by "
+                "`dupscope similarity`, and was it copied completely?") from None
+        complete = self.h5.attrs.get("complete", False)
+        if not (isinstance(complete, (bool, np.bool_)) and bool(complete)):
             self.h5.close()
             raise IncompleteFileError(
-                f"{self.path} is not a complete dupscope file (no completion mark): it was "
-                "written by a run that did not finish; run it again"
+                f"{self.path} is not a complete dupscope file (root attribute 'complete' is {complete!r}, "
+                "not True): it was written by a run that did not finish; run it again"
             )
-        version = int(self.h5.attrs.get("schema_version", 0))
-        if version > SCHEMA_VERSION:
+        raw_version = self.h5.attrs.get("schema_version", 0)
+        try:
+            version = int(raw_version)
+        except (TypeError, ValueError):
+            version = -1
+        if version > SCHEMA_VERSION or version < 0:
             self.h5.close()
-            raise OSError(f"{self.path} has schema version {version}; this dupscope reads up to "
-                          f"{SCHEMA_VERSION}: upgrade dupscope")
+            raise SimilarityFileError(
+                f"{self.path} has schema version {raw_version!r}; this dupscope reads versions up to "
+                f"{SCHEMA_VERSION}: upgrade dupscope")
 
     def __enter__(self) -> "SimilarityFile":
         return self
@@ -268,29 +424,81 @@ class SimilarityFile:
     def close(self) -> None:
         self.h5.close()
 
+    # -- checked access ----------------------------------------------------------------------
+    def _bad(self, what: str) -> SimilarityFileError:
+        return SimilarityFileError(f"{self.path}: {what}; the file is damaged or was not written by dupscope")
+
+    def _dataset(self, name: str, kinds: str, ndim: int, *, required: bool = True):
+        """The dataset ``name`` after checking its kind (numpy dtype kinds) and rank; None when
+        absent and not required."""
+        try:
+            ds = self.h5.get(name)
+        except (KeyError, OSError, RuntimeError) as exc:
+            raise self._bad(f"dataset '{name}' cannot be read ({_first_line(exc)})") from None
+        if ds is None:
+            if required:
+                raise self._bad(f"dataset '{name}' is missing")
+            return None
+        if not isinstance(ds, h5py.Dataset):
+            raise self._bad(f"'{name}' is not a dataset")
+        if ds.dtype.kind not in kinds or ds.ndim != ndim:
+            raise self._bad(f"dataset '{name}' is {ds.dtype} with {ds.ndim} dimensions, expected "
+                            f"{ndim}-D of kind {'/'.join(kinds)}")
+        return ds
+
+    def _read(self, ds) -> np.ndarray:
+        try:
+            return ds[()]
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise self._bad(f"dataset '{ds.name.lstrip('/')}' cannot be read ({_first_line(exc)})") from None
+
     @property
     def attrs(self) -> dict[str, Any]:
-        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self.h5.attrs.items()}
+        """Root attributes, numpy scalars as Python values and bytes decoded."""
+        out = {}
+        for k, v in self.h5.attrs.items():
+            if isinstance(v, np.generic):
+                v = v.item()
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "replace")
+            out[k] = v
+        return out
 
     @property
     def n(self) -> int:
-        return int(self.h5.attrs["n_images"])
+        """Number of images: the ``n_images`` attribute, else the length of ``images/path``."""
+        v = self.h5.attrs.get("n_images")
+        if v is not None:
+            try:
+                return int(v)
+            except (TypeError, ValueError):
+                raise self._bad(f"attribute 'n_images' is {v!r}") from None
+        ds = self._dataset("images/path", "SOU", 1, required=False)
+        if ds is None:
+            ds = self._dataset("neighbors/index", "iu", 2)
+        return int(ds.shape[0])
 
     def _text(self, name: str) -> list[str]:
-        if "images" not in self.h5 or name not in self.h5["images"]:
+        ds = self._dataset(f"images/{name}", "SOU", 1, required=False)
+        if ds is None:
             return [""] * self.n
-        return [s.decode() if isinstance(s, bytes) else str(s)
-                for s in self.h5["images"][name][()]]
+        if ds.shape[0] != self.n:
+            raise self._bad(f"images/{name} has {ds.shape[0]} entries for {self.n} images")
+        return [decode_name(v) for v in self._read(ds)]
 
     @property
     def paths(self) -> list[str]:
+        """Image paths as given in the annotations (names that were not valid UTF-8 come back
+        with their bytes as surrogate escapes, see docs/SCHEMA.md)."""
         if "images" not in self.h5:
             return [str(i) for i in range(self.n)]
         return self._text("path")
 
     @property
     def resolved_paths(self) -> list[str]:
-        return self._text("resolved_path") if "images" in self.h5 else self.paths
+        if "images" not in self.h5 or "resolved_path" not in self.h5["images"]:
+            return self.paths
+        return self._text("resolved_path")
 
     @property
     def labels(self) -> list[str]:
@@ -304,33 +512,91 @@ class SimilarityFile:
     def errors(self) -> list[str]:
         return self._text("error")
 
+    def _per_image(self, name: str, kinds: str, dtype, default) -> np.ndarray:
+        ds = self._dataset(f"images/{name}", kinds, 1, required=False)
+        if ds is None:
+            return np.full(self.n, default, dtype)
+        if ds.shape[0] != self.n:
+            raise self._bad(f"images/{name} has {ds.shape[0]} entries for {self.n} images")
+        return self._read(ds).astype(dtype)
+
     @property
     def ok(self) -> np.ndarray:
-        if "images" in self.h5 and "ok" in self.h5["images"]:
-            return self.h5["images/ok"][()].astype(bool)
-        return np.ones(self.n, bool)
+        return self._per_image("ok", "biu", bool, True)
+
+    @property
+    def widths(self) -> np.ndarray:
+        """(N,) int32 full-resolution widths, 0 where unknown."""
+        return self._per_image("width", "iu", np.int32, 0)
+
+    @property
+    def heights(self) -> np.ndarray:
+        """(N,) int32 full-resolution heights, 0 where unknown."""
+        return self._per_image("height", "iu", np.int32, 0)
 
     @property
     def similarity(self) -> Optional[h5py.Dataset]:
         """The dense (N, N) float16 dataset, or None when only neighbours were written."""
-        return self.h5["similarity"] if "similarity" in self.h5 else None
+        ds = self._dataset("similarity", "f", 2, required=False)
+        if ds is not None and ds.shape != (self.n, self.n):
+            raise self._bad(f"similarity is {ds.shape} for {self.n} images")
+        return ds
 
     @property
     def embeddings(self) -> Optional[h5py.Dataset]:
-        return self.h5["embeddings"] if "embeddings" in self.h5 else None
+        return self._dataset("embeddings", "f", 2, required=False)
+
+    def has_neighbors(self) -> bool:
+        """Whether the file holds neighbour lists (``neighbors/index``)."""
+        return "neighbors" in self.h5 and "index" in self.h5["neighbors"]
+
+    def _neighbor(self, name: str, kinds: str, *, required: bool = True) -> Optional[np.ndarray]:
+        ds = self._dataset(f"neighbors/{name}", kinds, 2, required=required)
+        if ds is None:
+            return None
+        if ds.shape[0] != self.n:
+            raise self._bad(f"neighbors/{name} has {ds.shape[0]} rows for {self.n} images")
+        return self._read(ds)
 
     def neighbors(self) -> Tuple[np.ndarray, np.ndarray]:
         """(index int32 (N, k), similarity float16 (N, k)), most similar first: the final score
         where the file was verified (``attrs["score"] == "verified"``), else the engine's
         similarity."""
-        return self.h5["neighbors/index"][()], self.h5["neighbors/similarity"][()]
+        index = self._neighbor("index", "iu")
+        sim = self._neighbor("similarity", "f")
+        if index.shape != sim.shape:
+            raise self._bad(f"neighbors/index {index.shape} and neighbors/similarity {sim.shape} differ")
+        if index.size and (index.max() >= self.n or index.min() < -1):
+            raise self._bad(f"neighbors/index names rows outside 0..{self.n - 1}")
+        return index.astype(np.int32, copy=False), sim.astype(np.float16, copy=False)
+
+    def top_similarity(self) -> np.ndarray:
+        """(N,) float64 each image's best neighbour score (column 0 of the lists; NaN for none)."""
+        index, sim = self.neighbors()
+        if not index.shape[1]:
+            return np.full(self.n, np.nan)
+        return np.where(index[:, 0] >= 0, sim[:, 0].astype(np.float64), np.nan)
 
     @property
     def verified(self) -> bool:
         """Whether the neighbour pairs were geometrically verified (``neighbors/inliers`` exists)."""
-        return "neighbors/inliers" in self.h5
+        return "neighbors" in self.h5 and "inliers" in self.h5["neighbors"]
 
     def inliers(self) -> Optional[np.ndarray]:
         """(N, k) int16 inliers of each neighbour pair, ``-1`` where not checked; None when the
         file was written without verification."""
-        return self.h5["neighbors/inliers"][()] if self.verified else None
+        return self._neighbor("inliers", "iu", required=False) if self.verified else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def decode_name(v: Any) -> str:
+    """A stored name as str: UTF-8, with bytes that are not valid UTF-8 as surrogate escapes
+    (the convention of ``os.fsdecode``), so that the original bytes can be recovered with
+    ``os.fsencode``."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "surrogateescape")
+    return str(v)

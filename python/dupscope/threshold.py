@@ -108,9 +108,9 @@ def nearest_neighbor_similarity(h5) -> np.ndarray:
     from .store import SimilarityFile
 
     if isinstance(h5, SimilarityFile):
-        return h5.h5["neighbors/similarity"][:, 0].astype(np.float64)
+        return h5.top_similarity()
     with SimilarityFile(h5) as f:
-        return f.h5["neighbors/similarity"][:, 0].astype(np.float64)
+        return f.top_similarity()
 
 
 def _smooth(counts: np.ndarray, sigma: float) -> np.ndarray:

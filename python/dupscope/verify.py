@@ -45,12 +45,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .errors import VerificationUnavailable
+
 __all__ = ["VerifyConfig", "Evidence", "Features", "image_features", "match_features", "verify_pairs",
            "VerificationUnavailable"]
 
-
-class VerificationUnavailable(RuntimeError):
-    """OpenCV (``opencv-python-headless``) is not installed."""
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ import base64
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import IncompleteFileError
 from ..pairs import descending_order, entry_pair_keys, neighbor_pairs
 from ..scoring import VERIFIED_INLIERS
 
@@ -32,10 +32,6 @@ __all__ = [
 
 #: Version of the ``window.DUPSCOPE_DATA`` layout; the page checks it.
 PAGE_DATA_VERSION = 1
-
-
-class IncompleteFileError(ValueError):
-    """The similarity file was not finished (root attribute ``complete`` is not True)."""
 
 
 @dataclass
@@ -112,53 +108,29 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
 
     Raises
     ------
-    IncompleteFileError
+    dupscope.errors.IncompleteFileError
         The root attribute ``complete`` is not True (the run that wrote it did not finish).
-    KeyError
-        A dataset the page needs is missing; the message names the file and dataset.
+    dupscope.errors.SimilarityFileError
+        Not an HDF5 file, or a dataset the page needs is missing or of the wrong kind; the
+        message names the file and dataset.
     """
-    import h5py
+    from ..store import SimilarityFile
 
-    h5_path = Path(h5_path)
-    with h5py.File(h5_path, "r") as f:
-        complete = f.attrs.get("complete", False)
-        if not (isinstance(complete, (bool, np.bool_)) and bool(complete)):
-            raise IncompleteFileError(
-                f"{h5_path}: the file is incomplete (root attribute 'complete' is "
-                f"{complete!r}, not True); the similarity run that wrote it did not finish. "
-                "Run `dupscope similarity` again to produce a complete file."
-            )
-        for name in ("neighbors/index", "neighbors/similarity", "images/path", "images/ok"):
-            if name not in f:
-                raise KeyError(f"{h5_path}: dataset '{name}' is missing")
-        index = f["neighbors/index"][()]
-        sim = f["neighbors/similarity"][()].astype(np.float16, copy=False)
-        paths = _strings(f["images/path"])
+    with SimilarityFile(h5_path) as f:
+        index, sim = f.neighbors()
+        paths = f.paths
         n = len(paths)
-
-        def opt(name: str) -> list[str]:
-            return _strings(f[name]) if name in f else [""] * n
-
-        resolved = opt("images/resolved_path")
-        labels = opt("images/label")
-        splits = opt("images/split")
-        errors = opt("images/error")
-        ok = f["images/ok"][()].astype(bool)
-        inliers = f["neighbors/inliers"][()] if "neighbors/inliers" in f else None
-        width = f["images/width"][()].astype(np.int32) if "images/width" in f else np.zeros(n, np.int32)
-        height = f["images/height"][()].astype(np.int32) if "images/height" in f else np.zeros(n, np.int32)
-        attrs = {}
-        for key in ("schema_version", "dupscope_version", "created", "n_images", "k", "dense",
-                    "metric", "device", "model", "annotations", "image_root", "score"):
-            if key in f.attrs:
-                v = f.attrs[key]
-                attrs[key] = v.item() if isinstance(v, np.generic) else (
-                    v.decode() if isinstance(v, bytes) else v)
-    if index.shape != sim.shape or index.shape[0] != n:
-        raise ValueError(
-            f"{h5_path}: neighbors/index {index.shape}, neighbors/similarity {sim.shape} and "
-            f"images/path ({n},) do not agree"
-        )
+        if "images" not in f.h5 or "path" not in f.h5["images"]:
+            paths = [f"image {i}" for i in range(n)]  # a file from write_similarity without paths
+        resolved = f.resolved_paths if "images" in f.h5 else paths
+        labels, splits, errors = f.labels, f.splits, f.errors
+        ok = f.ok
+        inliers = f.inliers()
+        width, height = f.widths, f.heights
+        file_attrs = f.attrs
+    attrs = {key: file_attrs[key] for key in ("schema_version", "dupscope_version", "created", "n_images", "k",
+                                              "dense", "metric", "device", "model", "annotations", "image_root",
+                                              "score") if key in file_attrs}
     a, b, s = neighbor_pairs(index, sim)
     max_sim = np.full(n, np.nan, dtype=np.float16)
     if index.shape[1]:

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ModelError
 from ..postprocess import DUPSCOPE_V3, Fusion
 
 __all__ = ["ModelSpec", "ModelError", "get_model", "builtin_models", "file_sha256", "DEFAULT_MODEL"]
@@ -30,9 +31,6 @@ RESIZE_MODES = ("stretch", "crop")
 COLOURS = ("rgb", "gray")
 LAYOUTS = ("NCHW", "NHWC")
 
-
-class ModelError(ValueError):
-    """The model cannot be used: unknown name, unreadable file, or an input/output dupscope cannot feed."""
 
 
 @dataclass(frozen=True)
