@@ -169,13 +169,15 @@ def _read_text(path: Path) -> str:
         raise AnnotationError(f"{path}: this is an image, not an annotation file; pass the annotation file or the folder")
     if b"\x00" in raw[:8192]:
         raise AnnotationError(f"{path}: binary data, not an annotation file (COCO JSON, CSV, JSON Lines or a list of paths)")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            return raw.decode("latin-1")  # old CSV exports; every byte decodes, paths stay usable
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 accepts all bytes
-            raise AnnotationError(f"{path}: not a text file") from None
+    # UTF-8, with any byte that is not valid UTF-8 kept as a surrogate escape (os.fsdecode's
+    # convention): a name written in another encoding then still names the same bytes on disk,
+    # and the valid UTF-8 names of the same file (cafe with an accent) stay what they are.
+    return raw.decode("utf-8-sig", errors="surrogateescape")
+
+
+def _scalar_id(value) -> bool:
+    """Whether a COCO id is usable as a key: a number or a string (not a list, an object or null)."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
 
 
 def _load_coco(doc: dict, src: str, base: Path, label_column, split_column) -> ImageTable:
@@ -190,10 +192,11 @@ def _load_coco(doc: dict, src: str, base: Path, label_column, split_column) -> I
             except (TypeError, ValueError):
                 continue
 
-    # Most frequent annotated category per image; Counter keeps first-seen order for ties.
+    # Most frequent annotated category per image; Counter keeps first-seen order for ties. Ids
+    # that are not plain numbers or strings (a list, an object) match nothing.
     per_image: dict = {}
     for ann in doc.get("annotations") or []:
-        if isinstance(ann, dict) and "image_id" in ann and ann.get("category_id") is not None:
+        if isinstance(ann, dict) and _scalar_id(ann.get("image_id")) and _scalar_id(ann.get("category_id")):
             per_image.setdefault(ann["image_id"], Counter())[ann["category_id"]] += 1
 
     def category_name(cid) -> str:
@@ -212,9 +215,9 @@ def _load_coco(doc: dict, src: str, base: Path, label_column, split_column) -> I
         paths.append(_text(path))
         if label_column is not None:
             labels.append(_text(img.get(label_column)))
-        elif img.get("category_id") is not None:
+        elif _scalar_id(img.get("category_id")):
             labels.append(category_name(img["category_id"]))
-        elif img.get("id") in per_image:
+        elif _scalar_id(img.get("id")) and img["id"] in per_image:
             labels.append(category_name(per_image[img["id"]].most_common(1)[0][0]))
         elif isinstance(img.get("label"), str):
             labels.append(img["label"].strip())
@@ -274,9 +277,25 @@ def _load_csv(text: str, src: str, base: Path, delimiter: str | None, **cols) ->
         counts = {d: header.count(d) for d in ("\t", ",", ";", "|")}
         delimiter = max(counts, key=counts.get) if max(counts.values()) > 0 else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    if not reader.fieldnames:
-        raise AnnotationError(f"{src}: lists no images (empty file)")
-    rows = [row for row in reader if any((v or "").strip() for v in row.values() if isinstance(v, str))]
+    rows = []
+    start = 1
+    try:
+        if not reader.fieldnames:
+            raise AnnotationError(f"{src}: lists no images (empty file)")
+        start = reader.line_num + 1
+        for row in reader:
+            if reader.line_num > start:
+                # A quote opened a field that ran on over the following lines: the rows in
+                # between would silently become one field.
+                raise AnnotationError(
+                    f"{src}: line {start}: a quote opens a field that runs on to line {reader.line_num}; "
+                    "close the quote or remove it (a field holding a quote character must be quoted "
+                    'and the quote doubled: "a""b.jpg")')
+            start = reader.line_num + 1
+            if any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                rows.append(row)
+    except csv.Error as exc:
+        raise AnnotationError(f"{src}: line {start}: {exc} (a field of over 128 KB is not an image path)") from None
     if not rows:
         raise AnnotationError(f"{src}: lists no images (only a header row)")
     # DictReader puts surplus fields under None; drop them so they do not count as a column.
@@ -293,10 +312,18 @@ def _load_list(text: str, src: str, base: Path) -> ImageTable:
     return ImageTable(paths, _resolve(paths, base), [""] * n, [""] * n, {}, src, "list")
 
 
+#: File that marks a folder written by ``dupscope visualize`` (or ``run``/``demo``); a folder scan
+#: never takes that folder's own ``thumbs/`` and ``assets/`` as input images.
+EXPLORER_MARKER = ".dupscope-explorer"
+EXPLORER_OUTPUTS = ("thumbs", "assets")
+
+
 def _load_folder(root: Path) -> ImageTable:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if EXPLORER_MARKER in filenames:  # our own thumbnails are not images of the data set
+            dirnames[:] = [d for d in dirnames if d not in EXPLORER_OUTPUTS]
         for name in filenames:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 found.append(Path(dirpath, name).relative_to(root).as_posix())

@@ -10,7 +10,32 @@ import argparse
 import sys
 from typing import Sequence
 
+from .errors import DupscopeError
 from .models import DEFAULT_MODEL
+
+#: Errors printed as one line (exit status 2): dupscope's own, and what the file system says
+#: (missing files, permissions, full disks). Anything else is a bug and keeps its traceback.
+ONE_LINE_ERRORS = (DupscopeError, OSError)
+
+
+def _ranged(kind, low=None, high=None, *, what: str = ""):
+    """An argparse type: ``kind`` (int or float) within [low, high], NaN refused."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if value != value or (low is not None and value < low) or (high is not None and value > high):
+            span = (f"in [{low}, {high}]" if high is not None else f">= {low}") if low is not None else f"<= {high}"
+            raise argparse.ArgumentTypeError(f"must be {span}{what}, got {text}")
+        return value
+
+    return parse
+
+
+_positive = _ranged(int, 1)
+_unit = _ranged(float, 0.0, 1.0)
 
 
 def _phase1_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,9 +52,9 @@ def _phase1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", choices=("stretch", "crop"),
                    help="fit images to the model input by stretching (default) or centre-cropping")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per model call (default 32)")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="decode threads (default: CPU count)")
-    p.add_argument("--k", type=int, default=32, metavar="K", help="neighbours kept per image (default 32)")
+    p.add_argument("--batch-size", type=_positive, default=None, metavar="N", help="images per model call (default 32)")
+    p.add_argument("--workers", type=_positive, default=None, metavar="N", help="decode threads (default: CPU count)")
+    p.add_argument("--k", type=_positive, default=32, metavar="K", help="neighbours kept per image (default 32)")
     p.add_argument("--dense", dest="dense", action="store_true", default=None,
                    help="always write the full N x N matrix")
     p.add_argument("--no-dense", dest="dense", action="store_false",
@@ -51,29 +76,29 @@ def _floats(text: str | None):
 
 def _run_phase1(args: argparse.Namespace, annotations: str, output: str, command: str) -> int:
     """Phase 1 with the options of `_phase1_arguments`; returns the exit status."""
+    from .errors import ModelError
     from .models import get_model
-    from .pipeline import HARD_ERRORS, compute_similarity
+    from .pipeline import compute_similarity
 
-    try:
-        size = None
-        if args.input_size:
-            parts = args.input_size.lower().replace("*", "x").split("x")
+    size = None
+    if args.input_size:
+        parts = args.input_size.lower().replace("*", "x").split("x")
+        try:
             size = (int(parts[0]), int(parts[-1]))
-        model = get_model(args.model, input_size=size, mean=_floats(args.mean), std=_floats(args.std),
-                          resize=args.resize)
-        summary = compute_similarity(
-            annotations, output, image_root=args.image_root, model=model,
-            device=args.device, batch_size=args.batch_size, workers=args.workers, k=args.k,
-            dense=args.dense, keep_embeddings=args.keep_embeddings, path_column=args.path_column,
-            label_column=args.label_column, split_column=args.split_column,
-            progress=not args.quiet, verify=args.verify,
-        )
-    except HARD_ERRORS as exc:
-        print(f"dupscope {command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"dupscope {command}: interrupted; no output written", file=sys.stderr)
-        return 130
+        except ValueError:
+            raise ModelError(f"--input-size must be H or HxW in pixels, got {args.input_size!r}") from None
+    try:
+        mean, std = _floats(args.mean), _floats(args.std)
+    except ValueError:
+        raise ModelError(f"--mean/--std must be numbers separated by commas, got {args.mean or args.std!r}") from None
+    model = get_model(args.model, input_size=size, mean=mean, std=std, resize=args.resize)
+    summary = compute_similarity(
+        annotations, output, image_root=args.image_root, model=model,
+        device=args.device, batch_size=args.batch_size, workers=args.workers, k=args.k,
+        dense=args.dense, keep_embeddings=args.keep_embeddings, path_column=args.path_column,
+        label_column=args.label_column, split_column=args.split_column,
+        progress=not args.quiet, verify=args.verify,
+    )
     return 0 if summary["n_ok"] else 2
 
 
@@ -109,9 +134,11 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
                    "or a dict keyed by file name")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load the predictions pickle without restrictions (it can run code)")
-    p.add_argument("--thumb-size", type=int, default=128, metavar="PX",
-                   help="longest side of thumbnails (default: 128)")
-    p.add_argument("--workers", type=int, default=None, help="threads making thumbnails")
+    p.add_argument("--thumb-size", type=_ranged(int, 16, 1024), default=128, metavar="PX",
+                   help="longest side of thumbnails, 16-1024 (default: 128)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder that dupscope did not write")
+    p.add_argument("--workers", type=_positive, default=None, help="threads making thumbnails")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p.set_defaults(handler=lambda args: _run_phase2(args, args.h5, args.output, "visualize"))
@@ -119,20 +146,13 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
 
 def _run_phase2(args: argparse.Namespace, h5: str, output: str, command: str) -> int:
     """Phase 2 with the options of `visualize`; returns the exit status."""
-    import pickle
+    from .explorer import build_explorer
 
-    from .explorer import IncompleteFileError, build_explorer
-    from .predictions import PredictionsError
-
-    try:
-        index = build_explorer(
-            h5, output, predictions=args.predictions, trust_pickle=args.trust_pickle,
-            thumb_size=args.thumb_size, workers=args.workers, progress=not args.quiet,
-        )
-    except (IncompleteFileError, PredictionsError, pickle.UnpicklingError, FileNotFoundError,
-            KeyError) as exc:
-        print(f"dupscope {command}: error: {exc}", file=sys.stderr)
-        return 2
+    index = build_explorer(
+        h5, output, predictions=args.predictions, trust_pickle=args.trust_pickle,
+        thumb_size=args.thumb_size, workers=getattr(args, "workers", None), progress=not args.quiet,
+        overwrite=getattr(args, "overwrite", False),
+    )
     print(f"Open {index} in a browser, or run: dupscope serve {output}")
     return 0
 
@@ -143,8 +163,10 @@ def _phase2_arguments(p: argparse.ArgumentParser, quiet: bool = True) -> None:
                    "or a dict keyed by file name")
     p.add_argument("--trust-pickle", action="store_true",
                    help="load the predictions pickle without restrictions (it can run code)")
-    p.add_argument("--thumb-size", type=int, default=128, metavar="PX",
-                   help="longest side of thumbnails (default: 128)")
+    p.add_argument("--thumb-size", type=_ranged(int, 16, 1024), default=128, metavar="PX",
+                   help="longest side of thumbnails, 16-1024 (default: 128)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder that dupscope did not write")
     if quiet:
         p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -167,9 +189,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _run_both(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .explorer.site import check_target
+
     target = Path(args.target)
-    target.mkdir(parents=True, exist_ok=True)
     h5 = args.h5 or str(target / "similarity.h5")
+    check_target(target, Path(h5), overwrite=args.overwrite)  # before the long phase 1
+    target.mkdir(parents=True, exist_ok=True)
     status = _run_phase1(args, args.annotations, h5, "run")
     if status:
         return status
@@ -185,7 +210,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "TARGET_DIR/dataset, then run both phases into TARGET_DIR.",
     )
     p.add_argument("target", metavar="TARGET_DIR", help="folder to write the demo into")
-    p.add_argument("--images", type=int, default=240, metavar="N",
+    p.add_argument("--images", type=_ranged(int, 2, 100000), default=240, metavar="N",
                    help="distinct generated pictures (default 240; copies are added on top)")
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_ONNX",
                    help=f"{DEFAULT_MODEL} (default), efficientnet-lite0 or dct32")
@@ -196,8 +221,11 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         from pathlib import Path
 
         from .demo import make_demo_dataset
+        from .explorer.site import check_target, mark_target
 
         target = Path(args.target)
+        check_target(target)
+        mark_target(target)
         if not args.quiet:
             print(f"Generating the demo dataset in {target / 'dataset'} ...")
         data = make_demo_dataset(target / "dataset", n_originals=args.images,
@@ -225,40 +253,33 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "the most similar pairs, duplicates across splits and duplicates whose labels differ.",
     )
     p.add_argument("h5", help="similarity HDF5 file")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="threshold for the split/label lists (default: the suggested one)")
-    p.add_argument("--top", type=int, default=10, help="rows in each list (default 10)")
+    p.add_argument("--threshold", type=_unit, default=None,
+                   help="threshold for the split/label lists, in [0, 1] (default: the suggested one)")
+    p.add_argument("--top", type=_ranged(int, 0), default=10, help="rows in each list (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     def run(args: argparse.Namespace) -> int:
         import json
 
         from .report import print_report, summarize
-        from .store import IncompleteFileError
 
-        try:
-            summary = summarize(args.h5, threshold=args.threshold, top=args.top)
-        except (FileNotFoundError, IncompleteFileError, KeyError, OSError) as exc:
-            print(f"dupscope report: error: {exc}", file=sys.stderr)
-            return 2
+        summary = summarize(args.h5, threshold=args.threshold, top=args.top)
         if args.json:
-            print(json.dumps(summary, indent=1))
+            print(json.dumps(_json_safe(summary), indent=1, allow_nan=False))
         else:
             print_report(summary)
         return 0
 
     p.set_defaults(handler=run)
 
-
-
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+def _json_safe(value):
+    """``value`` with NaN and infinities as None (JSON has no NaN), containers walked."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
     return value
 
 
@@ -272,7 +293,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "best score for every image.",
     )
     p.add_argument("h5", help="similarity HDF5 file")
-    p.add_argument("--threshold", type=_threshold, default=None,
+    p.add_argument("--threshold", type=_unit, default=None,
                    help="pairs scoring at or above it are duplicates (default: the suggested threshold)")
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
     p.add_argument("--keep", choices=("largest", "first"), default="largest",
@@ -280,17 +301,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
 
     def run(args: argparse.Namespace) -> int:
-        from .export import ExportError, delete_list, write_delete_list
-        from .store import IncompleteFileError
+        from .export import delete_list, write_delete_list
 
-        try:
-            dl = delete_list(args.h5, threshold=args.threshold, keep=args.keep)
-            text = write_delete_list(dl, args.output, args.format)
-        except (ExportError, FileNotFoundError, IncompleteFileError, KeyError, OSError) as exc:
-            print(f"dupscope export: error: {exc}", file=sys.stderr)
-            return 2
+        dl = delete_list(args.h5, threshold=args.threshold, keep=args.keep)
+        text = write_delete_list(dl, args.output, args.format)
         if args.output is None:
-            sys.stdout.write(text)
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))  # names byte for byte
+            sys.stdout.buffer.flush()
         else:
             n_remove = int((~dl.keep).sum())
             print(f"wrote {args.output}: {len(dl.paths)} images, {n_remove} to remove, threshold "
@@ -310,16 +328,13 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("directory", help="folder written by `dupscope visualize`")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: 127.0.0.1; 0.0.0.0 for other machines)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 for any free one)")
+    p.add_argument("--port", type=_ranged(int, 0, 65535), default=8000,
+                   help="port, 0-65535 (default: 8000; 0 for any free one)")
 
     def run(args: argparse.Namespace) -> int:
         from .explorer import serve
 
-        try:
-            serve(args.directory, args.host, args.port)
-        except (FileNotFoundError, OSError) as exc:
-            print(f"dupscope serve: error: {exc}", file=sys.stderr)
-            return 2
+        serve(args.directory, args.host, args.port)
         return 0
 
     p.set_defaults(handler=run)
@@ -341,9 +356,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("h5", metavar="SIM_H5", help="similarity HDF5 file written by `dupscope similarity`")
     p.add_argument("ground_truth", metavar="GROUND_TRUTH", help="JSON or CSV file of duplicate pairs or groups")
-    p.add_argument("--threshold", type=float, default=None, metavar="T",
+    p.add_argument("--threshold", type=_unit, default=None, metavar="T",
                    help="report precision/recall/F1 at this similarity (default: the best-F1 threshold)")
-    p.add_argument("--min-precision", type=float, default=0.95, metavar="P",
+    p.add_argument("--min-precision", type=_ranged(float, 0.0, 1.0), default=0.95, metavar="P",
                    help="precision level for 'recall at precision' (default: 0.95)")
     p.add_argument("--neighbors-only", action="store_true",
                    help="evaluate the neighbour lists even when the file has the dense matrix")
@@ -353,22 +368,17 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         import json
 
-        from .evaluate import EvaluationError, evaluate, plot_pr_curve
-        from .store import IncompleteFileError
+        from .evaluate import evaluate, plot_pr_curve
 
-        try:
-            result = evaluate(args.h5, args.ground_truth, threshold=args.threshold,
-                              min_precision=args.min_precision, use_dense=not args.neighbors_only)
-            if args.plot:
-                plot_pr_curve(result, args.plot)
-        except (EvaluationError, IncompleteFileError, FileNotFoundError, OSError, KeyError) as exc:
-            print(f"dupscope evaluate: error: {exc}", file=sys.stderr)
-            return 2
+        result = evaluate(args.h5, args.ground_truth, threshold=args.threshold,
+                          min_precision=args.min_precision, use_dense=not args.neighbors_only)
+        if args.plot:
+            plot_pr_curve(result, args.plot)
         if args.json:
             out = result.to_dict()
             if args.plot:
                 out["plot"] = args.plot
-            print(json.dumps(out, indent=2))
+            print(json.dumps(_json_safe(out), indent=2, allow_nan=False))
         else:
             print(result.summary())
             if args.plot:
@@ -396,7 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except ONE_LINE_ERRORS as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"dupscope {args.command}: error: {text}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dupscope {args.command}: interrupted; no output written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -183,5 +183,7 @@ def write_delete_list(dl: DeleteList, out: str | os.PathLike | None, fmt: str = 
             w.writerow({k: ("" if v is None else v) for k, v in r.items()})
         text = buf.getvalue()
     if out is not None:
-        Path(out).write_text(text, encoding="utf-8")
+        # surrogateescape: a name that was not valid UTF-8 is written as its original bytes, so a
+        # script deleting the listed files finds them.
+        Path(out).write_text(text, encoding="utf-8", errors="surrogateescape")
     return text

@@ -28,6 +28,7 @@ JPEG draft.
 from __future__ import annotations
 
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -226,7 +227,17 @@ def decode_image(
     if path == "":
         raise ImageLoadError("missing file: no path given")
     try:
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None  # reported by the open below, with the usual reason
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            # Opening a FIFO or a device would block or read forever.
+            kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+                    else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                    else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+            raise ImageLoadError(f"not a file: {path} is {kind}")
+        if st is not None and st.st_size == 0:
             raise ImageLoadError("empty file: 0 bytes")
         with Image.open(path) as img:
             width, height = img.size

@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import AnnotationError, ImageTable, load_annotations
+from .annotations import ImageTable, load_annotations
 from .embed import embed_images
-from .images import failure_kind
-from .models import DEFAULT_MODEL, ModelError, ModelSpec, get_model
 from .errors import OutputError, PipelineError
+from .images import failure_kind
+from .models import DEFAULT_MODEL, ModelSpec, get_model
 from .pairs import neighbor_pairs
+from .store import printable
 from .postprocess import fuse_embeddings
 
 __all__ = ["compute_similarity", "decide_dense", "PipelineError", "DENSE_MAX_BYTES", "DENSE_MAX_FREE_FRACTION"]
@@ -295,10 +296,10 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
                     "embedding_dim": int(embeddings.shape[1]),
                     "embedding_postprocess": postprocess,
                     "embed_device": result.device,
-                    "annotations": table.source,
+                    "annotations": printable(table.source),
                     "annotations_format": table.format,
                     "annotations_sha256": _annotations_sha256(table.source, table),
-                    "image_root": "" if image_root is None else str(Path(image_root).absolute()),
+                    "image_root": "" if image_root is None else printable(str(Path(image_root).absolute())),
                     "score": "verified" if verify else "embedding",
                 })
                 sim_used = w.attrs["device"]
@@ -394,6 +395,3 @@ def _print_summary(console, s: dict, k: int) -> None:
     console.print(f"{pairs} (counted in the {k} neighbours of each image); wrote {s['output']}"
                   f" ({'dense matrix and neighbours' if s['dense'] else 'neighbours only'})")
 
-
-# Errors the CLI reports as one line (no traceback).
-HARD_ERRORS = (AnnotationError, ModelError, PipelineError, FileExistsError, FileNotFoundError, ValueError, RuntimeError)

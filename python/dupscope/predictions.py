@@ -86,7 +86,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
-def load_predictions(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> Any:
+#: Elements a predictions pickle may hold (counted through every reference, arrays by size),
+#: besides :data:`ELEMENTS_PER_IMAGE` per image: a pickle that repeats references to one list can
+#: describe gigabytes in a few hundred bytes.
+MAX_ELEMENTS = 1_000_000
+ELEMENTS_PER_IMAGE = 4096
+
+
+def load_predictions(path: str | os.PathLike[str], *, trust_pickle: bool = False,
+                     max_elements: int | None = None) -> Any:
     """Load a predictions pickle, refusing anything but plain data unless trusted.
 
     Parameters
@@ -95,6 +103,9 @@ def load_predictions(path: str | os.PathLike[str], *, trust_pickle: bool = False
         The pickle file.
     trust_pickle
         Load with the standard unpickler (can execute code from the file).
+    max_elements
+        Most elements (list items, dict entries, array values, counted through every reference)
+        the result may hold; default :data:`MAX_ELEMENTS`. Checked before anything is expanded.
 
     Returns
     -------
@@ -105,13 +116,58 @@ def load_predictions(path: str | os.PathLike[str], *, trust_pickle: bool = False
     Raises
     ------
     UnsafePickleError
-        The pickle references a global outside the allowed set; the message names it.
+        The pickle references a global outside the allowed set, or holds more than
+        ``max_elements``; the message says which.
+    PredictionsError
+        The file is missing, a folder, empty, or not a readable pickle.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PredictionsError(f"{path} is a folder, not a predictions pickle")
+    if not path.exists():
+        raise PredictionsError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise PredictionsError(f"{path} is empty (0 bytes), not a predictions pickle")
     with open(path, "rb") as fh:
         if trust_pickle:
             return pickle.load(fh)
-        return _RestrictedUnpickler(fh, str(path)).load()
+        try:
+            obj = _RestrictedUnpickler(fh, str(path)).load()
+        except UnsafePickleError:
+            raise
+        except MemoryError:
+            raise UnsafePickleError(f"{path}: the pickle asks for more memory than is available") from None
+        except Exception as exc:  # noqa: BLE001 - every way a hostile file can fail to load
+            raise PredictionsError(f"{path} is not a readable predictions pickle ({type(exc).__name__}: "
+                                   f"{' '.join(str(exc).split())[:200]})") from None
+    _check_size(obj, MAX_ELEMENTS if max_elements is None else max_elements, str(path))
+    return obj
+
+
+def _check_size(obj: Any, budget: int, source: str) -> None:
+    """Walk ``obj`` through every reference, refusing it past ``budget`` elements."""
+    count = 0
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, np.ndarray):
+            count += x.size
+            if x.dtype == object:
+                stack.extend(x.ravel().tolist() if x.size <= budget else ())
+        elif isinstance(x, dict):
+            count += len(x)
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            count += len(x)
+            stack.extend(x)
+        else:
+            count += 1
+        if count > budget:
+            raise UnsafePickleError(
+                f"{source}: the pickle holds more than {budget:,} values (counted through its shared "
+                "references); a predictions file has a few values per image. If you trust it, pass "
+                "--trust-pickle")
 
 
 @dataclass
@@ -321,5 +377,6 @@ def read_predictions(
     trust_pickle: bool = False,
 ) -> Predictions:
     """Load a predictions pickle and align it to the images (see :func:`align_predictions`)."""
-    obj = load_predictions(path, trust_pickle=trust_pickle)
+    obj = load_predictions(path, trust_pickle=trust_pickle,
+                           max_elements=MAX_ELEMENTS + ELEMENTS_PER_IMAGE * len(paths))
     return align_predictions(obj, paths, labels=labels, source=str(path))

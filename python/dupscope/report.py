@@ -14,7 +14,7 @@ import numpy as np
 from .pairs import connected_groups, group_sizes, neighbor_pairs
 
 __all__ = ["summarize", "print_report", "connected_groups", "group_sizes"]
-from .store import SimilarityFile
+from .store import SimilarityFile, printable
 from .threshold import suggest_threshold
 
 DEFAULT_THRESHOLDS = (0.99, 0.97, 0.95, 0.90, 0.85)
@@ -38,7 +38,7 @@ def summarize(path: "os.PathLike[str] | str", thresholds: Sequence[float] = DEFA
     """
     with SimilarityFile(path) as f:
         n = f.n
-        paths, labels, splits = f.paths, f.labels, f.splits
+        paths, labels, splits = [printable(p) for p in f.paths], f.labels, f.splits
         ok, errors = f.ok, f.errors
         idx, sim = f.neighbors()
         attrs = f.attrs

@@ -151,7 +151,10 @@ def _disk_error(exc: BaseException) -> bool:
 
 
 def _strings(values: Sequence[str]) -> np.ndarray:
-    return np.array([str(v) for v in values], dtype=object)
+    """Text for a UTF-8 string dataset, as bytes: a name that was not valid UTF-8 (decoded with
+    surrogate escapes, as Python does for such file names) is stored as its original bytes, so
+    nothing is lost; :func:`decode_name` turns it back into the same str."""
+    return np.array([str(v).encode("utf-8", "surrogateescape") for v in values], dtype=object)
 
 
 class SimilarityWriter:
@@ -591,6 +594,11 @@ class SimilarityFile:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def printable(name: str) -> str:
+    """``name`` for a terminal: bytes that were not valid UTF-8 shown as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def decode_name(v: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -257,4 +258,10 @@ def page_data_json(
         obj["pred"] = pred
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     # U+2028/2029 are valid in JSON and (since ES2019) in JS strings, escaped anyway for old parsers.
-    return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    text = text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    # A name that was not valid UTF-8 holds surrogate escapes (docs/SCHEMA.md): written as JSON
+    # escapes, the file stays valid UTF-8 (the page shows a replacement character there).
+    return _SURROGATE.sub(lambda m: "\\u%04x" % ord(m.group()), text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")

@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from ..annotations import EXPLORER_MARKER
+from ..errors import PredictionsError, VisualizeError
 from .pagedata import page_data_json, read_page_data
 from .thumbnails import default_format, make_thumbnails
 
-__all__ = ["build_explorer"]
+__all__ = ["build_explorer", "check_target", "mark_target"]
 
 _HERE = Path(__file__).resolve().parent
 _ASSETS = ("explorer.js", "explorer.css", "placeholder.svg", "favicon.svg")
@@ -37,6 +39,41 @@ def _log(progress: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def check_target(target: Path, h5_path: Path | None = None, *, overwrite: bool = False) -> None:
+    """Refuse to write the explorer into ``target`` when that would overwrite someone's files.
+
+    ``target`` may be missing, empty, a folder dupscope wrote (it holds the marker file
+    :data:`dupscope.annotations.EXPLORER_MARKER`), or a folder holding only the similarity file
+    being shown (``dupscope run`` writes it there first). Anything else needs ``overwrite``.
+
+    Raises
+    ------
+    dupscope.errors.VisualizeError
+    """
+    if target.exists() and not target.is_dir():
+        raise VisualizeError(f"{target} is a file, not a folder: give the folder to write the explorer into")
+    if overwrite or not target.is_dir() or (target / EXPLORER_MARKER).exists():
+        return
+    ours = set()
+    if h5_path is not None and h5_path.absolute().parent == target.absolute():
+        ours = {h5_path.name, h5_path.name + ".partial", h5_path.name + ".lock"}
+    others = sorted(e.name for e in os.scandir(target) if e.name not in ours)
+    if others:
+        raise VisualizeError(
+            f"{target} already holds files that dupscope did not write ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}): choose a new or empty folder, or pass --overwrite "
+            "(index.html, data.js, assets/ and thumbs/ would be replaced)")
+
+
+def mark_target(target: Path) -> None:
+    """Create ``target`` and mark it as written by dupscope."""
+    target.mkdir(parents=True, exist_ok=True)
+    marker = target / EXPLORER_MARKER
+    if not marker.exists():
+        marker.write_text("This folder was written by dupscope (https://pypi.org/project/dupscope).\n",
+                          encoding="utf-8")
+
+
 def build_explorer(
     h5_path: str | os.PathLike[str],
     target_dir: str | os.PathLike[str],
@@ -48,6 +85,7 @@ def build_explorer(
     progress: bool = True,
     thumbnails: bool = True,
     thumb_format: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the duplicate explorer for a similarity file into ``target_dir``.
 
@@ -72,6 +110,8 @@ def build_explorer(
         Make thumbnails; ``False`` shows placeholders (used by benchmarks with no real images).
     thumb_format
         ``"webp"`` or ``"jpg"`` (default: WebP when Pillow supports it).
+    overwrite
+        Write into a non-empty folder that dupscope did not write (see :func:`check_target`).
 
     Returns
     -------
@@ -80,16 +120,21 @@ def build_explorer(
 
     Raises
     ------
-    dupscope.explorer.pagedata.IncompleteFileError
+    dupscope.errors.IncompleteFileError
         The file's root attribute ``complete`` is not True.
-    dupscope.predictions.PredictionsError
-        The predictions do not have exactly one entry per image.
+    dupscope.errors.SimilarityFileError
+        The file cannot be read (not HDF5, truncated, datasets missing or of the wrong kind).
+    dupscope.errors.PredictionsError
+        The predictions cannot be read or do not have exactly one entry per image.
+    dupscope.errors.VisualizeError
+        ``target_dir`` is a file, or a folder holding other files (without ``overwrite``).
     """
-    from ..predictions import Predictions, align_predictions, load_predictions
+    from ..predictions import ELEMENTS_PER_IMAGE, MAX_ELEMENTS, Predictions, align_predictions, load_predictions
 
     t0 = time.perf_counter()
     h5_path = Path(h5_path)
     target = Path(target_dir)
+    check_target(target, h5_path, overwrite=overwrite)
     data = read_page_data(h5_path)
     _log(progress, f"read {h5_path.name}: {data.n} images, {data.pair_a.size} neighbour pairs "
                    f"({time.perf_counter() - t0:.1f} s)")
@@ -102,10 +147,11 @@ def build_explorer(
             source = "predictions"
             if isinstance(predictions, (str, os.PathLike)):
                 source = str(predictions)
-                predictions = load_predictions(predictions, trust_pickle=trust_pickle)
+                predictions = load_predictions(predictions, trust_pickle=trust_pickle,
+                                               max_elements=MAX_ELEMENTS + ELEMENTS_PER_IMAGE * data.n)
             preds = align_predictions(predictions, data.paths, labels=data.labels, source=source)
         if len(preds.score) != data.n:
-            raise ValueError(f"predictions have {len(preds.score)} entries, the file has {data.n} images")
+            raise PredictionsError(f"predictions have {len(preds.score)} entries, the file has {data.n} images")
         if preds.missing:
             shown = ", ".join(preds.missing[:5]) + (" ..." if len(preds.missing) > 5 else "")
             print(f"warning: no prediction for {len(preds.missing)} image(s): {shown}", file=sys.stderr)
@@ -114,7 +160,7 @@ def build_explorer(
             print(f"warning: {len(preds.unmatched)} prediction key(s) match no image: {shown}",
                   file=sys.stderr)
 
-    target.mkdir(parents=True, exist_ok=True)
+    mark_target(target)
     ext = thumb_format or default_format()
     if thumbnails:
         t1 = time.perf_counter()

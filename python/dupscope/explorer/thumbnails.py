@@ -43,28 +43,21 @@ def _source_key(path: str) -> list | None:
 
 
 def _make_one(src: str, dst: Path, size: int, ext: str) -> None:
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    with Image.open(src) as im:
-        # JPEG decodes at 1/2..1/8 scale for free when asked; huge photos then cost little.
-        im.draft("RGB", (size * 2, size * 2))
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            # Neither JPEG nor our page wants alpha: flatten on white like most viewers show it.
-            im = im.convert("RGBA")
-            bg = Image.new("RGB", im.size, (255, 255, 255))
-            bg.paste(im, mask=im.getchannel("A"))
-            im = bg
-        elif im.mode != "RGB":
-            im = im.convert("RGB")
-        im.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".tmp")
-        if ext == "webp":
-            im.save(tmp, "WEBP", quality=72, method=4)
-        else:
-            im.save(tmp, "JPEG", quality=80, optimize=True, progressive=False)
-        os.replace(tmp, dst)
+    from ..images import decode_image
+
+    # The decoder phase 1 uses: upright, 16-bit and float images scaled (not clipped to white),
+    # transparency composited, JPEG drafted to 1/2..1/8 scale, special files refused.
+    im, _, _ = decode_image(src, colour="rgb", draft_size=size * 2)
+    im.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    if ext == "webp":
+        im.save(tmp, "WEBP", quality=72, method=4)
+    else:
+        im.save(tmp, "JPEG", quality=80, optimize=True, progressive=False)
+    os.replace(tmp, dst)
 
 
 class _Progress:
