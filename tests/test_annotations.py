@@ -199,3 +199,60 @@ def test_unknown_extension_is_sniffed(tmp_path):
     records.write_text('{"filename": "x.png", "split": "training"}\n{"filename": "y.png", "split": "testing"}\n')
     r = load_annotations(records)
     assert (r.paths, r.splits) == (["x.png", "y.png"], ["train", "test"])
+
+
+# -- hardening ---------------------------------------------------------------------------------
+def test_a_stray_quote_in_a_csv_is_an_error_naming_the_line(tmp_path):
+    ann = tmp_path / "a.csv"
+    rows = ["path,label"] + [f"img{i}.png,x" for i in range(10)]
+    rows[4] = '"img3.png,x'
+    ann.write_text("\n".join(rows) + "\n")
+    with pytest.raises(AnnotationError, match="line 5: a quote"):
+        load_annotations(ann)
+
+
+def test_a_huge_csv_field_is_an_error_not_a_traceback(tmp_path):
+    ann = tmp_path / "a.csv"
+    ann.write_text("path,label\na.png,x\n" + "b" * 200_000 + ".png,y\n")
+    with pytest.raises(AnnotationError, match="line 3"):
+        load_annotations(ann)
+
+
+def test_a_list_with_one_non_utf8_line_keeps_the_other_names(tmp_path):
+    for name in ("caf\u00e9.png", "plain.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    odd = os.fsdecode(b"odd\xe9.png")  # a latin-1 name on disk
+    Image.new("RGB", (8, 8)).save(os.path.join(tmp_path, odd))
+    ann = tmp_path / "list.txt"
+    ann.write_bytes("caf\u00e9.png\n".encode() + b"odd\xe9.png\nplain.png\n")
+    table = load_annotations(ann)
+    assert table.paths[0] == "caf\u00e9.png" and table.paths[2] == "plain.png"
+    assert all(os.path.exists(p) for p in table.resolved)  # the odd one names its bytes on disk
+
+
+def test_folder_with_a_non_utf8_name(tmp_path):
+    Image.new("RGB", (8, 8)).save(os.path.join(tmp_path, os.fsdecode(b"x\xff.png")))
+    table = load_annotations(tmp_path)
+    assert os.fsencode(table.paths[0]) == b"x\xff.png"
+
+
+@pytest.mark.parametrize("image_id,category_id", [([1], 1), (1, {"id": 1}), ({"a": 1}, [2])])
+def test_coco_with_ids_that_are_not_numbers_or_strings(tmp_path, image_id, category_id):
+    doc = {"images": [{"id": image_id, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}],
+           "annotations": [{"image_id": image_id, "category_id": category_id}, {"image_id": 2, "category_id": 1}],
+           "categories": [{"id": 1, "name": "cat"}]}
+    ann = tmp_path / "coco.json"
+    ann.write_text(json.dumps(doc))
+    table = load_annotations(ann)
+    assert table.paths == ["a.png", "b.png"] and table.labels[1] == "cat"
+
+
+def test_folder_scan_skips_the_explorers_own_thumbnails(tmp_path):
+    from dupscope.annotations import EXPLORER_MARKER
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "thumbs" / "0").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "thumbs" / "0" / "0.png")
+    assert len(load_annotations(tmp_path).paths) == 2  # an unmarked "thumbs" folder is data
+    (tmp_path / EXPLORER_MARKER).write_text("x")
+    assert load_annotations(tmp_path).paths == ["a.png"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import numpy as np
 import pytest
@@ -235,3 +236,91 @@ def test_a_verified_file_is_evaluated_on_its_pair_scores(dataset, tmp_path):
     unverified = tmp_path / "plain.h5"
     compute_similarity(ann, unverified, model="dct32", k=3, dense=True, progress=False, verify=False)
     assert evaluate(unverified, truth).source == "dense"
+
+
+# -- hardening: outputs checked first, inputs never overwritten, odd files kept with a reason ---
+def _images(folder, n=4):
+    folder.mkdir(parents=True, exist_ok=True)
+    return [imagegen.save(imagegen.scene(s, (96, 72)), folder / f"i{s}.png") for s in range(n)]
+
+
+def test_bad_outputs_are_refused_before_any_work(tmp_path, monkeypatch):
+    from dupscope import pipeline
+    from dupscope.errors import OutputError
+
+    _images(tmp_path / "imgs")
+    called = []
+    monkeypatch.setattr(pipeline, "load_annotations", lambda *a, **k: called.append(1))
+    (tmp_path / "adir").mkdir()
+    for out, message in ((tmp_path / "adir", "is a folder"), (tmp_path / "nope" / "x.h5", "does not exist")):
+        with pytest.raises(OutputError, match=message):
+            compute_similarity(tmp_path / "imgs", out, model="dct32", progress=False)
+    assert not called  # refused before the annotations were even read
+
+
+def test_output_equal_to_an_input_is_refused_and_the_input_kept(tmp_path):
+    from dupscope.errors import OutputError
+
+    paths = _images(tmp_path / "imgs")
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in paths))
+    before = listing.read_bytes(), paths[1].read_bytes()
+    with pytest.raises(OutputError, match="annotation file"):
+        compute_similarity(listing, listing, model="dct32", progress=False)
+    with pytest.raises(OutputError, match="listed images"):
+        compute_similarity(listing, paths[1], model="dct32", progress=False)
+    assert (listing.read_bytes(), paths[1].read_bytes()) == before
+
+
+def test_a_second_run_on_the_same_output_refuses_at_once(tmp_path):
+    from dupscope.errors import OutputBusyError
+    from dupscope.store import OutputLock
+
+    _images(tmp_path / "imgs")
+    out = tmp_path / "same.h5"
+    with OutputLock(out):  # what a running first run holds
+        with pytest.raises(OutputBusyError, match="another run is writing"):
+            compute_similarity(tmp_path / "imgs", out, model="dct32", progress=False)
+    compute_similarity(tmp_path / "imgs", out, model="dct32", progress=False)  # free again
+    assert out.is_file()
+
+
+def test_fifo_in_the_list_is_kept_with_a_reason(tmp_path):
+    paths = _images(tmp_path / "imgs")
+    fifo = tmp_path / "imgs" / "pipe.png"
+    os.mkfifo(fifo)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p}\n" for p in [*paths, fifo]))
+    summary = compute_similarity(listing, tmp_path / "s.h5", model="dct32", progress=False)
+    assert summary["n_ok"] == 4
+    with SimilarityFile(tmp_path / "s.h5") as f:
+        assert "FIFO" in f.errors[4] and not f.ok[4]
+
+
+def test_non_utf8_file_name_survives_both_phases(tmp_path):
+    from dupscope.explorer import build_explorer
+
+    folder = tmp_path / "imgs"
+    _images(folder, 3)
+    odd = os.path.join(folder, os.fsdecode(b"copy\xff.png"))
+    imagegen.save(imagegen.scene(0, (96, 72)), odd)
+    out = tmp_path / "s.h5"
+    summary = compute_similarity(folder, out, model="dct32", progress=False)
+    assert summary["n_ok"] == 4
+    with SimilarityFile(out) as f:
+        assert os.fsencode(f.paths[0]) == b"copy\xff.png"
+    index = build_explorer(out, tmp_path / "site", progress=False)
+    (index.parent / "data.js").read_text(encoding="utf-8")  # valid UTF-8
+    assert main(["report", str(out)]) == 0
+    assert main(["export", str(out), "--threshold", "0.9", "-o", str(tmp_path / "d.csv")]) == 0
+    assert b"copy\xff.png" in (tmp_path / "d.csv").read_bytes()  # the name byte for byte
+
+
+def test_run_dir_dir_twice_does_not_embed_its_own_thumbnails(tmp_path):
+    folder = tmp_path / "imgs"
+    _images(folder, 5)
+    assert main(["run", str(folder), str(folder), "--model", "dct32", "--quiet"]) == 2  # foreign folder
+    assert main(["run", str(folder), str(folder), "--model", "dct32", "--quiet", "--overwrite"]) == 0
+    assert main(["run", str(folder), str(folder), "--model", "dct32", "--quiet"]) == 0
+    with SimilarityFile(folder / "similarity.h5") as f:
+        assert f.n == 5

@@ -149,3 +149,45 @@ def test_dict_ambiguous_basename_and_double_entries_are_errors():
 def test_read_predictions_end_to_end(tmp_path):
     p = read_predictions(_dump(tmp_path, np.array([1.0, 2.0, 3.0, 4.0])), PATHS)
     np.testing.assert_array_equal(p.score, [1, 2, 3, 4])
+
+
+# -- hardening: what a hostile pickle may build ------------------------------------------------
+def test_shared_references_cannot_expand_to_gigabytes(tmp_path):
+    level = [0.5] * 100
+    for _ in range(4):  # 100**5 values described by a pickle of about a kilobyte
+        level = [level] * 100
+    p = _dump(tmp_path, level)
+    assert p.stat().st_size < 4096
+    with pytest.raises(UnsafePickleError, match="more than"):
+        load_predictions(p)
+
+
+def test_expansion_bound_grows_with_the_number_of_images(tmp_path):
+    p = _dump(tmp_path, np.zeros((4, 10)))
+    assert load_predictions(p, max_elements=40).shape == (4, 10)
+    with pytest.raises(UnsafePickleError):
+        load_predictions(p, max_elements=39)
+
+
+class _HugeArray:
+    """Pickles as an ndarray that declares 2**59 float64 values and carries none."""
+
+    def __reduce__(self):
+        try:
+            from numpy._core.multiarray import _reconstruct
+        except ImportError:  # numpy < 2
+            from numpy.core.multiarray import _reconstruct
+        return (_reconstruct, (np.ndarray, (0,), b"b"), (1, (2**59,), np.dtype("<f8"), False, b""))
+
+
+def test_declared_sizes_and_broken_files_are_one_line_errors(tmp_path):
+    huge = tmp_path / "huge.pkl"
+    huge.write_bytes(pickle.dumps(_HugeArray(), protocol=4))
+    empty = tmp_path / "empty.pkl"
+    empty.write_bytes(b"")
+    cut = tmp_path / "cut.pkl"
+    cut.write_bytes(pickle.dumps(list(range(100)))[:50])
+    for bad, message in ((huge, "not a readable predictions pickle"), (empty, "empty"),
+                         (cut, "not a readable"), (tmp_path, "folder")):
+        with pytest.raises(PredictionsError, match=message):
+            load_predictions(bad)

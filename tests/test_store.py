@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -168,3 +169,96 @@ def test_not_enough_free_space_is_refused_before_starting(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="not enough disk space"):
         dupscope.write_similarity(embeddings(100), path, device="cpu")
     assert not path.exists() and not partial_path(path).exists()
+
+
+# -- hardening: the lock, the completion mark, the checked reader ------------------------------
+def test_second_writer_of_the_same_output_refuses_at_once_and_leaves_the_first_untouched(tmp_path):
+    out = tmp_path / "same.h5"
+    e = embeddings(n=60, seed=3)
+    w = SimilarityWriter(out)
+    w.write_similarity(e, k=4, dense=True, device="cpu")
+    w.h5.flush()
+    before = partial_path(out).read_bytes()
+    code = textwrap.dedent(f"""
+        import sys
+        from dupscope.errors import OutputBusyError
+        from dupscope.store import SimilarityWriter
+        try:
+            SimilarityWriter({str(out)!r})
+        except OutputBusyError as exc:
+            print(exc); sys.exit(3)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 3 and "another run is writing" in r.stdout
+    assert partial_path(out).read_bytes() == before  # not truncated
+    w.commit()
+    with SimilarityFile(out) as f:
+        assert f.n == 60 and f.neighbors()[0].shape == (60, 4)
+    assert not (tmp_path / "same.h5.lock").exists()  # released with the file
+    with SimilarityWriter(out, overwrite=True) as w2:  # and free for the next run
+        w2.write_similarity(e, k=4, dense=False, device="cpu")
+
+
+def test_commit_that_cannot_rename_leaves_the_partial_marked_incomplete(tmp_path):
+    out = tmp_path / "out.h5"
+    w = SimilarityWriter(out)
+    w.write_similarity(embeddings(n=20, seed=1), k=3, dense=False, device="cpu")
+    out.mkdir()  # a folder appears where the file should go
+    (out / "x").write_text("x")
+    from dupscope.errors import OutputError
+
+    with pytest.raises(OutputError, match="marked incomplete"):
+        w.commit()
+    with h5py.File(partial_path(out), "r") as h5:
+        assert not bool(h5.attrs["complete"])
+
+
+def _complete_file(tmp_path, name="sim.h5"):
+    path = tmp_path / name
+    dupscope.write_similarity(embeddings(n=30, seed=2), path, k=4, device="cpu")
+    return path
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda h5: h5.attrs.__setitem__("complete", "True"), "not True"),
+    (lambda h5: h5.__delitem__("neighbors/index"), "'neighbors/index' is missing"),
+    (lambda h5: (h5.__delitem__("neighbors/similarity"),
+                 h5.create_dataset("neighbors/similarity", data=np.array(["x"] * 30, dtype="S1"))),
+     "neighbors/similarity"),
+    (lambda h5: (h5.__delitem__("neighbors/index"),
+                 h5.create_dataset("neighbors/index", data=np.full((30, 4), 99, np.int32))),
+     "outside"),
+])
+def test_damaged_files_give_one_clear_error(tmp_path, damage, message):
+    from dupscope.errors import SimilarityFileError
+
+    path = _complete_file(tmp_path)
+    with h5py.File(path, "r+") as h5:
+        damage(h5)
+    with pytest.raises(SimilarityFileError, match=message):
+        with SimilarityFile(path) as f:
+            f.neighbors()
+
+
+def test_not_hdf5_truncated_and_folder_are_refused(tmp_path):
+    from dupscope.errors import SimilarityFileError
+
+    text = tmp_path / "notes.h5"
+    text.write_text("hello")
+    path = _complete_file(tmp_path)
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(path.read_bytes()[:2000])
+    for bad in (text, cut, tmp_path):
+        with pytest.raises(SimilarityFileError):
+            SimilarityFile(bad)
+
+
+def test_names_that_are_not_utf8_are_stored_losslessly(tmp_path):
+    names = ["caf\u00e9.jpg", os.fsdecode(b"bad\xff\xfe.jpg")]
+    path = tmp_path / "n.h5"
+    with SimilarityWriter(path) as w:
+        w.write_images(paths=names)
+        w.write_similarity(embeddings(n=2, seed=0), k=1, dense=False, device="cpu")
+    with SimilarityFile(path) as f:
+        assert f.paths == names
+        assert os.fsencode(f.paths[1]) == b"bad\xff\xfe.jpg"

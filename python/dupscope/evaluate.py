@@ -198,7 +198,8 @@ def load_ground_truth(source: GroundTruthLike, known: Optional[Iterable[str]] = 
     path = Path(source)
     if not path.is_file():
         raise EvaluationError(f"ground truth file {path} does not exist")
-    text = path.read_text(encoding="utf-8-sig")
+    # As annotation files: UTF-8, other bytes kept as surrogate escapes so names still match.
+    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
     stripped = text.lstrip()
     if path.suffix.lower() == ".json" or stripped[:1] in ("{", "["):
         try:

@@ -92,7 +92,7 @@ def _annotations_sha256(path: str, table: ImageTable) -> str:
     h = hashlib.sha256()
     if table.format == "folder":
         for p in table.paths:
-            h.update(p.encode("utf-8") + b"\n")
+            h.update(p.encode("utf-8", "surrogateescape") + b"\n")
         return h.hexdigest()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
