@@ -184,6 +184,71 @@ def test_serve_serves_the_folder(tmp_path, dataset):
         make_server(tmp_path, "127.0.0.1", 0)
 
 
+def test_serve_refuses_links_out_listings_dotfiles_and_foreign_hosts(tmp_path, dataset):
+    import http.client
+    import os
+
+    index = build_explorer(dataset.h5, tmp_path / "site", progress=False, thumbnails=False)
+    site = index.parent
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    os.symlink(secret, site / "link.txt")
+    os.symlink(tmp_path, site / "up")
+    (site / ".git").mkdir()
+    (site / ".git" / "config").write_text("[core]")
+    (site / "inside.txt").write_text("ok")
+    os.symlink(site / "inside.txt", site / "link_in.txt")
+    server = make_server(site, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+
+    def get(path, host=None):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.putrequest("GET", path, skip_host=True)
+        if host != "":
+            c.putheader("Host", host or f"127.0.0.1:{port}")
+        c.endheaders()
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+
+    try:
+        assert get("/inside.txt") == (200, b"ok")
+        assert get("/link_in.txt") == (200, b"ok")  # a link that stays inside is fine
+        for path in ("/link.txt", "/up/secret.txt", "/.git/config", "/assets/", "/thumbs/",
+                     "/../secret.txt", "/%2e%2e/secret.txt", "/.dupscope-explorer"):
+            status, body = get(path)
+            assert status == 404 and b"password" not in body and b"[core]" not in body, path
+        assert get("/", host=f"localhost:{port}")[0] == 200
+        assert get("/", host="evil.example.com")[0] == 421  # DNS rebinding
+        assert get("/", host="")[0] == 421
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_drops_idle_connections(tmp_path, dataset, monkeypatch):
+    import socket
+
+    from dupscope.explorer import server as server_module
+
+    monkeypatch.setattr(server_module._Handler, "timeout", 0.5)
+    index = build_explorer(dataset.h5, tmp_path / "site", progress=False, thumbnails=False)
+    server = make_server(index.parent, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sock = socket.create_connection(server.server_address[:2], timeout=10)
+        t0 = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the server, not by our 10 s timeout
+        assert time.monotonic() - t0 < 5
+        sock.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_cli_parsers(tmp_path):
     import argparse
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import os
 import socket
 import sys
+import urllib.parse
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
@@ -14,10 +16,19 @@ __all__ = ["make_server", "serve", "server_url"]
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """Static files with no caching (a rebuilt folder shows at once) and quiet logs."""
+    """Regular files under the folder and nothing else: links are resolved and must stay inside,
+    no folder listings, no dotfiles (``.git/``, the explorer's marker), and only requests whose
+    ``Host`` is this server (a web page elsewhere cannot read it through DNS rebinding). No
+    caching (a rebuilt folder shows at once), idle connections time out, quiet logs."""
 
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map,
                       ".js": "text/javascript", ".webp": "image/webp", ".svg": "image/svg+xml"}
+    timeout = 30  # seconds a connection may sit idle (StreamRequestHandler sets it on the socket)
+
+    def __init__(self, *args: Any, directory: str, allowed_hosts: frozenset[str], **kwargs: Any) -> None:
+        self.root = os.path.realpath(directory)
+        self.allowed_hosts = allowed_hosts
+        super().__init__(*args, directory=directory, **kwargs)
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-cache")
@@ -27,12 +38,69 @@ class _Handler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class name
         pass
 
+    def _host_ok(self) -> bool:
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host.startswith("["):  # [v6]:port
+            host = host[1:host.find("]")] if "]" in host else host
+        elif host.count(":") == 1:
+            host = host.rsplit(":", 1)[0]
+        if not host:
+            return False
+        if host in self.allowed_hosts:
+            return True
+        try:  # an address typed by hand is fine: rebinding needs a name
+            ipaddress.ip_address(host)
+            return True
+        except ValueError:
+            return False
+
+    def _file(self) -> str | None:
+        """The regular file a request names, or None."""
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        parts = [p for p in path.split("/") if p]
+        if any(p.startswith(".") or "\\" in p or "\0" in p for p in parts):
+            return None
+        if not parts:
+            parts = ["index.html"]
+        full = os.path.realpath(os.path.join(self.root, *parts))
+        if not full.startswith(self.root + os.sep) or not os.path.isfile(full):
+            return None
+        return full
+
+    def send_head(self):  # the only way GET and HEAD reach files
+        if not self._host_ok():
+            self.send_error(421, "Misdirected request: unknown Host")
+            return None
+        full = self._file()
+        if full is None:
+            self.send_error(404, "Not found")
+            return None
+        try:
+            f = open(full, "rb")
+        except OSError:
+            self.send_error(404, "Not found")
+            return None
+        st = os.fstat(f.fileno())
+        self.send_response(200)
+        self.send_header("Content-Type", self.guess_type(full))
+        self.send_header("Content-Length", str(st.st_size))
+        self.send_header("Last-Modified", self.date_time_string(int(st.st_mtime)))
+        self.end_headers()
+        return f
+
 
 class _Server(ThreadingHTTPServer):
     # The browser opens several connections at once for thumbnails; the socketserver default
     # listen backlog of 5 can refuse some of them while the accept loop is busy.
     request_queue_size = 128
     daemon_threads = True
+
+
+def _allowed_hosts(host: str) -> frozenset[str]:
+    names = {"localhost", host.lower().strip("[]")}
+    if host in ("0.0.0.0", "::", ""):
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(n for n in names if n)
 
 
 def make_server(directory: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
@@ -54,7 +122,7 @@ def make_server(directory: str | os.PathLike[str], host: str = "127.0.0.1", port
     directory = Path(directory)
     if not (directory / "index.html").is_file():
         raise FileNotFoundError(f"{directory} has no index.html; write it with `dupscope visualize` first")
-    handler = functools.partial(_Handler, directory=str(directory))
+    handler = functools.partial(_Handler, directory=str(directory), allowed_hosts=_allowed_hosts(host))
     return _Server((host, port), handler)
 
 
