@@ -268,7 +268,7 @@ def test_cuda_request_without_gpu_says_why():
     ok, why = _core.cuda_available()
     if ok:
         pytest.skip("a GPU is present")
-    with pytest.raises(RuntimeError, match="CUDA cannot be used"):
+    with pytest.raises(RuntimeError, match="no usable GPU was found|built without CUDA"):
         dupscope.topk(np.ones((4, 3), np.float32), 2, device="cuda")
     assert engine.resolve_device("auto") == "cpu"
 

@@ -66,9 +66,17 @@ class PyJob {
     opt.k = k;
     opt.threads = threads;
     opt.simd = simd.empty() ? simd_default() : parse_simd(simd);
-    if (device != "cpu" && device != "cuda")
-      throw py::value_error("device must be 'cpu' or 'cuda', got '" + device + "'");
-    opt.use_cuda = device == "cuda";
+    // "cpu", "cuda" or "cuda:N" (parsed once in Python: dupscope.device).
+    opt.use_cuda = device == "cuda" || device.rfind("cuda:", 0) == 0;
+    if (!opt.use_cuda && device != "cpu")
+      throw py::value_error("device must be 'cpu', 'cuda' or 'cuda:N', got '" + device + "'");
+    if (device.rfind("cuda:", 0) == 0) {
+      try {
+        opt.cuda_device = std::stoi(device.substr(5));
+      } catch (const std::exception&) {
+        throw py::value_error("device must be 'cpu', 'cuda' or 'cuda:N', got '" + device + "'");
+      }
+    }
     if (output == "none") opt.output = Output::None;
     else if (output == "dense") opt.output = Output::Dense;
     else if (output == "chunks") opt.output = Output::Chunks;
@@ -201,6 +209,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("hamming_matches", &hamming_matches, py::arg("a"), py::arg("b"), py::arg("ratio"),
         "Mutual nearest-neighbour matches of two uint8 descriptor sets (rows of a multiple of 8 "
         "bytes) by Hamming distance, each passing Lowe's ratio test; returns (index_a, index_b)");
+  m.def("cuda_device_count", [] { return cuda::device_count(); },
+        "number of usable CUDA devices (0 without CUDA or a driver)");
   m.def("cuda_available", [] {
     std::string why;
     const bool ok = cuda::available(&why);

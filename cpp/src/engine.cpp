@@ -32,9 +32,10 @@ bool available(std::string* why) {
   if (why != nullptr) *why = "dupscope was built without CUDA (nvcc not found or DUPSCOPE_CUDA=OFF)";
   return false;
 }
-std::string device_name() { return ""; }
+int device_count() { return 0; }
+std::string device_name(int) { return ""; }
 struct TileContext::Impl {};
-TileContext::TileContext(const float*, int64_t, int64_t, int64_t, int) {
+TileContext::TileContext(const float*, int64_t, int64_t, int64_t, int, int) {
   throw std::runtime_error("dupscope was built without CUDA");
 }
 TileContext::~TileContext() = default;
@@ -61,7 +62,8 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
   threads_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(t, tiles_total_)));
   if (opt.output == Output::Dense && opt.dense_out == nullptr)
     throw std::invalid_argument("dense output needs a buffer");
-  if (opt.use_cuda) cuda_ = std::make_unique<cuda::TileContext>(emb_.data(), n, d, opt.tile, threads_);
+  if (opt.use_cuda)
+    cuda_ = std::make_unique<cuda::TileContext>(emb_.data(), n, d, opt.tile, threads_, opt.cuda_device);
   if (opt.output == Output::Chunks) {
     const int q = opt.queue_chunks > 0 ? opt.queue_chunks : 2 * threads_ + 2;
     buffers_.resize(static_cast<size_t>(std::max(q, 2)));

@@ -102,24 +102,28 @@ def create_session(spec: ModelSpec, *, device: str = "auto", threads: int | None
     """
     import onnxruntime as ort
 
-    dev = (device or "auto").lower()
+    from .device import gpu_status, no_gpu_message, parse_device
+    from .errors import DeviceError
+
+    dev = parse_device(device)
     available = ort.get_available_providers()
     has_cuda = "CUDAExecutionProvider" in available
-    if dev == "auto":
-        use_cuda, device_id = has_cuda, 0
-    elif dev == "cpu":
-        use_cuda, device_id = False, 0
-    elif dev in ("cuda", "gpu") or dev.startswith("cuda:"):
+    device_id = dev.index
+    if dev.kind == "auto":
+        use_cuda = has_cuda and gpu_status()[0]
+    elif dev.kind == "cpu":
+        use_cuda = False
+    else:
+        ok, why = gpu_status()
+        if not ok:  # first what the machine lacks, then what the install lacks
+            raise DeviceError(no_gpu_message(dev, why))
         if not has_cuda:
-            raise RuntimeError(
-                f"device {device!r} asked for, but this onnxruntime has no CUDA provider "
-                f"(available: {', '.join(available)}); install onnxruntime-gpu instead of onnxruntime, "
+            raise DeviceError(
+                f"--device {dev}: a GPU is present, but this onnxruntime has no CUDA provider "
+                f"(available: {', '.join(available)}); pip install onnxruntime-gpu instead of onnxruntime, "
                 "or use --device cpu"
             )
         use_cuda = True
-        device_id = int(dev.split(":", 1)[1]) if ":" in dev else 0
-    else:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {device!r}")
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # onnxruntime's warnings about unused initialisers etc. are noise here
@@ -135,8 +139,9 @@ def create_session(spec: ModelSpec, *, device: str = "auto", threads: int | None
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
     sess = ort.InferenceSession(spec.path, opts, providers=providers)
     got = "cuda" if sess.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
-    if dev not in ("auto", "cpu") and got != "cuda":
-        raise RuntimeError(f"device {device!r} asked for, but onnxruntime could not start the CUDA provider")
+    if dev.kind == "cuda" and got != "cuda":
+        raise DeviceError(f"--device {dev}: onnxruntime could not start its CUDA provider on GPU {device_id} "
+                          "(see onnxruntime's CUDA requirements); use --device cpu")
     return sess, got
 
 

@@ -35,26 +35,26 @@ def build_info() -> dict:
     return dict(_core.build_info())
 
 
-def resolve_device(device: str) -> str:
-    """Turn ``"auto"``/``"cpu"``/``"cuda"`` into the device that will run.
+def resolve_device(device) -> str:
+    """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"`` (or a :class:`dupscope.device.Device`)
+    into the device that will run: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Raises
     ------
-    ValueError
-        For an unknown device name.
-    RuntimeError
-        When ``"cuda"`` is asked for but cannot be used (the reason is in the message).
+    dupscope.errors.DeviceError
+        For an unknown device name, or when a GPU is asked for but cannot be used (the message
+        says first that no usable GPU was found, then why).
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cpu":
+    from .device import parse_device, require_gpu
+
+    dev = parse_device(device)
+    if dev.kind == "cpu":
         return "cpu"
-    ok, why = _core.cuda_available()
-    if ok:
-        return "cuda"
-    if device == "cuda":
-        raise RuntimeError(f"device='cuda' was asked for but CUDA cannot be used: {why}")
-    return "cpu"
+    if dev.kind == "cuda":
+        require_gpu(dev)
+        return dev.engine
+    ok, _ = _core.cuda_available()
+    return "cuda" if ok else "cpu"
 
 
 def default_threads() -> int:
@@ -116,7 +116,7 @@ def _valid_mask(valid: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
 
 
 def _check_tile(tile: Optional[int], device: str) -> int:
-    t = DEFAULT_TILE[device] if tile is None else int(tile)
+    t = DEFAULT_TILE[device.split(":")[0]] if tile is None else int(tile)
     if t < 16:
         raise ValueError(f"tile must be at least 16, got {t}")
     return t

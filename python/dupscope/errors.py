@@ -35,7 +35,7 @@ class OutputBusyError(OutputError):
     """Another run holds the output's lock (``<output>.lock``)."""
 
 
-class DeviceError(DupscopeError, ValueError):
+class DeviceError(DupscopeError, ValueError, RuntimeError):
     """A ``--device`` value that is not understood, or a GPU that cannot be used."""
 
 

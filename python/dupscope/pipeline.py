@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .annotations import ImageTable, load_annotations
+from .device import parse_device, require_gpu
 from .embed import embed_images
 from .errors import OutputError, PipelineError
 from .images import failure_kind
@@ -136,8 +137,8 @@ def compute_similarity(
         ``"dupscope-v3"`` (default: the copy detector, post-processed per data set by
         :func:`dupscope.postprocess.fuse_embeddings`), ``"efficientnet-lite0"`` (the network's
         pooled embedding), ``"dct32"``, or an ONNX file.
-    device : {"auto", "cpu", "cuda"}
-        Where the model and the similarity engine run.
+    device : {"auto", "cpu", "cuda", "cuda:N"} or dupscope.device.Device
+        Where the model and the similarity engine run (the same GPU for both).
     batch_size, workers : int, optional
         Model batch size (default 32) and decode threads (default: CPU count).
     threads : int, optional
@@ -191,6 +192,8 @@ def compute_similarity(
     t_start = time.perf_counter()
     # The output is checked and locked before anything else, so that a bad output or a second
     # run writing the same file fails at once rather than after the embedding.
+    device = parse_device(device)  # once, for every stage
+    require_gpu(device)  # a missing GPU is said at once, not after reading the annotations
     output = check_output(output, overwrite=overwrite)
     with OutputLock(output) as lock:
         return _compute_similarity(annotations, output, lock, t_start, image_root=image_root, model=model,
@@ -253,8 +256,7 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
         # Data-set level post-processing of multi-branch models (dupscope-v3): the fused
         # embedding is what the engine compares and what --keep-embeddings stores.
         t_post = time.perf_counter()
-        # The engine knows "auto"/"cpu"/"cuda"; a CUDA device index only matters to onnxruntime.
-        sim_device = "cuda" if str(device).startswith("cuda") else device
+        sim_device = device.engine  # the same GPU as the model's, index included
         embeddings, postprocess = result.embeddings, "none"
         raw = result.embeddings if verify else None  # the pair score reads the raw cosines
         if spec.fusion is not None:

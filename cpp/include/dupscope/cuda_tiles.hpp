@@ -10,14 +10,18 @@ namespace cuda {
 
 // True when this build has CUDA and a usable device exists; otherwise `why` says why not.
 bool available(std::string* why);
-std::string device_name();
+// Number of usable CUDA devices (0 without CUDA).
+int device_count();
+std::string device_name(int device = 0);
 
 // Holds the normalised embeddings on the device as float16 and computes cosine tiles with a
 // tensor-core kernel (float16 in, float32 accumulate). Each host worker thread uses its own
 // slot (stream + buffers), so tiles from several threads overlap on the device.
 class TileContext {
  public:
-  TileContext(const float* normalized, int64_t n, int64_t d, int64_t max_tile, int slots);
+  // `device` is the CUDA device index; every call makes it current on the calling thread.
+  TileContext(const float* normalized, int64_t n, int64_t d, int64_t max_tile, int slots,
+              int device = 0);
   ~TileContext();
   TileContext(const TileContext&) = delete;
   TileContext& operator=(const TileContext&) = delete;

@@ -35,6 +35,7 @@ struct JobOptions {
   int threads = 0;          // 0: hardware concurrency
   SimdLevel simd = SimdLevel::Portable;
   bool use_cuda = false;
+  int cuda_device = 0;  // CUDA device index when use_cuda
   Output output = Output::None;
   uint16_t* dense_out = nullptr;  // Output::Dense: N x N
   int queue_chunks = 0;           // Output::Chunks: 0 picks 2 * threads + 2

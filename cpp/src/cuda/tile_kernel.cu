@@ -112,13 +112,19 @@ bool available(std::string* why) {
   return true;
 }
 
-std::string device_name() {
+int device_count() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+}
+
+std::string device_name(int device) {
   cudaDeviceProp p{};
-  if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) return "";
+  if (cudaGetDeviceProperties(&p, device) != cudaSuccess) return "";
   return p.name;
 }
 
 struct TileContext::Impl {
+  int device = 0;
   int64_t n = 0, d = 0, dp = 0, max_tile = 0;
   __half* e = nullptr;
   std::vector<cudaStream_t> streams;
@@ -126,11 +132,17 @@ struct TileContext::Impl {
 };
 
 TileContext::TileContext(const float* normalized, int64_t n, int64_t d, int64_t max_tile,
-                         int slots)
+                         int slots, int device)
     : impl_(new Impl) {
   std::string why;
   if (!available(&why)) throw std::runtime_error(why);
+  const int count = device_count();
+  if (device < 0 || device >= count)
+    throw std::runtime_error("CUDA device " + std::to_string(device) + " does not exist (" +
+                             std::to_string(count) + " usable)");
   Impl& s = *impl_;
+  s.device = device;
+  check(cudaSetDevice(device), "cudaSetDevice");
   s.n = n;
   s.d = d;
   s.dp = (d + BK - 1) / BK * BK;
@@ -155,6 +167,7 @@ TileContext::TileContext(const float* normalized, int64_t n, int64_t d, int64_t 
 
 TileContext::~TileContext() {
   if (!impl_) return;
+  cudaSetDevice(impl_->device);
   for (auto st : impl_->streams) cudaStreamDestroy(st);
   for (auto c : impl_->cdev) cudaFree(c);
   cudaFree(impl_->e);
@@ -163,6 +176,7 @@ TileContext::~TileContext() {
 void TileContext::tile(int slot, int64_t i0, int64_t m, int64_t j0, int64_t n, float* c,
                        int64_t ldc) {
   Impl& s = *impl_;
+  check(cudaSetDevice(s.device), "cudaSetDevice");  // per host thread
   cudaStream_t st = s.streams[slot];
   launch(s.e, i0, m, s.e, j0, n, s.dp, s.cdev[slot], n, st);
   check(cudaMemcpy2DAsync(c, sizeof(float) * ldc, s.cdev[slot], sizeof(float) * n,
