@@ -21,7 +21,7 @@ scikit-image's and scikit-learn's sample photos come from their wheels):
    (pooling of the head, flip averaging, centring, whitening, which inner feature map to join
    to the head: the former default's block-14 GeM and the expansion layers of blocks 7-11 and 13, the
    two branches joined, neighbour augmentation), all from one decode of each image, the data-set
-   steps done by the shipped ``dupscope.postprocess.fuse_embeddings``.
+   steps done by the shipped ``dupscope.fusion.fuse_embeddings``.
 4. A subset sweep: ``dupscope-v3``'s raw embeddings (``dupscope.embed.embed_images``) of random
    subsets of the groups, each post-processed on its own by the shipped rule (whitening axes from
    the estimated number of distinct pictures) and by alternatives (the earlier N // 16 rule, no
@@ -49,7 +49,6 @@ import dataclasses
 import json
 import os
 import random
-import re
 import sys
 import tempfile
 import time
@@ -315,7 +314,7 @@ def build_dataset(data: Path, n_originals: int, seed: int, log) -> dict:
 
 # ------------------------------------------------------------------------------------------
 # The plain network and the steps to dupscope-v3 (onnxruntime on the ONNX file; the data-set
-# steps are dupscope.postprocess.fuse_embeddings, the shipped code)
+# steps are dupscope.fusion.fuse_embeddings, the shipped code)
 # ------------------------------------------------------------------------------------------
 def onnx_file() -> str:
     return str(ROOT / "python/dupscope/models/efficientnet_lite0.onnx")
@@ -519,7 +518,7 @@ def time_model_pair(paths, n: int = 256, batch: int = 32, passes: int = 5) -> tu
 def single_branch(name: str, dim: int, *, whiten_axes: int | None = None):
     """A one-branch Fusion without neighbour augmentation: centring only (``whiten_axes`` None) or
     PCA whitening to exactly ``whiten_axes`` axes (no picture-count estimate)."""
-    from dupscope.postprocess import Branch, Fusion
+    from dupscope.fusion import Branch, Fusion
 
     if whiten_axes is None:
         return Fusion(name=name, branches=(Branch(name, dim),), neighbours=0)
@@ -536,7 +535,7 @@ def n16_axes(n_valid: int) -> int:
 def v3_rules(n_valid: int) -> dict:
     """The DUPSCOPE_V3 fusion and the alternatives compared with it, for a data set of ``n_valid``
     valid images (the N // 16 rule depends on it)."""
-    from dupscope.postprocess import DUPSCOPE_V3
+    from dupscope.fusion import DUPSCOPE_V3
 
     unwhitened = tuple(dataclasses.replace(b, whiten=False) for b in DUPSCOPE_V3.branches)
     return {
@@ -553,16 +552,23 @@ def v3_rules(n_valid: int) -> dict:
 SWEEP_COLUMNS = ("v3 rule", "N/16 rule", "centred + aug", "128 axes + aug", "v3 rule, no aug")
 
 
-def pictures_estimated(description: str) -> int | None:
-    """The distinct-picture estimate named in a FusionResult description ("~N distinct pictures")."""
-    m = re.search(r"~(\d+) distinct pictures", description)
-    return int(m.group(1)) if m else None
+def fusion_facts(source) -> dict:
+    """{"pictures": int, "axes": [int, ...]} of a FusionResult or of a similarity file's
+    ``fusion_pictures`` / ``fusion_axes`` attributes (an h5py attrs mapping)."""
+    if hasattr(source, "n_pictures"):
+        return {"pictures": int(source.n_pictures), "axes": [int(a) for a in source.axes]}
+    return {"pictures": int(source.get("fusion_pictures", 0)), "axes": [int(a) for a in source.get("fusion_axes", [])]}
 
 
-def axes_used(description: str) -> str:
-    """Whitened dimensions named in a FusionResult description ("160+160", or "none")."""
-    found = re.findall(r"PCA-whitened to (\d+)-d", description)
-    return "+".join(found) if found else "none"
+def pictures_estimated(facts: dict) -> int | None:
+    """The distinct-picture estimate the whitening was sized by (None when none was made)."""
+    return facts.get("pictures") or None
+
+
+def axes_used(facts: dict) -> str:
+    """Whitened dimensions per branch ("160+160", or "none")."""
+    axes = [a for a in facts.get("axes", []) if a]
+    return "+".join(map(str, axes)) if axes else "none"
 
 
 def subset_sweep(paths, rows, log, sizes=(12, 20, 30, 60, 100, None), seeds=(0, 1, 2)) -> dict:
@@ -582,7 +588,7 @@ def subset_sweep(paths, rows, log, sizes=(12, 20, 30, 60, 100, None), seeds=(0, 
     ``summary`` (one line of those) and ``per_row`` (the numbers behind each row).
     """
     from dupscope.embed import embed_images
-    from dupscope.postprocess import DUPSCOPE_V3, fuse_embeddings
+    from dupscope.fusion import DUPSCOPE_V3, fuse_embeddings
 
     t = time.perf_counter()
     res = embed_images(paths, "dupscope-v3", device="cpu")
@@ -619,9 +625,9 @@ def subset_sweep(paths, rows, log, sizes=(12, 20, 30, 60, 100, None), seeds=(0, 
                 for name, fu in v3_rules(n_valid).items():
                     fused = fuse_embeddings(res.embeddings[idx], res.ok[idx], fu, device="cpu")
                     if name == "v3 rule":
-                        est.append(pictures_estimated(fused.description))
+                        est.append(pictures_estimated(fusion_facts(fused)))
                     elif name == "link 0.65":
-                        est065.append(pictures_estimated(fused.description))
+                        est065.append(pictures_estimated(fusion_facts(fused)))
                     r = sc(cosine_sim16(fused.embeddings))["groups"]
                     score[name][0].append(r.average_precision)
                     score[name][1].append(r.recall_at_precision)
@@ -774,7 +780,7 @@ def main() -> int:
     from dupscope.evaluate import evaluate, plot_pr_curve
     from dupscope.models import DEFAULT_MODEL, get_model
     from dupscope.pipeline import compute_similarity
-    from dupscope.postprocess import DUPSCOPE_V3, fuse_embeddings
+    from dupscope.fusion import DUPSCOPE_V3, fuse_embeddings
     from dupscope.threshold import nearest_neighbor_similarity, suggest_threshold
 
     validation = read_headline(args.validation_from) if args.validation_from else None
@@ -813,7 +819,7 @@ def main() -> int:
     steps: list[tuple[str, str, float]] = []  # (name, what it changes, phase-1 cost vs plain)
     pipeline_rate: dict[str, float] = {}
     v3_sim = None
-    v3_desc = ""
+    v3_desc: dict = {}
     model_ratio = None
     models = [m for m in args.models.split(",") if m]
 
@@ -837,6 +843,7 @@ def main() -> int:
 
                 with h5py.File(h5, "r") as hf:
                     post_attr = str(hf.attrs.get("embedding_postprocess", ""))
+                    facts = fusion_facts(hf.attrs)
                 speed[name] += f", fusion {summary['postprocess_seconds']:.1f} s"
                 log(f"{model} post-processing ({summary['postprocess_seconds']:.1f} s): {post_attr}")
                 notes.append(f"`{model}` file's `embedding_postprocess` attribute: {post_attr} "
@@ -844,7 +851,7 @@ def main() -> int:
                 notes.append(f"Highest-scoring false pairs of {model}: " + "; ".join(
                     f"{a} vs {b}: {v:.4f}" for a, b, v in scorer.top_false_positives(sim, k=6)))
             if model == "dupscope-v3":
-                v3_sim, v3_desc = sim, post_attr
+                v3_sim, v3_desc = sim, facts
             if model in ("dupscope-v3", "efficientnet-lite0"):
                 sug = suggest_threshold(nearest_neighbor_similarity(h5))
                 line = (f"`suggest_threshold` (no ground truth) on the {model} file: {sug.threshold:.4f} "
@@ -1005,7 +1012,7 @@ def fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.4f}"
 
 
-def headline_dict(seed, folder, manifest, n, results, model_ratio, argv="", sweep=None, v3_desc="") -> dict:
+def headline_dict(seed, folder, manifest, n, results, model_ratio, argv="", sweep=None, v3_desc=None) -> dict:
     rows = {}
     for name in HEADLINE:
         if name in results:
@@ -1047,7 +1054,7 @@ def target_verdict(results) -> tuple[bool | None, str]:
 
 
 def write_report(out, *, argv, machine, manifest, folder, n, results, speed, notes, steps, sweep, model_ratio,
-                 validation, validation_path, elapsed, log_lines, v3_sim, scorer, v3_desc=""):
+                 validation, validation_path, elapsed, log_lines, v3_sim, scorer, v3_desc=None):
     header = ["method", "AP", "R@P0.95", "best F1", "@ threshold", "P0.95 threshold", "AP (copies)",
               "R@P0.95 (copies)", "AP photos", "R@P0.95 photos", "AP astro", "R@P0.95 astro", "speed"]
     order = [k for k in HEADLINE if k in results] + [k for k in results if k not in HEADLINE]
@@ -1096,7 +1103,7 @@ def write_report(out, *, argv, machine, manifest, folder, n, results, speed, not
         "`compute_similarity` (dupscope's decoder, the model, the shipped post-processing, the engine) and "
         "`dupscope.evaluate.evaluate`; the other network rows use this script's decoder (PIL, bilinear "
         "224 x 224) on the shipped ONNX file with two inner tensors exposed, and, for the data-set steps, "
-        "the shipped `dupscope.postprocess.fuse_embeddings`.",
+        "the shipped `dupscope.fusion.fuse_embeddings`.",
         "",
         verdict,
         "",
@@ -1176,7 +1183,7 @@ def write_report(out, *, argv, machine, manifest, folder, n, results, speed, not
     Path(out).write_text("\n".join(text))
 
 
-def what_was_tried(results, sweep, n_pictures: int, v3_desc: str, n: int) -> list[str]:
+def what_was_tried(results, sweep, n_pictures: int, v3_desc: dict | None, n: int) -> list[str]:
     """A few sentences comparing the steps and the whitening rules, built from this run's numbers."""
     def g(name):
         r = results.get(name)
@@ -1237,7 +1244,7 @@ def what_was_tried(results, sweep, n_pictures: int, v3_desc: str, n: int) -> lis
             f"sweep below, its worst row is AP {st['N/16 rule']['worst']:.3f} ({st['N/16 rule']['worst_at']}). A "
             f"fixed 128 axes fails the other way, on sets with far fewer than 128 pictures: worst AP "
             f"{st['128 axes + aug']['worst']:.3f} ({st['128 axes + aug']['worst_at']}). The shipped rule estimates "
-            f"the number of distinct pictures without labels (`dupscope.postprocess.count_pictures`: the centred "
+            f"the number of distinct pictures without labels (`dupscope.fusion.count_pictures`: the centred "
             f"branches joined, each image linked to those of its 10 nearest neighbours with cosine >= 0.6, "
             f"connected groups counted) and whitens to min(160, estimate) axes, centring only below 8. Worst / "
             f"mean AP over the sweep's {len(sweep['per_row'])} rows: v3 rule {ws('v3 rule')}, N/16 rule "

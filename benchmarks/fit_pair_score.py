@@ -43,7 +43,7 @@ def collect(paths: list[str], group: np.ndarray, cache: Path) -> dict:
     from dupscope.engine import topk
     from dupscope.models import get_model
     from dupscope.pairs import neighbor_pairs
-    from dupscope.postprocess import fuse_embeddings
+    from dupscope.fusion import fuse_embeddings
     from dupscope.scoring import candidate_bar
     from dupscope.verify import VerifyConfig, verify_pairs
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from seeding import SEED  # noqa: E402
+
+
+def pytest_report_header(config):
+    return f"random inputs: DUPSCOPE_TEST_SEED={SEED} (set it to repeat this run's data)"
 
 
 def _cuda_reason() -> str | None:

@@ -7,6 +7,7 @@ import pytest
 
 import dupscope
 from dupscope import _core, engine
+from seeding import fresh_rng
 
 ERR = 1e-3  # allowed error in [0, 1] similarity units
 POISON = np.array([0x7C01], dtype=np.uint16).view(np.float16)[0]  # a signalling-NaN pattern
@@ -98,7 +99,7 @@ def check_topk(e, idx, sim, s_ref, k, valid=None):
 @pytest.mark.parametrize("n", [1, 2, 7, 1000, 1500])
 @pytest.mark.parametrize("d", [1, 3, 64, 513])
 def test_dense_matches_reference(simd, n, d):
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e = random_embeddings(rng, n, d)
     out = np.full((n, n), POISON, dtype=np.float16)
     got = dupscope.similarity_matrix(e, device="cpu", out=out)
@@ -113,7 +114,7 @@ def test_dense_matches_reference(simd, n, d):
 
 @pytest.mark.parametrize("tile", [16, 48, 100, 256])
 def test_tile_sizes_agree(simd, tile):
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e = random_embeddings(rng, 333, 37)
     got = dupscope.similarity_matrix(e, device="cpu", tile=tile)
     assert np.max(np.abs(got.astype(np.float64) - reference(e))) <= ERR
@@ -122,7 +123,7 @@ def test_tile_sizes_agree(simd, tile):
 @pytest.mark.parametrize("n,d,k", [(1, 5, 3), (2, 3, 4), (7, 64, 32), (1000, 64, 32),
                                    (1500, 513, 10), (300, 1, 5)])
 def test_topk_matches_reference(simd, n, d, k):
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e = clustered_embeddings(rng, n, d)
     idx, sim = dupscope.topk(e, k, device="cpu", tile=128)
     check_topk(e, idx, sim, reference(e), k)
@@ -130,7 +131,7 @@ def test_topk_matches_reference(simd, n, d, k):
 
 def test_topk_checks_many_ranks(simd):
     # On clustered data most ranks are unambiguous, so the index check really bites.
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e = clustered_embeddings(rng, 400, 16)
     idx, sim = dupscope.topk(e, 8, device="cpu", tile=64)
     assert check_topk(e, idx, sim, reference(e), 8) > 400
@@ -153,7 +154,7 @@ def test_k_larger_than_n_pads():
 
 
 def test_zero_vectors_give_no_nan(simd):
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e = random_embeddings(rng, 50, 8)
     e[[0, 17]] = 0
     s = dupscope.similarity_matrix(e, device="cpu", tile=16)
@@ -164,7 +165,7 @@ def test_zero_vectors_give_no_nan(simd):
 
 
 def test_float16_input_equals_float32_of_same_values(simd):
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e16 = random_embeddings(rng, 200, 33, np.float16)
     a = dupscope.similarity_matrix(e16, device="cpu")
     b = dupscope.similarity_matrix(e16.astype(np.float32), device="cpu")
@@ -172,7 +173,7 @@ def test_float16_input_equals_float32_of_same_values(simd):
 
 
 def test_valid_mask_gives_nan_and_excludes_from_topk(simd):
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e = clustered_embeddings(rng, 120, 10)
     valid = np.ones(120, bool)
     valid[[3, 64, 119]] = False
@@ -188,7 +189,7 @@ def test_valid_mask_gives_nan_and_excludes_from_topk(simd):
 
 
 def test_threads_do_not_change_results(simd):
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e = clustered_embeddings(rng, 700, 24)
     a = dupscope.topk(e, 16, device="cpu", tile=64, threads=1)
     b = dupscope.topk(e, 16, device="cpu", tile=64, threads=4)
@@ -200,7 +201,7 @@ def test_simd_levels_agree_with_each_other():
     # Every level against the others, within one float16 step, on the same inputs.
     if len(SIMD_LEVELS) < 2:
         pytest.skip("only one SIMD level on this machine")
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e = rng.integers(-3, 4, size=(97, 40)).astype(np.float32)
     results = []
     import os
@@ -285,7 +286,7 @@ def test_build_info_reports_build_and_selection():
 @pytest.mark.gpu
 @pytest.mark.parametrize("n,d", [(1, 3), (7, 64), (1000, 513), (1500, 64)])
 def test_cuda_matches_reference(n, d):
-    rng = np.random.default_rng()
+    rng = fresh_rng()
     e = clustered_embeddings(rng, n, d)
     out = np.full((n, n), POISON, dtype=np.float16)
     got = dupscope.similarity_matrix(e, device="cuda", out=out, tile=256)

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 import dupscope
+from seeding import fresh_rng
 from dupscope.store import IncompleteFileError, SimilarityFile, SimilarityWriter, partial_path
 
 
 def embeddings(n=333, d=40, seed=None):
-    rng = np.random.default_rng(seed)
+    rng = fresh_rng() if seed is None else np.random.default_rng(seed)
     base = rng.standard_normal((n // 3 + 1, d))
     e = base[rng.integers(0, len(base), n)] + 0.3 * rng.standard_normal((n, d))
     return e.astype(np.float32)

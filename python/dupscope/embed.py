@@ -68,11 +68,6 @@ class EmbedResult:
     inference_seconds: float = 0.0
     decode_wait_seconds: float = 0.0
 
-    @property
-    def n_failed(self) -> int:
-        """Number of images that could not be embedded."""
-        return int((~self.ok).sum())
-
 
 def _cpu_count() -> int:
     try:
@@ -196,7 +191,7 @@ def embed_images(
     model : str, path or ModelSpec
         Built-in name, ONNX path or a spec from :func:`dupscope.models.get_model`. For a model
         with a fusion (``dupscope-v3``, ``spec.fusion`` not None) the result is its raw
-        multi-branch output; :func:`dupscope.postprocess.fuse_embeddings` turns it into the
+        multi-branch output; :func:`dupscope.fusion.fuse_embeddings` turns it into the
         embedding to compare (:func:`dupscope.pipeline.compute_similarity` does so).
     batch_size : int, optional
         Images per model call (default 32; a model with a fixed batch size uses that).

@@ -164,7 +164,6 @@ class SimilarityJob:
             dense_out,
             queue_chunks,
         )
-        self._started = False
 
     @property
     def tiles_total(self) -> int:
@@ -176,7 +175,6 @@ class SimilarityJob:
 
     def start(self) -> "SimilarityJob":
         self._job.start()
-        self._started = True
         return self
 
     def chunks(self, progress: Progress = None) -> Iterator[Tuple[int, int, np.ndarray]]:

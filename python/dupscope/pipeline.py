@@ -27,7 +27,7 @@ from .images import failure_kind
 from .models import DEFAULT_MODEL, ModelSpec, get_model
 from .pairs import neighbor_pairs
 from .store import printable
-from .postprocess import fuse_embeddings
+from .fusion import fuse_embeddings
 
 __all__ = ["compute_similarity", "decide_dense", "PipelineError", "DENSE_MAX_BYTES", "DENSE_MAX_FREE_FRACTION"]
 
@@ -47,11 +47,6 @@ _MODEL_THRESHOLDS = {"dupscope-v3": (0.9, 0.8, 0.7)}
 #: where a copy and a look-alike were equally likely when it was fitted.
 _VERIFIED_THRESHOLDS = (0.95, 0.9, 0.5)
 
-
-
-def _dense_bytes(n: int, tile: int = 256) -> int:
-    blocks = -(-n // tile)
-    return min(n * n, blocks * blocks * tile * tile) * 2
 
 
 def decide_dense(n: int, output: str | os.PathLike) -> tuple[bool, str]:
@@ -135,7 +130,7 @@ def compute_similarity(
         Folder that relative image paths are relative to (default: the annotation file's folder).
     model : str, path or ModelSpec
         ``"dupscope-v3"`` (default: the copy detector, post-processed per data set by
-        :func:`dupscope.postprocess.fuse_embeddings`), ``"efficientnet-lite0"`` (the network's
+        :func:`dupscope.fusion.fuse_embeddings`), ``"efficientnet-lite0"`` (the network's
         pooled embedding), ``"dct32"``, or an ONNX file.
     device : {"auto", "cpu", "cuda", "cuda:N"} or dupscope.device.Device
         Where the model and the similarity engine run (the same GPU for both).
@@ -257,11 +252,14 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
         # embedding is what the engine compares and what --keep-embeddings stores.
         t_post = time.perf_counter()
         sim_device = device.engine  # the same GPU as the model's, index included
-        embeddings, postprocess = result.embeddings, "none"
+        embeddings, postprocess, fusion_attrs = result.embeddings, "none", {}
         raw = result.embeddings if verify else None  # the pair score reads the raw cosines
         if spec.fusion is not None:
             fused = fuse_embeddings(result.embeddings, result.ok, spec.fusion, device=sim_device)
             embeddings, postprocess = fused.embeddings, fused.description
+            fusion_attrs = {"fusion_pictures": fused.n_pictures,
+                            "fusion_axes": np.asarray(fused.axes, np.int32),
+                            "fusion_neighbours": fused.neighbours}
             result.embeddings = embeddings  # without verification the raw output is freed here
             console.print(f"embedding post-processing: {postprocess}", markup=False, highlight=False)
         postprocess_seconds = time.perf_counter() - t_post
@@ -297,6 +295,7 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
                                    f"resize={spec.resize}",
                     "embedding_dim": int(embeddings.shape[1]),
                     "embedding_postprocess": postprocess,
+                    **fusion_attrs,
                     "embed_device": result.device,
                     "annotations": printable(table.source),
                     "annotations_format": table.format,

@@ -97,7 +97,7 @@ def build_explorer(
         Folder to write (created if needed); originals are never copied into it.
     predictions
         Optional model predictions: a pickle path (loaded with the restricted unpickler unless
-        ``trust_pickle``), an already loaded object, or a :class:`dupscope.predictions.Predictions`.
+        ``trust_pickle``), an already loaded object, or a :class:`dupscope.explorer.predictions.Predictions`.
     trust_pickle
         Load the predictions pickle with the standard, unrestricted unpickler.
     thumb_size
@@ -129,7 +129,7 @@ def build_explorer(
     dupscope.errors.VisualizeError
         ``target_dir`` is a file, or a folder holding other files (without ``overwrite``).
     """
-    from ..predictions import ELEMENTS_PER_IMAGE, MAX_ELEMENTS, Predictions, align_predictions, load_predictions
+    from .predictions import ELEMENTS_PER_IMAGE, MAX_ELEMENTS, Predictions, align_predictions, load_predictions
 
     t0 = time.perf_counter()
     h5_path = Path(h5_path)

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError
-from ..postprocess import DUPSCOPE_V3, Fusion
+from ..fusion import DUPSCOPE_V3, Fusion
 
 __all__ = ["ModelSpec", "ModelError", "get_model", "builtin_models", "file_sha256", "DEFAULT_MODEL"]
 
@@ -69,10 +69,10 @@ class ModelSpec:
         Embedding dimension, when known.
     builtin : bool
         Whether this is one of the shipped models.
-    fusion : dupscope.postprocess.Fusion or None
+    fusion : dupscope.fusion.Fusion or None
         For a model whose output is several embeddings side by side (``dupscope-v3``): how they
         are normalised against the data set and joined after embedding
-        (:func:`dupscope.postprocess.fuse_embeddings`). None: the output is used as it is.
+        (:func:`dupscope.fusion.fuse_embeddings`). None: the output is used as it is.
     """
 
     name: str
@@ -141,7 +141,7 @@ _BUILTIN: dict[str, ModelSpec] = {
     ),
     # The copy detector: a second output of the same network file (tools/build_dup_model.py
     # adds it), the head max-pooled (1280 columns) next to the max-pooled expansion layer of
-    # block 9 (672 columns); joined per data set by dupscope.postprocess.DUPSCOPE_V3. Same file,
+    # block 9 (672 columns); joined per data set by dupscope.fusion.DUPSCOPE_V3. Same file,
     # same input: only the output read differs, so the package carries the weights once.
     "dupscope-v3": replace(
         _EFFICIENTNET_LITE0,

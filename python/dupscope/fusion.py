@@ -161,17 +161,27 @@ class FusionResult:
     embeddings : numpy.ndarray
         float32 (N, D'), the fused embedding; zero rows where ``ok`` is False.
     description : str
-        One line saying what was applied (for the ``embedding_postprocess`` attribute).
+        One line saying what was applied, for people (the ``embedding_postprocess`` attribute);
+        code reads the fields below instead.
     whitened : bool
         Whether any branch was whitened.
     n_valid : int
         Rows the statistics were computed on.
+    n_pictures : int
+        Estimated number of distinct pictures the whitening was sized by (0: not estimated).
+    axes : tuple of int
+        Whitened dimensions kept per branch (0: that branch was only centred).
+    neighbours : int
+        Neighbours of the neighbour augmentation (0: none).
     """
 
     embeddings: np.ndarray
     description: str
     whitened: bool
     n_valid: int
+    n_pictures: int = 0
+    axes: tuple = ()
+    neighbours: int = 0
 
 
 def _l2_rows(x: np.ndarray) -> np.ndarray:
@@ -306,6 +316,7 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         n_pictures, sampled = _count_for_axes(joined_rows, n_valid, fusion, device=device, threads=threads)
         axes_kept = fusion.axes_for(n_pictures, n_valid)
     parts = []
+    kept_axes = []
     for k, b in enumerate(fusion.branches):
         step = "L2, centred"
         part = None
@@ -327,6 +338,7 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
             step += (f" (not whitened: {n_pictures} distinct pictures in {n_valid} images give fewer than "
                      f"{fusion.min_whiten_dims} axes)")
         parts.append(part)  # None: the branch is only centred, its rows are recomputed below
+        kept_axes.append(0 if part is None else int(part.shape[1]))
         notes.append(f"{b.name}[{b.dim}]: {step}, L2, x{b.weight:g}")
     widths = [b.dim if part is None else part.shape[1] for b, part in zip(fusion.branches, parts)]
     fused = np.zeros((n, sum(widths)), np.float32)
@@ -342,7 +354,7 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         where = f" in a random sample of {sampled} images, enough for {fusion.whiten_dims} axes" if sampled else ""
         notes.insert(0, f"~{n_pictures} distinct pictures{where} (neighbours at cosine >= "
                         f"{fusion.same_picture_cos:g} joined)")
-    whitened = any("PCA-whitened" in note for note in notes)
+    whitened = any(kept_axes)
     desc = f"{fusion.name} on {n_valid} valid images: " + "; ".join(notes) + f"; concatenated ({fused.shape[1]}-d)"
     if fusion.neighbours > 0 and n_valid > 1:
         if n_valid == n:  # no gather/scatter copies of the (N, D') matrix
@@ -354,7 +366,9 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
                                              device=device, threads=threads)
         desc += (f"; L2; each image + its {min(fusion.neighbours, n_valid - 1)} nearest neighbours "
                  f"weighted max(cos, 0)^{fusion.neighbour_power:g}, L2")
-    return FusionResult(fused, desc, whitened, n_valid)
+    used_neighbours = min(fusion.neighbours, n_valid - 1) if fusion.neighbours > 0 and n_valid > 1 else 0
+    return FusionResult(fused, desc, whitened, n_valid, n_pictures=int(n_pictures), axes=tuple(kept_axes),
+                        neighbours=int(used_neighbours))
 
 
 def _count_for_axes(joined_rows, n: int, fusion: Fusion, *, device: str, threads: int | None) -> tuple[int, int]:

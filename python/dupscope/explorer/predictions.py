@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import PredictionsError, UnsafePickleError
+from ..errors import PredictionsError, UnsafePickleError
 
 __all__ = [
     "PredictionsError",

@@ -1,4 +1,4 @@
-"""Tests for dupscope.predictions: the restricted unpickler and alignment to the images."""
+"""Tests for dupscope.explorer.predictions: the restricted unpickler and alignment to the images."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from dupscope.predictions import (
+from dupscope.explorer.predictions import (
     PredictionsError,
     UnsafePickleError,
     align_predictions,

@@ -1,4 +1,4 @@
-"""dupscope.postprocess.fuse_embeddings: the maths against numpy, the small-N fallback, neighbour
+"""dupscope.fusion.fuse_embeddings: the maths against numpy, the small-N fallback, neighbour
 augmentation, bad rows."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dupscope.postprocess import DUPSCOPE_V3, Branch, Fusion, fuse_embeddings
+from dupscope.fusion import DUPSCOPE_V3, Branch, Fusion, fuse_embeddings
 
 # Branch a whitened to (at most) 4 axes when the rows show at least 4 distinct pictures; no
 # neighbour augmentation.
@@ -194,7 +194,7 @@ def test_neighbour_augmentation_skips_invalid_rows():
 
 
 def test_picture_count():
-    from dupscope.postprocess import count_pictures
+    from dupscope.fusion import count_pictures
 
     def unit(x):  # centred, unit rows: what fuse_embeddings counts on
         x = x.astype(np.float64)
@@ -210,12 +210,12 @@ def test_picture_count():
 def test_large_sets_count_pictures_in_a_sample(monkeypatch):
     """Above the sample size the count looks at a random sample first and stops there when the
     sample already shows whiten_dims pictures; otherwise the whole set is counted."""
-    from dupscope import postprocess
+    from dupscope import fusion as fusion_module
 
     calls = []
-    real = postprocess.count_pictures
-    monkeypatch.setattr(postprocess, "count_pictures", lambda x, *a, **k: calls.append(len(x)) or real(x, *a, **k))
-    monkeypatch.setattr(postprocess, "_COUNT_SAMPLE", 60)
+    real = fusion_module.count_pictures
+    monkeypatch.setattr(fusion_module, "count_pictures", lambda x, *a, **k: calls.append(len(x)) or real(x, *a, **k))
+    monkeypatch.setattr(fusion_module, "_COUNT_SAMPLE", 60)
     fusion = Fusion("n", (Branch("a", 40, whiten=True),), whiten_dims=10, min_whiten_dims=4)
     x = _copies(40, 3, d=40)  # 120 images of 40 pictures: a 60-image sample shows >= 10
     got = fuse_embeddings(x, None, fusion)
@@ -225,7 +225,9 @@ def test_large_sets_count_pictures_in_a_sample(monkeypatch):
     full = fuse_embeddings(x, None, dataclasses.replace(fusion, whiten_dims=100))  # 40 < 100: count all
     assert calls[1:] == [60, 120] and "~40 distinct pictures (" in full.description
     assert "PCA-whitened to 40-d" in full.description
-    monkeypatch.setattr(postprocess, "_COUNT_SAMPLE", 20_000)
+    assert (full.n_pictures, full.axes, full.whitened) == (40, (40,), True)  # the same facts, for code
+    assert got.axes == (10,)
+    monkeypatch.setattr(fusion_module, "_COUNT_SAMPLE", 20_000)
     calls.clear()
     assert fuse_embeddings(x, None, fusion).description.count("sample") == 0 and calls == [120]
 
