@@ -252,9 +252,9 @@ DECODE_ALONE = """
 import json, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from dupscope.images import load_image
-from dupscope.embed import _cpu_count
+from dupscope.defaults import decode_threads
 paths = json.load(open(sys.argv[1]))
-cores = _cpu_count()
+cores = decode_threads()
 def go(ps):
     with ThreadPoolExecutor(cores) as pool:
         return list(pool.map(lambda p: load_image(p, (224, 224)), ps))

@@ -7,8 +7,8 @@ package wraps it with a small Python API and the two phases of the tool.
 from __future__ import annotations
 
 from ._version import __version__
-from .engine import build_info, similarity_matrix, topk, write_similarity
-from .store import SimilarityFile, SimilarityWriter
+from .engine import build_info, similarity_matrix, topk
+from .store import SimilarityFile, SimilarityWriter, write_similarity
 
 __all__ = [
     "__version__",

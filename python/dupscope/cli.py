@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from . import defaults
 from .errors import DupscopeError
 from .models import DEFAULT_MODEL
 
@@ -52,9 +53,12 @@ def _phase1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", choices=("stretch", "crop"),
                    help="fit images to the model input by stretching (default) or centre-cropping")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=_positive, default=None, metavar="N", help="images per model call (default 32)")
-    p.add_argument("--workers", type=_positive, default=None, metavar="N", help="decode threads (default: CPU count)")
-    p.add_argument("--k", type=_positive, default=32, metavar="K", help="neighbours kept per image (default 32)")
+    p.add_argument("--batch-size", type=_positive, default=None, metavar="N",
+                   help=f"images per model call (default {defaults.BATCH_SIZE})")
+    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="decode threads (default: one per usable core)")
+    p.add_argument("--k", type=_positive, default=defaults.K, metavar="K",
+                   help=f"neighbours kept per image (default {defaults.K})")
     p.add_argument("--dense", dest="dense", action="store_true", default=None,
                    help="always write the full N x N matrix")
     p.add_argument("--no-dense", dest="dense", action="store_false",

@@ -18,12 +18,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import defaults
 from .images import LoadedImage, load_image
 from .models import ModelSpec, get_model
 
 __all__ = ["EmbedResult", "create_session", "embed_images", "preprocess", "DEFAULT_BATCH_SIZE"]
 
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = defaults.BATCH_SIZE
 # Decode jobs kept in flight, in batches: enough to hide the model's run time behind decoding.
 _BATCHES_AHEAD = 3
 
@@ -67,13 +68,6 @@ class EmbedResult:
     decode_cpu_seconds: float = 0.0
     inference_seconds: float = 0.0
     decode_wait_seconds: float = 0.0
-
-
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def create_session(spec: ModelSpec, *, device: str = "auto", threads: int | None = None):
@@ -224,7 +218,7 @@ def embed_images(
     if spec.batch is not None:
         batch_size = spec.batch
     batch_size = max(1, int(batch_size or DEFAULT_BATCH_SIZE))
-    workers = max(1, int(workers or _cpu_count()))
+    workers = max(1, int(workers or defaults.decode_threads()))
 
     n = len(paths)
     dim = spec.dim

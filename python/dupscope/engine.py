@@ -8,19 +8,18 @@ with the GIL released.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _core, defaults
 
 Progress = Optional[Callable[[int, int], None]]
 
 #: Tile (and HDF5 chunk) edge used when none is given, per device. Chosen by measurement with
 #: benchmarks/bench_tile_size.py (see benchmarks/RESULTS.md).
-DEFAULT_TILE = {"cpu": 256, "cuda": 1024}
-DEFAULT_K = 32
+DEFAULT_TILE = defaults.TILE
+DEFAULT_K = defaults.K
 
 
 def build_info() -> dict:
@@ -58,11 +57,8 @@ def resolve_device(device) -> str:
 
 
 def default_threads() -> int:
-    """The number of CPU threads the engine uses by default (the cores this process may use)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """The number of CPU threads the engine uses by default (:func:`dupscope.defaults.engine_threads`)."""
+    return defaults.engine_threads()
 
 
 def normalize(embeddings: np.ndarray) -> np.ndarray:
@@ -284,33 +280,3 @@ def topk(
                         threads=threads, output="none")
     job.start().wait(progress)
     return job.topk()
-
-
-def write_similarity(
-    embeddings: np.ndarray,
-    path: "os.PathLike[str] | str",
-    k: int = DEFAULT_K,
-    dense: bool = True,
-    tile: Optional[int] = None,
-    device: str = "auto",
-    *,
-    valid: Optional[np.ndarray] = None,
-    threads: Optional[int] = None,
-    overwrite: bool = False,
-    progress: Progress = None,
-    attrs: Optional[dict[str, Any]] = None,
-) -> "os.PathLike[str] | str":
-    """Compute similarities and write them to an HDF5 file (see docs/SCHEMA.md).
-
-    Writes ``similarity`` (N, N) float16 chunked (tile, tile) when ``dense``, and always
-    ``neighbors/index`` and ``neighbors/similarity`` (N, k). Memory stays bounded by a few
-    tiles plus the embeddings whatever N is; the file appears under ``path`` only once complete.
-    """
-    from .store import SimilarityWriter
-
-    with SimilarityWriter(path, overwrite=overwrite) as w:
-        w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=device, valid=valid,
-                           threads=threads, progress=progress)
-        if attrs:
-            w.attrs.update(attrs)
-    return path

@@ -342,14 +342,9 @@ def load_images(
     list of LoadedImage
         One per path, in the same order.
     """
-    workers = workers or _cpu_count()
+    from .defaults import decode_threads
+
+    workers = workers or decode_threads()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dupscope-decode") as pool:
         return list(pool.map(lambda p: load_image(p, size, colour=colour, resize=resize), paths))
-
-
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .annotations import ImageTable, load_annotations
+from . import defaults
 from .device import parse_device, require_gpu
 from .embed import embed_images
 from .errors import OutputError, PipelineError
@@ -106,7 +107,7 @@ def compute_similarity(
     batch_size: int | None = None,
     workers: int | None = None,
     threads: int | None = None,
-    k: int = 32,
+    k: int = defaults.K,
     dense: bool | None = None,
     keep_embeddings: bool = False,
     path_column: str | None = None,

@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 
 from ._version import __version__
-from .errors import IncompleteFileError, OutputBusyError, OutputError, SimilarityFileError
 from .engine import DEFAULT_K, Progress, SimilarityJob
+from .errors import IncompleteFileError, OutputBusyError, OutputError, SimilarityFileError
 
 SCHEMA_VERSION = 1
 METRIC = "(1+cos)/2"
@@ -608,3 +608,31 @@ def decode_name(v: Any) -> str:
     if isinstance(v, bytes):
         return v.decode("utf-8", "surrogateescape")
     return str(v)
+
+
+def write_similarity(
+    embeddings: np.ndarray,
+    path: "os.PathLike[str] | str",
+    k: int = DEFAULT_K,
+    dense: bool = True,
+    tile: Optional[int] = None,
+    device: str = "auto",
+    *,
+    valid: Optional[np.ndarray] = None,
+    threads: Optional[int] = None,
+    overwrite: bool = False,
+    progress: Progress = None,
+    attrs: Optional[dict[str, Any]] = None,
+) -> "os.PathLike[str] | str":
+    """Compute similarities and write them to an HDF5 file (see docs/SCHEMA.md).
+
+    Writes ``similarity`` (N, N) float16 chunked (tile, tile) when ``dense``, and always
+    ``neighbors/index`` and ``neighbors/similarity`` (N, k). Memory stays bounded by a few
+    tiles plus the embeddings whatever N is; the file appears under ``path`` only once complete.
+    """
+    with SimilarityWriter(path, overwrite=overwrite) as w:
+        w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=device, valid=valid,
+                           threads=threads, progress=progress)
+        if attrs:
+            w.attrs.update(attrs)
+    return path
