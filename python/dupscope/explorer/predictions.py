@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -208,11 +208,6 @@ class Predictions:
         return f"{name} {s:.3f}"
 
 
-def _basename(p: str) -> str:
-    # Annotation paths may come from Windows tools; take the last component for either separator.
-    return PureWindowsPath(PurePosixPath(p).name).name
-
-
 def _as_numeric(value: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
@@ -311,34 +306,25 @@ def _align_dict(
     labels: Sequence[str] | None,
     source: str,
 ) -> Predictions:
+    from ..matching import AMBIGUOUS, UNKNOWN, PathIndex, basename
+
     n = len(paths)
-    by_path = {p: i for i, p in enumerate(paths)}
-    by_base: dict[str, int] = {}
-    ambiguous_base: set[str] = set()
-    for i, p in enumerate(paths):
-        b = _basename(p)
-        if b in by_base:
-            ambiguous_base.add(b)
-        by_base[b] = i
+    index = PathIndex(paths)
     rows: list[int] = []
     values: list[Any] = []
     unmatched: list[str] = []
     seen: dict[int, str] = {}
     for key, value in predictions.items():
         k = str(key)
-        if k in by_path:
-            i = by_path[k]
-        else:
-            b = _basename(k)
-            if b in ambiguous_base:
-                raise PredictionsError(
-                    f"{source}: key {k!r} matches several images with the base name {b!r}; "
-                    "key the predictions by the full path as written in the annotations"
-                )
-            if b not in by_base:
-                unmatched.append(k)
-                continue
-            i = by_base[b]
+        i = index.row(k)
+        if i == AMBIGUOUS:
+            raise PredictionsError(
+                f"{source}: key {k!r} matches several images with the file name {basename(k)!r}; "
+                "key the predictions by the full path as written in the annotations"
+            )
+        if i == UNKNOWN:
+            unmatched.append(k)
+            continue
         if i in seen:
             raise PredictionsError(
                 f"{source}: keys {seen[i]!r} and {k!r} both match image {paths[i]!r}; "
