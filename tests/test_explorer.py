@@ -300,3 +300,25 @@ def test_cli_visualize_end_to_end_and_errors(tmp_path, dataset, capsys):
     assert cli.main(["visualize", str(dataset.h5), "-o", str(out), "--predictions", str(evil), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "builtins.eval" in err and "--trust-pickle" in err
+
+
+def test_thumbnails_of_16_bit_and_float_images_show_the_picture(tmp_path):
+    from PIL import Image
+
+    from dupscope.explorer.thumbnails import make_thumbnails
+
+    ramp = np.tile(np.linspace(0, 1, 64), (48, 1))  # black on the left, white on the right
+    paths = []
+    img16 = Image.fromarray((ramp * 65535).astype(np.uint16))
+    img16.save(tmp_path / "deep.png")
+    paths.append(str(tmp_path / "deep.png"))
+    Image.fromarray(ramp.astype(np.float32), "F").save(tmp_path / "float.tif")
+    paths.append(str(tmp_path / "float.tif"))
+    has, failures, ext = make_thumbnails(paths, np.ones(2, bool), tmp_path / "site", size=32, ext="jpg",
+                                         progress=False)
+    assert has.all() and not failures
+    for k in range(2):
+        with Image.open(tmp_path / "site" / "thumbs" / "0" / f"{k}.{ext}") as t:
+            grey = np.asarray(t.convert("L"), np.float64)
+        # A ramp from black to white, not a white square.
+        assert grey[:, :4].mean() < 60 and grey[:, -4:].mean() > 190, (k, grey.mean())
