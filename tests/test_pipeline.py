@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -324,3 +325,47 @@ def test_run_dir_dir_twice_does_not_embed_its_own_thumbnails(tmp_path):
     assert main(["run", str(folder), str(folder), "--model", "dct32", "--quiet"]) == 0
     with SimilarityFile(folder / "similarity.h5") as f:
         assert f.n == 5
+
+
+def test_unwritable_output_folder_is_refused_before_any_work():
+    """As an unprivileged user (root writes anywhere, so the test drops to 'nobody' when run as root)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="dupscope-ro-")
+    try:
+        os.chmod(base, 0o755)
+        imgs = os.path.join(base, "imgs")
+        os.mkdir(imgs)
+        for s in range(2):
+            imagegen.save(imagegen.scene(s, (64, 48)), Path(imgs) / f"i{s}.png")
+        locked = os.path.join(base, "locked")
+        os.mkdir(locked)
+        for d in (imgs, locked):
+            os.chmod(d, 0o555)
+        for f in os.listdir(imgs):
+            os.chmod(os.path.join(imgs, f), 0o644)
+        drop = None
+        if os.geteuid() == 0:
+            def drop():
+                os.setgid(65534)
+                os.setuid(65534)
+
+            try:  # the interpreter may live where 'nobody' cannot reach it (e.g. under /root)
+                subprocess.run([sys.executable, "-c", "import dupscope"], preexec_fn=drop, check=True,
+                               capture_output=True, cwd=base)
+            except (OSError, subprocess.CalledProcessError):
+                pytest.skip("running as root and this Python cannot run as an unprivileged user")
+        r = subprocess.run([sys.executable, "-m", "dupscope", "similarity", imgs, "-o",
+                            os.path.join(locked, "s.h5"), "--model", "dct32", "--quiet"],
+                           capture_output=True, text=True, preexec_fn=drop, cwd=base,
+                           env={**os.environ, "HOME": base})
+        assert r.returncode == 2, r.stderr
+        assert "is not writable" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        for d in ("imgs", "locked"):
+            if os.path.isdir(os.path.join(base, d)):
+                os.chmod(os.path.join(base, d), 0o755)
+        shutil.rmtree(base, ignore_errors=True)
