@@ -60,6 +60,11 @@ def pair_score(cos: np.ndarray, inliers: np.ndarray, coverage: np.ndarray) -> np
     return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
+#: Largest float32 copy of the raw columns :func:`raw_cosines` makes (1 GiB: 200,000 images of
+#: dupscope-v3's 1280-column head); larger sets convert block by block.
+UNIT_COPY_BYTES = 1 << 30
+
+
 def raw_cosines(raw: np.ndarray, index: np.ndarray, columns: int | None = None, *, block: int = 512) -> np.ndarray:
     """Cosine between each row of ``raw`` and the rows its neighbour list ``index`` names.
 
@@ -82,17 +87,30 @@ def raw_cosines(raw: np.ndarray, index: np.ndarray, columns: int | None = None, 
     n, k = index.shape
     d = raw.shape[1] if columns is None else columns
     out = np.full((n, k), np.nan, np.float32)
-
-    def unit(rows: np.ndarray) -> np.ndarray:
-        x = np.asarray(raw[rows, :d], np.float32)
-        norm = np.linalg.norm(x, axis=-1, keepdims=True)
-        return np.where(norm > 0, x / np.where(norm > 0, norm, 1), np.nan)
-
+    # Inverse norms once (NaN for zero rows), then plain dot products of the gathered rows: the
+    # (block, k, D) gather is the only large temporary, and no array of that size is divided.
+    inv = np.empty(n, np.float32)
+    for i in range(0, n, 8 * block):
+        x = np.asarray(raw[i:i + 8 * block, :d], np.float32)
+        norm = np.sqrt(np.einsum("rd,rd->r", x, x))
+        inv[i:i + len(x)] = np.where(norm > 0, 1.0 / np.where(norm > 0, norm, 1), np.nan)
+    # Up to UNIT_COPY_BYTES, one float32 copy of the columns read (converted once, not once per
+    # neighbour entry: float16 conversion is the slow part); beyond it, converted per block.
+    table = None
+    if n * d * 4 <= UNIT_COPY_BYTES:
+        table = np.empty((n, d), np.float32)
+        for i in range(0, n, 8 * block):
+            table[i:i + 8 * block] = raw[i:i + 8 * block, :d]
     for i in range(0, n, block):
         idx = index[i:i + block]
-        mine = unit(np.arange(i, i + len(idx)))
-        theirs = unit(np.where(idx >= 0, idx, 0))
-        c = np.einsum("rd,rkd->rk", mine, theirs)
+        safe = np.where(idx >= 0, idx, 0)
+        if table is not None:
+            mine, theirs = table[i:i + len(idx)], table[safe]
+        else:
+            mine = np.asarray(raw[i:i + len(idx), :d], np.float32)
+            theirs = np.asarray(raw[safe.ravel(), :d], np.float32).reshape(len(idx), k, d)
+        c = np.matmul(theirs, mine[:, :, None])[:, :, 0]
+        c *= inv[i:i + len(idx), None] * inv[safe]
         out[i:i + len(idx)] = np.where(idx >= 0, np.clip(c, -1, 1), np.nan)
     return out
 
