@@ -99,7 +99,11 @@ def test_pair_score_is_monotone_and_bounded():
     assert np.isnan(pair_score(np.array([np.nan]), np.array([3]), np.array([0.1]))[0])
 
 
-def test_raw_cosines_against_numpy():
+@pytest.mark.parametrize("copy_bytes", [1 << 30, 0])  # one float32 copy, or block by block
+def test_raw_cosines_against_numpy(monkeypatch, copy_bytes):
+    import dupscope.scoring
+
+    monkeypatch.setattr(dupscope.scoring, "UNIT_COPY_BYTES", copy_bytes)
     rng = np.random.default_rng(7)
     raw = rng.standard_normal((37, 19)).astype(np.float32)
     raw[5] = 0
