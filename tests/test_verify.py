@@ -191,3 +191,48 @@ def test_score_neighbors_rank_cap_limits_candidates(images):
     assert row1[2] == -1 and row1[0] >= 0
     row0 = dict(zip(out.index[0].tolist(), out.inliers[0].tolist()))
     assert row0[2] >= VERIFIED_INLIERS
+
+
+def test_rows_with_padding_keep_their_neighbours_first(images):
+    """Fewer neighbours than k: the -1 padding (NaN score) goes last, the real entries first."""
+    paths = [images["orig"], images["crop"], images["other"]]
+    index = np.array([[-1, 1, -1], [0, -1, -1], [-1, -1, -1]], np.int32)
+    nan = np.float16(np.nan)
+    sim = np.array([[nan, 0.9, nan], [0.9, nan, nan], [nan, nan, nan]], np.float16)
+    raw = np.array([[1, 0, 0], [0.9, 0.43, 0], [0, 1, 0]], np.float32)
+    out = score_neighbors(index, sim, raw, paths, bar=0.7)
+    assert out.index[0, 0] == 1 and out.index[1, 0] == 0
+    assert (out.index[0, 1:] == -1).all() and np.isnan(out.score[0, 1:].astype(np.float32)).all()
+
+
+def test_layout_candidates_enter_the_lists_and_are_verified(images, tmp_path):
+    from PIL import Image
+
+    from dupscope.images import layout_descriptor
+    from dupscope.scoring import layout_candidates
+
+    paths = [images["orig"], images["other"], images["other2"], images["half_gray"]]
+    pixels = [np.asarray(Image.open(p).convert("RGB").resize((64, 64))) for p in paths]
+    layout = np.stack([layout_descriptor(x) for x in pixels]).astype(np.float16)
+    a, b = layout_candidates(layout, np.ones(4, bool), nearest=1, bar=0.9)
+    pairs = {(min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist())}
+    assert (0, 3) in pairs  # the half-size grey copy has the original's layout
+    # The engine listed only look-alikes: image 3 is in no list, and k = 1.
+    index = np.array([[1], [2], [1], [1]], np.int32)
+    sim = np.array([[0.8], [0.8], [0.8], [0.6]], np.float16)
+    emb = np.eye(4, dtype=np.float32) + 0.1
+    raw = np.array([[1, 0, 0], [0.9, 0.43, 0], [0.8, 0.6, 0], [0.99, 0.1, 0]], np.float32)
+    out = score_neighbors(index, sim, raw, paths, bar=0.7, extra=(a, b), embeddings=emb)
+    assert out.index.shape == (4, 1)
+    assert out.index[0, 0] == 3 and out.index[3, 0] == 0  # the copy displaced the look-alike
+    assert out.inliers[0, 0] >= VERIFIED_INLIERS
+    expected = (1 + emb[0] @ emb[3] / np.linalg.norm(emb[0]) / np.linalg.norm(emb[3])) / 2
+    assert float(out.embedding_similarity[0, 0]) == pytest.approx(expected, abs=1e-3)
+
+
+def test_layout_descriptor_is_unit_and_zero_for_flat():
+    from dupscope.images import layout_descriptor
+
+    v = layout_descriptor(np.random.default_rng(1).integers(0, 255, (40, 30, 3)).astype(np.uint8))
+    assert v.shape == (256,) and abs(float(np.linalg.norm(v)) - 1) < 1e-5
+    assert not layout_descriptor(np.full((40, 30), 7, np.uint8)).any()

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import defaults
-from .images import LoadedImage, load_image
+from .images import LAYOUT_SIDE, LoadedImage, layout_descriptor, load_image
 from .models import ModelSpec, get_model
 
 __all__ = ["EmbedResult", "create_session", "embed_images", "preprocess", "DEFAULT_BATCH_SIZE"]
@@ -55,6 +55,9 @@ class EmbedResult:
     decode_wait_seconds : float
         Wall time the model thread waited for decoded images: near zero when the model is the
         bottleneck, most of ``seconds`` when decoding is.
+    layout : numpy.ndarray or None
+        float16 (N, 256) :func:`dupscope.images.layout_descriptor` of each image (zeros for
+        failed ones), computed from the decoded pixels; None when not asked for.
     """
 
     embeddings: np.ndarray
@@ -68,6 +71,7 @@ class EmbedResult:
     decode_cpu_seconds: float = 0.0
     inference_seconds: float = 0.0
     decode_wait_seconds: float = 0.0
+    layout: np.ndarray | None = None
 
 
 def create_session(spec: ModelSpec, *, device: str = "auto", threads: int | None = None):
@@ -175,6 +179,7 @@ def embed_images(
     threads: int | None = None,
     progress: Callable[[int], None] | None = None,
     dtype: str | np.dtype = "float32",
+    layout: bool = False,
 ) -> EmbedResult:
     """Decode and embed images in parallel, keeping file order.
 
@@ -203,6 +208,9 @@ def embed_images(
         3.9 GB instead of 7.8 GB); :func:`dupscope.pipeline.compute_similarity` uses it for
         models with a fusion, whose post-processing reads them in float32 blocks. A row with a
         value beyond float16's range (65504) fails with a message rather than turning to inf.
+    layout : bool
+        Also compute each image's layout descriptor (``EmbedResult.layout``) from the decoded
+        pixels, in the decode threads (256 float16 values per image).
 
     Returns
     -------
@@ -232,13 +240,16 @@ def embed_images(
     decode_cpu = [0.0]
     timing = {"inference": 0.0, "wait": 0.0}
 
-    def decode(path: str) -> LoadedImage:
+    lay = np.zeros((n, LAYOUT_SIDE * LAYOUT_SIDE), np.float16) if layout else None
+
+    def decode(path: str) -> tuple[LoadedImage, np.ndarray | None]:
         c0 = time.thread_time()
         img = load_image(path, size, colour=spec.colour, resize=spec.resize)
+        desc = layout_descriptor(img.pixels) if layout and img.ok else None
         # A float += under the GIL is one bytecode-level read-modify-write race at worst; the
         # lost nanoseconds do not matter for a timing summary.
         decode_cpu[0] += time.thread_time() - c0
-        return img
+        return img, desc
 
     def run_batch(rows: list[int], pixels: list[np.ndarray]) -> None:
         nonlocal emb
@@ -278,7 +289,9 @@ def embed_images(
                 next_submit += 1
             i, fut = pending.popleft()
             t_wait = time.perf_counter()
-            img = fut.result()  # load_image never raises
+            img, desc = fut.result()  # load_image never raises
+            if desc is not None:
+                lay[i] = desc
             timing["wait"] += time.perf_counter() - t_wait
             if img.ok:
                 rows.append(i)
@@ -302,4 +315,4 @@ def embed_images(
     return EmbedResult(emb, ok, errors, widths, heights, device=used,
                        seconds=time.perf_counter() - t0, model=spec,
                        decode_cpu_seconds=decode_cpu[0], inference_seconds=timing["inference"],
-                       decode_wait_seconds=timing["wait"])
+                       decode_wait_seconds=timing["wait"], layout=lay)

@@ -240,7 +240,7 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
         result = embed_images(
             table.resolved, spec, batch_size=batch_size, workers=workers, device=device, threads=threads,
             progress=(lambda done: bar.update(task, completed=done)) if bar else None,
-            dtype="float16" if spec.fusion is not None else "float32",
+            dtype="float16" if spec.fusion is not None else "float32", layout=verify,
         )
         embed_seconds = time.perf_counter() - t0
         if not result.ok.any():
@@ -286,7 +286,8 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
                 t_ver = time.perf_counter()
                 n_checked = 0
                 if verify:
-                    n_checked = _verify(w, neighbours, raw, table.resolved, spec, bar)
+                    n_checked = _verify(w, neighbours, raw, table.resolved, spec, bar, result=result,
+                                        embeddings=embeddings, device=sim_device)
                 del raw
                 verify_seconds = time.perf_counter() - t_ver
                 w.attrs.update({
@@ -346,16 +347,20 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
     return summary
 
 
-def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar) -> int:
-    """Verify the candidate pairs among the engine's neighbour lists ``(index, similarity)`` and
-    store the final scores in the file being written; returns the number of pairs checked."""
-    from .scoring import candidate_bar, score_neighbors
+def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar, *, result, embeddings,
+            device) -> int:
+    """Verify the candidate pairs among the engine's neighbour lists ``(index, similarity)``, and
+    those the layout descriptors propose, and store the final scores in the file being written;
+    returns the number of pairs checked."""
+    from .scoring import candidate_bar, layout_candidates, score_neighbors
+
+    extra = layout_candidates(result.layout, result.ok, device=device) if result.layout is not None else None
 
     task = bar.add_task("verifying", total=None, unit="pair") if bar else None
     columns = spec.fusion.branches[0].dim if spec.fusion is not None else None
     bar_value, rank = candidate_bar(spec.name)
     scored = score_neighbors(
-        *neighbours, raw, paths, bar=bar_value, rank=rank, columns=columns,
+        *neighbours, raw, paths, bar=bar_value, rank=rank, columns=columns, extra=extra, embeddings=embeddings,
         progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
     )
     writer.write_scores(scored)
