@@ -9,7 +9,8 @@ collection:
 - ``cos`` is the cosine of the two images' *raw* embeddings: for ``dupscope-v3`` its max-pooled
   head (the first 1280 columns, before any data-set centring or whitening), for other models
   their whole output. The engine's similarity (``neighbors/embedding_similarity``), which for
-  ``dupscope-v3`` is normalised against the data set, only chooses the candidates.
+  ``dupscope-v3`` is normalised against the data set, only chooses candidates, together with
+  the layout descriptors (:func:`layout_candidates`).
 - ``inliers`` and ``coverage`` come from :mod:`dupscope.verify` (0 for a pair that was not a
   candidate: no geometric evidence).
 
