@@ -55,7 +55,6 @@ _SPLIT_ALIASES = {
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
 
 
-
 @dataclass
 class ImageTable:
     """Images listed by an annotation file, in the file's order.

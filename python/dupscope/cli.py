@@ -133,17 +133,8 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("h5", help="similarity HDF5 file written by `dupscope similarity`")
     p.add_argument("-o", "--output", required=True, metavar="TARGET_DIR",
                    help="folder to write (index.html, data.js, thumbnails)")
-    p.add_argument("--predictions", metavar="PKL",
-                   help="pickle of model predictions: N scores, an N x C array of class scores, "
-                   "or a dict keyed by file name")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="load the predictions pickle without restrictions (it can run code)")
-    p.add_argument("--thumb-size", type=_ranged(int, 16, 1024), default=128, metavar="PX",
-                   help="longest side of thumbnails, 16-1024 (default: 128)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty folder that dupscope did not write")
+    _phase2_arguments(p)
     p.add_argument("--workers", type=_positive, default=None, help="threads making thumbnails")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p.set_defaults(handler=lambda args: _run_phase2(args, args.h5, args.output, "visualize"))
 

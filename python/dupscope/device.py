@@ -13,7 +13,7 @@ from typing import Union
 
 from .errors import DeviceError
 
-__all__ = ["Device", "parse_device", "gpu_status", "no_gpu_message"]
+__all__ = ["Device", "parse_device", "gpu_status", "no_gpu_message", "require_gpu"]
 
 _PATTERN = re.compile(r"^(auto|cpu|cuda|gpu)(?::(\d+))?$")
 
@@ -29,15 +29,9 @@ class Device:
         return f"cuda:{self.index}" if self.kind == "cuda" and self.index else self.kind
 
     @property
-    def wants_gpu(self) -> bool:
-        return self.kind in ("auto", "cuda")
-
-    @property
     def engine(self) -> str:
         """The name the compiled engine takes: ``"cpu"``, ``"auto"``, ``"cuda"`` or ``"cuda:N"``."""
-        if self.kind == "cuda":
-            return f"cuda:{self.index}" if self.index else "cuda"
-        return self.kind
+        return str(self)
 
 
 DeviceLike = Union[str, Device, None]

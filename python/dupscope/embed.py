@@ -95,7 +95,7 @@ def create_session(spec: ModelSpec, *, device: str = "auto", threads: int | None
     """
     import onnxruntime as ort
 
-    from .device import gpu_status, no_gpu_message, parse_device
+    from .device import gpu_status, parse_device, require_gpu
     from .errors import DeviceError
 
     dev = parse_device(device)
@@ -107,9 +107,7 @@ def create_session(spec: ModelSpec, *, device: str = "auto", threads: int | None
     elif dev.kind == "cpu":
         use_cuda = False
     else:
-        ok, why = gpu_status()
-        if not ok:  # first what the machine lacks, then what the install lacks
-            raise DeviceError(no_gpu_message(dev, why))
+        require_gpu(dev)  # first what the machine lacks, then what the install lacks
         if not has_cuda:
             raise DeviceError(
                 f"--device {dev}: a GPU is present, but this onnxruntime has no CUDA provider "

@@ -19,7 +19,6 @@ group are a true pair) by image path, basename or row index.
 from __future__ import annotations
 
 import math
-import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -28,6 +27,7 @@ import numpy as np
 
 from .errors import EvaluationError
 from .groundtruth import GroundTruth, GroundTruthLike, load_ground_truth, resolve_items, true_pairs
+from .matching import basename
 
 __all__ = [
     "EvaluationError",
@@ -364,7 +364,7 @@ def evaluate(h5_path, ground_truth: GroundTruthLike, *, threshold: Optional[floa
     try:
         paths = f.paths
         n = f.n
-        gt = load_ground_truth(ground_truth, known=set(paths) | {posixpath.basename(p) for p in paths})
+        gt = load_ground_truth(ground_truth, known=set(paths) | {basename(p) for p in paths})
         pairs = true_pairs(gt, paths, f.resolved_paths)
         if len(pairs) == 0:
             raise EvaluationError(f"{gt.source}: the ground truth has no pairs of distinct images")

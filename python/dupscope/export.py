@@ -41,7 +41,6 @@ __all__ = ["ExportError", "DeleteList", "star_groups", "choose_keepers", "delete
 KEEP_RULES = ("largest", "first")
 
 
-
 def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: float) -> np.ndarray:
     """Group label per image (the representative's row), ``-1`` for images in no group.
 

@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import ImageTable, load_annotations
 from . import defaults
+from .annotations import ImageTable, load_annotations
 from .device import parse_device, require_gpu
 from .embed import embed_images
 from .errors import OutputError, PipelineError
+from .fusion import fuse_embeddings
 from .images import failure_kind
 from .models import DEFAULT_MODEL, ModelSpec, get_model
 from .pairs import neighbor_pairs
-from .store import printable
-from .fusion import fuse_embeddings
+from .store import OutputLock, SimilarityWriter, check_output, printable
 
 __all__ = ["compute_similarity", "decide_dense", "PipelineError", "DENSE_MAX_BYTES", "DENSE_MAX_FREE_FRACTION"]
 
@@ -47,7 +47,6 @@ _MODEL_THRESHOLDS = {"dupscope-v3": (0.9, 0.8, 0.7)}
 #: Verified files hold the final score (dupscope.scoring): a probability-like value whose 0.5 is
 #: where a copy and a look-alike were equally likely when it was fitted.
 _VERIFIED_THRESHOLDS = (0.95, 0.9, 0.5)
-
 
 
 def decide_dense(n: int, output: str | os.PathLike) -> tuple[bool, str]:
@@ -183,8 +182,6 @@ def compute_similarity(
     PipelineError
         No image at all could be read, or the output cannot be written.
     """
-    from .store import OutputLock, check_output
-
     t_start = time.perf_counter()
     # The output is checked and locked before anything else, so that a bad output or a second
     # run writing the same file fails at once rather than after the embedding.
@@ -205,10 +202,12 @@ def _refuse_inputs_as_output(output: Path, table) -> None:
     if table.source and os.path.exists(table.source) and os.path.normcase(os.path.realpath(table.source)) == out:
         raise OutputError(f"the output {output} is the annotation file itself: choose another output")
     for path in table.resolved:
-        if path and os.path.normcase(os.path.abspath(path)) == out:
-            raise OutputError(f"the output {output} is one of the listed images: choose another output")
-    for path in table.resolved:  # the same through links, only when a name could match at all
-        if path and os.path.basename(path) == output.name and os.path.exists(path) and os.path.samefile(path, output):
+        if not path:
+            continue
+        same = os.path.normcase(os.path.abspath(path)) == out or (
+            # the same file through links, looked up only when the name could match at all
+            os.path.basename(path) == output.name and os.path.exists(path) and os.path.samefile(path, output))
+        if same:
             raise OutputError(f"the output {output} is one of the listed images ({path}): choose another output")
 
 
@@ -216,8 +215,6 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
                         workers, threads, k, dense, keep_embeddings, path_column, label_column, split_column,
                         progress, overwrite, tile, verify) -> dict[str, Any]:
     from rich.console import Console
-
-    from .store import SimilarityWriter
 
     console = Console(stderr=True, quiet=not progress)
     table = load_annotations(annotations, image_root=image_root, path_column=path_column,

@@ -90,18 +90,17 @@ def raw_cosines(raw: np.ndarray, index: np.ndarray, columns: int | None = None, 
     out = np.full((n, k), np.nan, np.float32)
     # Inverse norms once (NaN for zero rows), then plain dot products of the gathered rows: the
     # (block, k, D) gather is the only large temporary, and no array of that size is divided.
+    # Up to UNIT_COPY_BYTES, the same pass keeps a float32 copy of the columns read (converted
+    # once, not once per neighbour entry: float16 conversion is the slow part); beyond it, the
+    # gathered rows are converted per block.
     inv = np.empty(n, np.float32)
+    table = np.empty((n, d), np.float32) if n * d * 4 <= UNIT_COPY_BYTES else None
     for i in range(0, n, 8 * block):
         x = np.asarray(raw[i:i + 8 * block, :d], np.float32)
         norm = np.sqrt(np.einsum("rd,rd->r", x, x))
         inv[i:i + len(x)] = np.where(norm > 0, 1.0 / np.where(norm > 0, norm, 1), np.nan)
-    # Up to UNIT_COPY_BYTES, one float32 copy of the columns read (converted once, not once per
-    # neighbour entry: float16 conversion is the slow part); beyond it, converted per block.
-    table = None
-    if n * d * 4 <= UNIT_COPY_BYTES:
-        table = np.empty((n, d), np.float32)
-        for i in range(0, n, 8 * block):
-            table[i:i + 8 * block] = raw[i:i + 8 * block, :d]
+        if table is not None:
+            table[i:i + len(x)] = x
     for i in range(0, n, block):
         idx = index[i:i + block]
         safe = np.where(idx >= 0, idx, 0)
@@ -242,11 +241,11 @@ def layout_candidates(layout: np.ndarray, ok: np.ndarray, *, nearest: int = 2, b
     """
     from .engine import topk
 
-    flat = ~np.any(np.asarray(layout, np.float32), axis=1)
-    valid = np.asarray(ok, bool) & ~flat
+    layout = np.asarray(layout, np.float32)
+    valid = np.asarray(ok, bool) & np.any(layout, axis=1)  # flat images have no layout
     if valid.sum() < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    idx, sim = topk(np.asarray(layout, np.float32), nearest, device=device, valid=valid)
+    idx, sim = topk(layout, nearest, device=device, valid=valid)
     rows = np.repeat(np.arange(len(idx)), idx.shape[1])
     cols = idx.ravel().astype(np.int64)
     keep = (cols >= 0) & (sim.ravel().astype(np.float32) >= np.float32((1 + bar) / 2))

@@ -25,7 +25,6 @@ SCHEMA_VERSION = 1
 METRIC = "(1+cos)/2"
 
 
-
 def partial_path(path: "os.PathLike[str] | str") -> Path:
     """Where a file is written until it is complete."""
     p = Path(path)
@@ -352,7 +351,6 @@ class SimilarityWriter:
         g.create_dataset("similarity", data=sim)
         return index, sim
 
-
     def write_scores(self, scored) -> None:
         """Replace ``neighbors/`` with lists ranked by the final score
         (:class:`dupscope.scoring.ScoredNeighbors`): ``index`` and ``similarity`` (the final
@@ -490,16 +488,23 @@ class SimilarityFile:
         return [decode_name(v) for v in self._read(ds)]
 
     @property
+    def has_paths(self) -> bool:
+        """Whether the file names its images (``images/path``); files written by
+        :func:`write_similarity` from embeddings alone do not."""
+        return "images" in self.h5 and "path" in self.h5["images"]
+
+    @property
     def paths(self) -> list[str]:
         """Image paths as given in the annotations (names that were not valid UTF-8 come back
-        with their bytes as surrogate escapes, see docs/SCHEMA.md)."""
-        if "images" not in self.h5:
+        with their bytes as surrogate escapes, see docs/SCHEMA.md); row numbers as text when
+        the file has no paths."""
+        if not self.has_paths:
             return [str(i) for i in range(self.n)]
         return self._text("path")
 
     @property
     def resolved_paths(self) -> list[str]:
-        if "images" not in self.h5 or "resolved_path" not in self.h5["images"]:
+        if not self.has_paths or "resolved_path" not in self.h5["images"]:
             return self.paths
         return self._text("resolved_path")
 

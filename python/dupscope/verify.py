@@ -45,11 +45,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .defaults import usable_cpus
 from .errors import VerificationUnavailable
 
 __all__ = ["VerifyConfig", "Evidence", "Features", "image_features", "match_features", "verify_pairs",
            "VerificationUnavailable"]
-
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class VerifyConfig:
     cache_bytes : int
         Memory the feature cache may use.
     workers : int or None
-        Threads computing features and matching (default: the CPU count).
+        Threads computing features and matching (default: the usable cores).
     """
 
     side: int = 384
@@ -144,8 +144,8 @@ def _cv2():
     return cv2
 
 
-def _grey_resized(path: str, side: int, mirror: bool) -> np.ndarray:
-    from PIL import Image, ImageOps
+def _grey_resized(path: str, side: int) -> np.ndarray:
+    from PIL import Image
 
     from .images import decode_image
 
@@ -153,8 +153,6 @@ def _grey_resized(path: str, side: int, mirror: bool) -> np.ndarray:
     scale = side / max(img.size)
     size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     img = img.resize(size, Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.BOX)
-    if mirror:
-        img = ImageOps.mirror(img)
     return np.asarray(img, dtype=np.uint8)
 
 
@@ -177,7 +175,7 @@ def prepared_grey(path: str | os.PathLike, config: VerifyConfig = VerifyConfig()
     dupscope.images.ImageLoadError
         The image cannot be read.
     """
-    return _stretch(_grey_resized(os.fspath(path), config.side, False))
+    return _stretch(_grey_resized(os.fspath(path), config.side))
 
 
 def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = VerifyConfig(), *,
@@ -328,7 +326,7 @@ def verify_pairs(paths: Sequence[str], a: np.ndarray, b: np.ndarray, config: Ver
     cache = _Cache(paths, config)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     order = np.lexsort((hi, lo))
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.workers or usable_cpus()
 
     cv2 = _cv2()
 

@@ -119,11 +119,10 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
 
     with SimilarityFile(h5_path) as f:
         index, sim = f.neighbors()
-        paths = f.paths
+        # A file from write_similarity without paths: rows are shown as "image i".
+        paths = f.paths if f.has_paths else [f"image {i}" for i in range(f.n)]
         n = len(paths)
-        if "images" not in f.h5 or "path" not in f.h5["images"]:
-            paths = [f"image {i}" for i in range(n)]  # a file from write_similarity without paths
-        resolved = f.resolved_paths if "images" in f.h5 else paths
+        resolved = f.resolved_paths if f.has_paths else paths
         labels, splits, errors = f.labels, f.splits, f.errors
         ok = f.ok
         inliers = f.inliers()

@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 
-
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     # Protocol 2 pickles store the bytes of numpy arrays as ``_codecs.encode(str, "latin1")``;
     # only that exact use is allowed, so the stand-in refuses any other codec.

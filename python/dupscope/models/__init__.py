@@ -32,7 +32,6 @@ COLOURS = ("rgb", "gray")
 LAYOUTS = ("NCHW", "NHWC")
 
 
-
 @dataclass(frozen=True)
 class ModelSpec:
     """An embedding model and its preprocessing.
