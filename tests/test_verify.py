@@ -150,9 +150,25 @@ def _reference_matches(d1: np.ndarray, d2: np.ndarray, ratio: float):
     return i, fwd[i]
 
 
-@pytest.mark.parametrize("na,nb,nbytes", [(1, 1, 32), (37, 53, 32), (211, 190, 32), (40, 33, 8), (25, 30, 64)])
-def test_hamming_matches_against_numpy(na, nb, nbytes):
-    from dupscope.verify import mutual_matches
+def _hamming_kernels():
+    from dupscope import build_info
+
+    return build_info()["hamming_kernels"]
+
+
+@pytest.mark.parametrize("kernel", ["portable", "avx512", "avx512-vpopcnt"])
+@pytest.mark.parametrize("na,nb,nbytes", [(1, 1, 32), (1, 17, 32), (37, 53, 32), (211, 190, 32), (40, 33, 8),
+                                          (25, 30, 64)])
+def test_hamming_matches_against_numpy(na, nb, nbytes, kernel):
+    """Every kernel this CPU runs (the others skip; the portable one runs everywhere), at sizes
+    that are not multiples of the vector kernels' 16 columns."""
+    from dupscope._core import hamming_matches
+
+    if kernel not in _hamming_kernels():
+        pytest.skip(f"this CPU or build has no {kernel} Hamming kernel")
+
+    def mutual_matches(x, y, ratio):
+        return hamming_matches(x, y, ratio, kernel)
 
     rng = np.random.default_rng(na * 1000 + nb)
     d2 = rng.integers(0, 256, (nb, nbytes), dtype=np.uint8)
@@ -177,6 +193,27 @@ def test_hamming_matches_rejects_bad_input():
     with pytest.raises(ValueError, match="multiple of 8"):
         mutual_matches(np.zeros((4, 12), np.uint8), np.zeros((4, 12), np.uint8), 0.8)
     assert [len(x) for x in mutual_matches(a[:0], a, 0.8)] == [0, 0]
+    from dupscope._core import hamming_matches
+
+    with pytest.raises(ValueError, match="Hamming kernel 'sse1'"):
+        hamming_matches(a, a, 0.8, "sse1")
+
+
+def test_hamming_kernels_agree_on_ties():
+    """Descriptors that differ in one byte only: distances take few values, so most rows and
+    columns have ties for their nearest or second nearest, and the vector kernels' merge of
+    their per-lane best two must equal the row-major scan."""
+    from dupscope._core import hamming_matches
+
+    rng = np.random.default_rng(7)
+    d1, d2 = np.zeros((90, 32), np.uint8), np.zeros((73, 32), np.uint8)
+    d1[:, 0], d2[:, 0] = rng.integers(0, 256, 90), rng.integers(0, 256, 73)
+    for ratio in (1.0, 0.8):
+        want = _reference_matches(d1, d2, ratio)
+        assert len(want[0]) > 0
+        for kernel in _hamming_kernels():
+            got = hamming_matches(d1, d2, ratio, kernel)
+            assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), kernel
 
 
 def test_score_neighbors_rank_cap_limits_candidates(images):

@@ -148,7 +148,7 @@ class PyJob {
 };
 
 // Mutual ratio-test matches of two uint8 descriptor matrices, as two int64 index arrays.
-py::tuple hamming_matches(const py::array& a, const py::array& b, float ratio) {
+py::tuple hamming_matches(const py::array& a, const py::array& b, float ratio, const std::string& kernel) {
   auto [na, da] = check_matrix(a, "a");
   auto [nb, db] = check_matrix(b, "b");
   if (!a.dtype().is(py::dtype::of<uint8_t>()) || !b.dtype().is(py::dtype::of<uint8_t>()))
@@ -157,12 +157,15 @@ py::tuple hamming_matches(const py::array& a, const py::array& b, float ratio) {
     throw py::value_error("descriptors have different lengths: " + std::to_string(da) + " and " +
                           std::to_string(db) + " bytes");
   if (!(ratio > 0.0f && ratio <= 1.0f)) throw py::value_error("ratio must be in (0, 1]");
+  const std::vector<std::string> kernels = hamming_kernels();
+  if (kernel != "auto" && std::find(kernels.begin(), kernels.end(), kernel) == kernels.end())
+    throw py::value_error("Hamming kernel '" + kernel + "' is unknown or not supported here");
   std::vector<int32_t> ia, ib;
   const auto* pa = static_cast<const uint8_t*>(a.data());
   const auto* pb = static_cast<const uint8_t*>(b.data());
   {
     py::gil_scoped_release release;
-    mutual_ratio_matches(pa, na, pb, nb, static_cast<int>(da), ratio, ia, ib);
+    mutual_ratio_matches(pa, na, pb, nb, static_cast<int>(da), ratio, ia, ib, kernel);
   }
   py::array_t<int64_t> oa(static_cast<py::ssize_t>(ia.size())), ob(static_cast<py::ssize_t>(ib.size()));
   std::copy(ia.begin(), ia.end(), oa.mutable_data());
@@ -182,6 +185,13 @@ py::dict build_info() {
     d["simd_selected"] = simd_name(simd_default());
   } catch (const std::exception& e) {
     d["simd_selected"] = std::string("error: ") + e.what();
+  }
+  try {
+    py::list hk;
+    for (const auto& k : hamming_kernels()) hk.append(k);
+    d["hamming_kernels"] = hk;
+  } catch (const std::exception& e) {
+    d["hamming_kernels"] = std::string("error: ") + e.what();
   }
   d["threads"] = "std::thread";
   d["hardware_concurrency"] = std::thread::hardware_concurrency();
@@ -207,8 +217,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("normalize", &normalize, py::arg("embeddings"),
         "L2-normalised float32 copy of float32/float16 embeddings (zero rows stay zero)");
   m.def("hamming_matches", &hamming_matches, py::arg("a"), py::arg("b"), py::arg("ratio"),
+        py::arg("kernel") = "auto",
         "Mutual nearest-neighbour matches of two uint8 descriptor sets (rows of a multiple of 8 "
-        "bytes) by Hamming distance, each passing Lowe's ratio test; returns (index_a, index_b)");
+        "bytes) by Hamming distance, each passing Lowe's ratio test; returns (index_a, index_b). "
+        "kernel: 'auto' (the last of build_info()['hamming_kernels']) or one of those");
   m.def("cuda_device_count", [] { return cuda::device_count(); },
         "number of usable CUDA devices (0 without CUDA or a driver)");
   m.def("cuda_available", [] {

@@ -1,32 +1,17 @@
 #include "dupscope/hamming.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
 
+#include "dupscope/cpu_features.hpp"
+#include "hamming_internal.hpp"
+
 namespace dupscope {
 namespace {
 
-struct Best2 {
-  int32_t d1 = std::numeric_limits<int32_t>::max();
-  int32_t d2 = std::numeric_limits<int32_t>::max();
-  int32_t idx = -1;
-
-  void offer(int32_t d, int32_t j) {
-    if (d < d1) {
-      d2 = d1;
-      d1 = d;
-      idx = j;
-    } else if (d < d2) {
-      d2 = d;
-    }
-  }
-  // Lowe's test; a single candidate (no second) always passes.
-  bool passes(float ratio) const {
-    return idx >= 0 && (d2 == std::numeric_limits<int32_t>::max() ||
-                        static_cast<float>(d1) < ratio * static_cast<float>(d2));
-  }
-};
+using hamming_detail::Best2;
 
 // The distances are computed from 64-bit words; on x86 the hardware popcount is picked at run
 // time where the CPU has it (every x86-64 CPU since 2008), the portable bit count elsewhere.
@@ -68,8 +53,20 @@ void distances(const uint64_t* a, int64_t na, const uint64_t* b, int64_t nb, int
 
 }  // namespace
 
+std::vector<std::string> hamming_kernels() {
+  std::vector<std::string> out{"portable"};
+#if defined(DUPSCOPE_X86)
+  if (simd_default() == SimdLevel::AVX512) {
+    out.emplace_back("avx512");
+    if (hamming_detail::cpu_has_vpopcntdq()) out.emplace_back("avx512-vpopcnt");
+  }
+#endif
+  return out;
+}
+
 void mutual_ratio_matches(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int bytes,
-                          float ratio, std::vector<int32_t>& ia, std::vector<int32_t>& ib) {
+                          float ratio, std::vector<int32_t>& ia, std::vector<int32_t>& ib,
+                          const std::string& kernel) {
   if (bytes <= 0 || bytes % 8 != 0)
     throw std::invalid_argument("descriptor length must be a positive multiple of 8 bytes");
   if (na == 0 || nb == 0) return;
@@ -79,6 +76,24 @@ void mutual_ratio_matches(const uint8_t* a, int64_t na, const uint8_t* b, int64_
   std::memcpy(wa.data(), a, static_cast<size_t>(na) * bytes);
   std::memcpy(wb.data(), b, static_cast<size_t>(nb) * bytes);
   std::vector<Best2> fwd(na), back(nb);
+  std::string use = kernel == "auto" ? hamming_kernels().back() : kernel;
+  const std::vector<std::string> ok = hamming_kernels();
+  if (std::find(ok.begin(), ok.end(), use) == ok.end())
+    throw std::invalid_argument("Hamming kernel '" + kernel + "' is unknown or not supported here");
+  if (words != 4) use = "portable";
+#if defined(DUPSCOPE_X86)
+  if (use != "portable") {
+    // b transposed into word planes padded to 16 columns (the vector kernel's step).
+    const int64_t ldb = (nb + 15) / 16 * 16;
+    std::vector<uint64_t> bt(static_cast<size_t>(4 * ldb), 0);
+    for (int64_t j = 0; j < nb; ++j)
+      for (int w = 0; w < 4; ++w) bt[w * ldb + j] = wb[j * 4 + w];
+    if (use == "avx512-vpopcnt")
+      hamming_detail::best_two_avx512_vpopcnt(wa.data(), na, bt.data(), nb, ldb, fwd.data(), back.data());
+    else
+      hamming_detail::best_two_avx512(wa.data(), na, bt.data(), nb, ldb, fwd.data(), back.data());
+  } else
+#endif
   distances(wa.data(), na, wb.data(), nb, words, fwd.data(), back.data());
   for (int64_t i = 0; i < na; ++i) {
     if (!fwd[i].passes(ratio)) continue;

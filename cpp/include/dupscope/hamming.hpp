@@ -2,6 +2,7 @@
 // verification of candidate pairs.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace dupscope {
@@ -12,7 +13,16 @@ namespace dupscope {
 // of 8. One pass over the na x nb distances serves both directions; ties go to the lower index
 // (and then fail the ratio test, since the second nearest is as near). Appends the pairs to
 // `ia` and `ib` in increasing order of i.
+//
+// `kernel` picks the implementation: "auto" (the best one the CPU runs, within the level
+// DUPSCOPE_SIMD allows), "portable", "avx512" (table-lookup popcount) or "avx512-vpopcnt"; the
+// vector kernels serve 32-byte descriptors and give the same pairs as the portable one. Throws
+// std::invalid_argument for an unknown or unsupported kernel.
 void mutual_ratio_matches(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int bytes,
-                          float ratio, std::vector<int32_t>& ia, std::vector<int32_t>& ib);
+                          float ratio, std::vector<int32_t>& ia, std::vector<int32_t>& ib,
+                          const std::string& kernel = "auto");
+
+// The kernels this CPU and build can run for 32-byte descriptors, best last.
+std::vector<std::string> hamming_kernels();
 
 }  // namespace dupscope

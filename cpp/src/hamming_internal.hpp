@@ -1,0 +1,45 @@
+// Shared between the portable and the AVX-512 Hamming matchers (not part of the public headers).
+#pragma once
+#include <cstdint>
+#include <limits>
+
+namespace dupscope {
+namespace hamming_detail {
+
+constexpr int32_t kNone = std::numeric_limits<int32_t>::max();
+
+// The two smallest distances offered so far and the index of the smallest (the first offered
+// on ties, since only a strictly smaller distance replaces it).
+struct Best2 {
+  int32_t d1 = kNone;
+  int32_t d2 = kNone;
+  int32_t idx = -1;
+
+  void offer(int32_t d, int32_t j) {
+    if (d < d1) {
+      d2 = d1;
+      d1 = d;
+      idx = j;
+    } else if (d < d2) {
+      d2 = d;
+    }
+  }
+  // Lowe's test; a single candidate (no second) always passes.
+  bool passes(float ratio) const {
+    return idx >= 0 && (d2 == kNone || static_cast<float>(d1) < ratio * static_cast<float>(d2));
+  }
+};
+
+// 32-byte descriptors (four 64-bit words, ORB's size). `a` is na x 4 words row-major; `bt` holds
+// b transposed into four planes of `ldb` words (plane w, column j: word w of b[j]), ldb a
+// multiple of 16 and >= nb. Fills fwd[i] with a[i]'s best two over b, and back[j] with b[j]'s
+// best two over a, exactly as offering every distance in row-major order would.
+// x86 only (hamming_avx512.cpp).
+void best_two_avx512(const uint64_t* a, int64_t na, const uint64_t* bt, int64_t nb, int64_t ldb,
+                     Best2* fwd, Best2* back);
+void best_two_avx512_vpopcnt(const uint64_t* a, int64_t na, const uint64_t* bt, int64_t nb,
+                             int64_t ldb, Best2* fwd, Best2* back);
+bool cpu_has_vpopcntdq();
+
+}  // namespace hamming_detail
+}  // namespace dupscope
