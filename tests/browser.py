@@ -34,6 +34,8 @@ PLANTED = [
     (8, 9, 0.88),
 ]
 FAILED = 7
+# Image 3 is larger than its thumbnail, so the compare view can tell an original from a thumbnail.
+SIZES = {3: (256, 192)}
 
 
 @dataclass
@@ -74,6 +76,7 @@ def write_similarity_file(
     ok: np.ndarray,
     dense: bool = True,
     complete: bool = True,
+    sizes: list[tuple[int, int]] | None = None,
 ) -> None:
     """Write a similarity file following docs/SCHEMA.md (schema version 1)."""
     import h5py
@@ -93,8 +96,9 @@ def write_similarity_file(
         f.create_dataset("images/split", data=splits, dtype=s)
         f.create_dataset("images/ok", data=ok.astype(bool))
         f.create_dataset("images/error", data=["" if o else "cannot identify image file" for o in ok], dtype=s)
-        f.create_dataset("images/width", data=np.where(ok, 64, 0).astype(np.int32))
-        f.create_dataset("images/height", data=np.where(ok, 48, 0).astype(np.int32))
+        w, h = (np.array(sizes).T if sizes is not None else (np.full(n, 64), np.full(n, 48)))
+        f.create_dataset("images/width", data=np.where(ok, w, 0).astype(np.int32))
+        f.create_dataset("images/height", data=np.where(ok, h, 0).astype(np.int32))
         f.attrs.update({
             "schema_version": 1, "dupscope_version": "0.0.test", "created": "2024-01-01T00:00:00Z",
             "n_images": n, "k": k, "tile": 8, "dense": dense, "metric": "(1+cos)/2", "device": "cpu",
@@ -122,7 +126,7 @@ def make_dataset(root: Path, n: int = 14, k: int = 4) -> Dataset:
             (image_dir / name).write_bytes(b"this is not a png")
             continue
         group = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 2, 6: 2}.get(i, 3 + i)
-        im = Image.new("RGB", (64, 48), palette[group % len(palette)])
+        im = Image.new("RGB", SIZES.get(i, (64, 48)), palette[group % len(palette)])
         d = ImageDraw.Draw(im)
         d.ellipse((8 + 2 * (i % 4), 6, 40, 38), fill=(255, 255, 255))
         d.text((44, 18), str(i), fill=(0, 0, 0))
@@ -147,7 +151,7 @@ def make_dataset(root: Path, n: int = 14, k: int = 4) -> Dataset:
     resolved = [str(image_dir / name) for name in names]
     h5 = root / "sim.h5"
     write_similarity_file(h5, sim, k=k, paths=paths, resolved=resolved, labels=labels,
-                          splits=splits, ok=ok)
+                          splits=splits, ok=ok, sizes=[SIZES.get(i, (64, 48)) for i in range(n)])
     return Dataset(h5=h5, image_dir=image_dir, paths=paths, similarity=sim, labels=labels,
                    splits=splits)
 

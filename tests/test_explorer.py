@@ -289,7 +289,9 @@ def test_cli_visualize_end_to_end_and_errors(tmp_path, dataset, capsys):
     import dupscope.cli as cli
     out = tmp_path / "site"
     assert cli.main(["visualize", str(dataset.h5), "-o", str(out), "--quiet"]) == 0
-    assert (out / "index.html").is_file() and "dupscope serve" in capsys.readouterr().out
+    assert (out / "index.html").is_file() and capsys.readouterr() == ("", "")  # --quiet: nothing
+    assert cli.main(["visualize", str(dataset.h5), "-o", str(out)]) == 0
+    assert "dupscope serve" in capsys.readouterr().out
 
     class Evil:
         def __reduce__(self):

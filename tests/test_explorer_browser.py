@@ -111,13 +111,14 @@ def test_threshold_slider_changes_duplicates(page, site):
     ds = site[0]
     page.set_range("threshold", 0.95)
     assert page.text("#threshold-value") == "0.950"
-    assert page.dups_of(0) == [1, 2] and page.dups_of(3) == []
-    assert page.page.locator(".dup").count() == 6
+    assert page.rows() == [0] and page.dups_of(0) == [1, 2]  # one row per group, keeper first
+    assert page.page.locator(".dup").count() == 2
     assert page.text("#stat-pairs") == str(len(expected_pairs(ds.h5, 0.95))) == "3"
-    assert page.text("#stat-groups") == "1"
+    assert page.text("#stat-groups") == "1" and page.text("#stat-remove") == "2"
     page.set_range("threshold", 0.9)
+    assert page.rows() == [0, 3, 5]
     assert page.dups_of(3) == [4] and page.dups_of(5) == [6]
-    assert page.page.locator(".dup").count() == 10
+    assert page.page.locator(".dup").count() == 4
     assert page.text("#stat-pairs") == "5" and page.text("#stat-groups") == "3"
     assert page.text("#stat-dup-images") == "7"
     # the pair planted at 0.88 appears exactly at its stored float16 value
@@ -128,16 +129,63 @@ def test_threshold_slider_changes_duplicates(page, site):
     assert page.page.locator(".dup").count() == 0 and page.text("#stat-pairs") == "0"
 
 
-def test_images_rendered_slider_changes_row_count(page, site):
+def _all_cards(page) -> list[int]:
+    return [int(x) for x in page.page.eval_on_selector_all("article.row .card", "els => els.map(e => e.dataset.index)")]
+
+
+def test_no_image_in_two_rows_at_any_threshold(page, site):
+    """Every image appears exactly once on the page (dups off: groups, then the rest), whatever
+    the threshold, and a group's members are all linked to each other (no chaining)."""
     n = len(site[0].paths)
-    assert len(page.rows()) == n
-    page.set_range("rows", 5)
-    assert len(page.rows()) == 5
-    assert page.text("#range") == f"Rows 1\u20135 of {n}"
-    page.page.click("#next-page")
-    assert len(page.rows()) == 5 and page.text("#range").startswith("Rows 6\u201310")
-    page.set_range("rows", 1)
-    assert len(page.rows()) == 1
+    page.page.click("#only-dups")  # on by default when there are duplicates: turn it off
+    assert page.page.get_attribute("#only-dups", "aria-pressed") == "false"
+    lo, hi = page.page.evaluate("window.dupscope.range()")
+    for t in np.round(np.linspace(lo, hi, 41), 3):
+        page.set_range("rows", 1000)
+        page.set_range("threshold", float(t))
+        cards = _all_cards(page)
+        assert sorted(cards) == list(range(n)), (t, cards)
+        pairs = expected_pairs(site[0].h5, float(page.text("#threshold-value")))
+        for g in page.page.evaluate("window.dupscope.groups()"):
+            for x in g:
+                for y in g:
+                    assert x == y or (min(x, y), max(x, y)) in pairs
+
+
+def test_threshold_range_is_where_the_scores_are(page, site):
+    import h5py
+
+    with h5py.File(site[0].h5, "r") as f:
+        sims = f["neighbors/similarity"][()].astype(np.float64)
+    lowest = np.nanmin(sims)
+    lo = float(page.page.get_attribute("#threshold", "min"))
+    assert lo == pytest.approx(np.floor(lowest * 100) / 100) and lo > 0.5
+    assert float(page.page.get_attribute("#threshold", "max")) == 1.0
+    assert page.page.get_attribute("#threshold", "step") == "0.001"
+    page.set_range("threshold", 0.0)  # below the range: clamped
+    assert float(page.text("#threshold-value")) == pytest.approx(lo)
+    page.page.fill("#threshold-number", "0.935")  # typed
+    page.page.press("#threshold-number", "Enter")
+    assert page.text("#threshold-value") == "0.935" and page.rows() == [0]
+
+
+def test_images_rendered_slider_changes_row_count(browser, site):
+    _, index, _ = site
+    n = len(site[0].paths)
+    p = Page(browser, index.as_uri() + "#rows=50&dups=0&t=0.9", "file://")
+    try:
+        total = 3 + (n - 7)  # three groups, then every image in no group
+        assert len(p.rows()) == total
+        assert p.text("#range") == f"Rows (groups, then single images) 1\u2013{total} of {total}"
+        p.set_range("rows", 5)
+        assert len(p.rows()) == 5 and p.rows()[:3] == [0, 3, 5]
+        p.page.click("#next-page")
+        assert len(p.rows()) == 5 and "6\u201310" in p.text("#range")
+        p.set_range("rows", 1)
+        assert len(p.rows()) == 1
+        assert "Groups rendered" in p.text("label[for='rows']")
+    finally:
+        p.close()
 
 
 def test_per_row_slider_wraps_duplicates(page):
@@ -159,51 +207,56 @@ def test_per_row_slider_wraps_duplicates(page):
 
 
 def test_order_button_toggles_label_and_reverses(page):
+    page.set_range("threshold", 0.9)
     button = page.page.locator("#order")
-    assert button.text_content() == "Descending order"
-    desc = page.rows()
-    assert desc[0] == 0 and desc[-1] == FAILED
+    assert button.text_content() == "Descending order" and page.text("#order-now") == "highest score first"
+    assert page.rows() == [0, 3, 5]  # groups by their best score: 0.99, 0.93, 0.91
     button.click()
-    assert button.text_content() == "Ascending order"
-    assert page.rows() == desc[::-1]
+    assert button.text_content() == "Ascending order" and page.text("#order-now") == "lowest score first"
+    assert page.rows() == [5, 3, 0]
     page.page.keyboard.press("o")  # keyboard does the same
-    assert button.text_content() == "Descending order" and page.rows() == desc
+    assert button.text_content() == "Descending order" and page.rows() == [0, 3, 5]
+    page.page.click("#only-dups")  # with the single images: the failed one (no score) comes last
+    assert page.rows()[:3] == [0, 3, 5] and page.rows()[-1] == FAILED
+    button.click()
+    assert page.rows()[0] == FAILED and page.rows()[-3:] == [5, 3, 0]
 
 
 def test_only_duplicates_button(page, site):
     n = len(site[0].paths)
     page.set_range("threshold", 0.9)
     button = page.page.locator("#only-dups")
-    button.click()
-    assert button.get_attribute("aria-pressed") == "true"
-    assert sorted(page.rows()) == [0, 1, 2, 3, 4, 5, 6]
+    assert button.get_attribute("aria-pressed") == "true"  # on by default: there are duplicates
+    assert page.rows() == [0, 3, 5]
     page.set_range("threshold", 0.95)
-    assert sorted(page.rows()) == [0, 1, 2]
-    page.page.locator("#order").click()  # ascending keeps the filter
-    assert page.rows() == [2, 1, 0]
+    assert page.rows() == [0]
     button.click()
-    assert button.get_attribute("aria-pressed") == "false" and len(page.rows()) == n
+    assert button.get_attribute("aria-pressed") == "false"
+    assert page.rows()[0] == 0 and len(page.rows()) == 1 + n - 3
+    assert sorted(_all_cards(page)) == list(range(n))
 
 
 def test_split_and_label_filters_and_highlights(page):
     page.set_range("threshold", 0.9)
     page.page.click("#cross-split")
-    assert sorted(page.rows()) == [0, 1, 2]
+    assert page.rows() == [0]
     page.page.click("#cross-split")
     page.page.click("#label-conflicts")
-    assert sorted(page.rows()) == [0, 1, 2, 5, 6]
-    # image 2 (dog) next to image 0 (cat): highlighted; image 1 (cat, test split) crosses splits
+    assert page.rows() == [0, 5]
+    # image 2 (dog) next to keeper 0 (cat): highlighted; image 1 (cat, test split) crosses splits
     assert "conflict" in page.page.get_attribute("article.row[data-index='0'] .dup[data-index='2']", "class")
     assert "cross" in page.page.get_attribute("article.row[data-index='0'] .dup[data-index='1']", "class")
     assert "conflict" not in page.page.get_attribute("article.row[data-index='0'] .dup[data-index='1']", "class")
-    assert page.text("article.row[data-index='1'] > .card .split") == "test"
+    assert page.text("article.row[data-index='0'] .card[data-index='1'] .split") == "test"
 
 
 def test_predictions_shown(page, site):
     _, _, scores = site
+    page.set_range("threshold", 0.9)
     for i in (0, 4):
         c = int(np.argmax(scores[i]))
-        assert page.text(f"article.row[data-index='{i}'] > .card .pred") == f"{c} {scores[i, c]:.3f}"
+        assert page.text(f".card[data-index='{i}'] .pred") == f"{c} {scores[i, c]:.3f}"
+    assert page.page.locator("#legend-pred").is_visible()
 
 
 def test_export_matches_h5(page, site):
@@ -233,32 +286,119 @@ def test_export_matches_h5(page, site):
 
 
 def test_xss_file_name_stays_text(page):
+    page.set_range("threshold", 0.9)
     card = "article.row[data-index='5'] > .card"
     assert page.text(f"{card} .name") == XSS_NAME
     assert page.text(f"{card} .label") == "<b>bird</b>"
     assert page.page.locator("img[src='x']").count() == 0
     assert page.page.locator("main b").count() == 0
     page.page.click(f"{card} .thumb")
-    assert page.text("#viewer-name") == XSS_NAME
+    assert page.text("#side-a .side-name") == XSS_NAME
     page.page.keyboard.press("Escape")
     # Page.close() asserts that no dialog fired.
 
 
-def test_thumbnail_opens_viewer_with_path(page, site):
+def _natural(page, side: str) -> tuple[int, int]:
+    page.page.wait_for_function(
+        f"(() => {{ const i = document.querySelector('#{side} img'); return i.complete && i.naturalWidth > 0; }})()")
+    return tuple(page.page.eval_on_selector(f"#{side} img", "i => [i.naturalWidth, i.naturalHeight]"))
+
+
+def test_compare_view_shows_both_originals(page, site):
+    from PIL import Image
+
     ds = site[0]
-    page.page.click("article.row[data-index='3'] > .card .thumb")
+    page.set_range("threshold", 0.9)
+    page.page.click("article.row[data-index='3'] .dup[data-index='4'] .thumb")
     assert page.page.locator("#viewer").get_attribute("open") is not None
-    assert ds.paths[3] in page.text("#viewer-path")
-    assert str(ds.image_dir / Path(ds.paths[3]).name) in page.text("#viewer-path")
-    page.page.wait_for_function("document.getElementById('viewer-img').naturalWidth > 0")
+    assert page.text("#side-a .side-path") == ds.paths[3] and page.text("#side-b .side-path") == ds.paths[4]
+    # The originals, not the thumbnails: image 3 is 256 x 192, its thumbnail 128 x 96.
+    for side, i in (("side-a", 3), ("side-b", 4)):
+        with Image.open(ds.image_dir / Path(ds.paths[i]).name) as im:
+            assert _natural(page, side) == im.size
+    size = (ds.image_dir / Path(ds.paths[3]).name).stat().st_size
+    assert "256 \u00d7 192 px" in page.text("#side-a .side-size")
+    assert (f"{size} B" if size < 1024 else f"{size / 1024:.1f} KB") in page.text("#side-a .side-size")
+    assert "similarity 0.930" in page.text("#compare-evidence")
+    # Arrow keys: the next pair on the page is (5, 6); back again; Esc closes.
+    page.page.keyboard.press("ArrowRight")
+    assert page.page.get_attribute("#side-a", "data-index") == "5"
+    assert page.page.get_attribute("#side-b", "data-index") == "6"
+    page.page.keyboard.press("ArrowLeft")
+    assert page.page.get_attribute("#side-b", "data-index") == "4"
     page.page.keyboard.press("Escape")
     assert page.page.locator("#viewer").get_attribute("open") is None
 
 
-def test_failed_image_shows_placeholder(page):
-    src = page.page.get_attribute(f"article.row[data-index='{FAILED}'] > .card img", "src")
-    assert src.endswith("placeholder.svg")
-    assert "failed" in page.page.get_attribute(f"article.row[data-index='{FAILED}'] > .card", "class")
+def test_marks_survive_reload_and_reach_the_export(browser, site, tmp_path):
+    from dupscope.export import delete_list, write_delete_list
+
+    ds = site[0]
+    _, index, _ = site
+    url = index.as_uri() + "#t=0.900&rows=50"
+    context = browser.new_context(accept_downloads=True)
+    try:
+        pg = context.new_page()
+        pg.goto(url)
+        pg.wait_for_selector("html[data-ready='1']")
+        # 2 is not a copy of 0; 1 is the one to keep in that group.
+        pg.click("article.row[data-index='0'] .card[data-index='2'] button.notdup")
+        pg.click("article.row[data-index='0'] .card[data-index='1'] button.keep")
+        assert pg.get_attribute("article.row.group:first-child", "data-index") == "1"
+        pg.reload()
+        pg.wait_for_selector("html[data-ready='1']")
+        assert pg.text_content("#stat-marks") == "1 not-duplicate, 1 keep"
+        groups = pg.evaluate("window.dupscope.groups()")
+        assert [1, 0] in groups and not any(2 in g and 0 in g for g in groups)
+        with pg.expect_download() as info:
+            pg.click("#export-delete-csv")
+        got = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
+        assert [r["action"] for r in got][:3] == ["remove", "keep", "keep"]
+        with pg.expect_download() as info:
+            pg.click("#export-marks")
+        marks = tmp_path / "marks.json"
+        marks.write_bytes(Path(info.value.path()).read_bytes())
+        # dupscope export --marks gives the page's rows.
+        want = list(csv.DictReader(io.StringIO(write_delete_list(delete_list(ds.h5, threshold=0.9, marks=marks),
+                                                                 None, "csv"))))
+        assert [(r["path"], r["group"], r["action"]) for r in got] == [(r["path"], r["group"], r["action"]) for r in want]
+        pg.click("#clear-marks")
+        assert pg.text_content("#stat-marks") == "none"
+    finally:
+        context.close()
+
+
+def test_python_api_file_opens(browser, tmp_path):
+    """A file from dupscope.write_similarity opens: with paths and labels, and without paths
+    (rows are then image numbers)."""
+    from dupscope import write_similarity
+    from dupscope.explorer import build_explorer
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(12, 16)).astype(np.float32)
+    emb[5] = emb[2] + 0.01
+    paths = [str(tmp_path / f"x{i}.png") for i in range(12)]
+    write_similarity(emb, tmp_path / "api.h5", k=3, paths=paths, labels=["a"] * 12)
+    write_similarity(emb, tmp_path / "bare.h5", k=3)
+    for name, want in (("api", "x2.png"), ("bare", "image 2")):
+        index = build_explorer(tmp_path / f"{name}.h5", tmp_path / name, progress=False)
+        p = Page(browser, index.as_uri(), "file://")
+        try:
+            assert p.rows()[0] == 2 and p.dups_of(2) == [5]
+            assert p.text("article.row[data-index='2'] > .card .name") == want
+        finally:
+            p.close()
+
+
+def test_failed_image_shows_placeholder(browser, site):
+    _, index, _ = site
+    p = Page(browser, index.as_uri() + "#dups=0&rows=50", "file://")
+    try:
+        src = p.page.get_attribute(f"article.row[data-index='{FAILED}'] > .card img", "src")
+        assert src.endswith("placeholder.svg")
+        assert "failed" in p.page.get_attribute(f"article.row[data-index='{FAILED}'] > .card", "class")
+    finally:
+        p.close()
 
 
 def test_state_in_hash_and_keyboard(browser, site, page):
@@ -266,15 +406,20 @@ def test_state_in_hash_and_keyboard(browser, site, page):
     page.set_range("threshold", 0.9)
     page.page.keyboard.press("Shift+ArrowRight")
     assert page.text("#threshold-value") == "0.910"
-    page.page.keyboard.press("d")
+    page.page.focus("#threshold")  # Shift+Arrow on the slider itself steps 0.01 too
+    page.page.keyboard.press("Shift+ArrowLeft")
+    assert page.text("#threshold-value") == "0.900"
+    page.page.keyboard.press("Shift+ArrowRight")
+    page.page.locator("body").click(position={"x": 5, "y": 5})
+    page.page.keyboard.press("d")  # on by default: off
     page.set_range("per-row", 3)
     url = page.page.url
-    assert "t=0.910" in url and "dups=1" in url and "per=3" in url
+    assert "t=0.910" in url and "dups=0" in url and "per=3" in url
     other = Page(browser, url, "file://")
     try:
         assert other.text("#threshold-value") == "0.910"
-        assert other.page.get_attribute("#only-dups", "aria-pressed") == "true"
-        assert sorted(other.rows()) == [0, 1, 2, 3, 4, 5, 6]
+        assert other.page.get_attribute("#only-dups", "aria-pressed") == "false"
+        assert other.rows()[:3] == [0, 3, 5] and len(other.rows()) > 3
     finally:
         other.close()
 
@@ -314,8 +459,12 @@ def test_served_over_http(browser, site):
         try:
             assert p.text("#stat-pairs") == "3"
             p.page.wait_for_function("document.querySelector('article.row img').naturalWidth > 0")
-            p.page.click("#only-dups")
-            assert sorted(p.rows()) == [0, 1, 2]
+            assert p.rows() == [0]
+            # The compare view loads the originals through /_originals/.
+            p.set_range("threshold", 0.9)
+            p.page.click("article.row[data-index='3'] .dup[data-index='4'] .thumb")
+            assert _natural(p, "side-a") == (256, 192)
+            assert p.page.eval_on_selector("#side-a img", "i => i.src").startswith(url + "_originals/")
         finally:
             p.close()
     finally:

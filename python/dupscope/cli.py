@@ -148,7 +148,8 @@ def _run_phase2(args: argparse.Namespace, h5: str, output: str, command: str) ->
         thumb_size=args.thumb_size, workers=getattr(args, "workers", None), progress=not args.quiet,
         overwrite=getattr(args, "overwrite", False),
     )
-    print(f"Open {index} in a browser, or run: dupscope serve {output}")
+    if not args.quiet:
+        print(f"Open {index} in a browser, or run: dupscope serve {output}")
     return 0
 
 
@@ -293,12 +294,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
     p.add_argument("--keep", choices=("largest", "first"), default="largest",
                    help="which image of a group to keep: largest (default; ties: first) or first")
+    p.add_argument("--marks", metavar="MARKS_JSON",
+                   help="apply a review made in the explorer (its 'Export marks' file): pairs marked "
+                   "'not a duplicate' are never grouped, images marked 'keep' are kept")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of standard output")
 
     def run(args: argparse.Namespace) -> int:
         from .export import delete_list, write_delete_list
 
-        dl = delete_list(args.h5, threshold=args.threshold, keep=args.keep)
+        dl = delete_list(args.h5, threshold=args.threshold, keep=args.keep, marks=args.marks)
         text = write_delete_list(dl, args.output, args.format)
         if args.output is None:
             sys.stdout.flush()
@@ -325,11 +329,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="address to bind (default: 127.0.0.1; 0.0.0.0 for other machines)")
     p.add_argument("--port", type=_ranged(int, 0, 65535), default=8000,
                    help="port, 0-65535 (default: 8000; 0 for any free one)")
+    p.add_argument("--originals", metavar="DIR", default=None,
+                   help="folder of the original images, served read-only for the compare view "
+                   "(default: the data set root recorded by `dupscope visualize`)")
 
     def run(args: argparse.Namespace) -> int:
         from .explorer import serve
 
-        serve(args.directory, args.host, args.port)
+        serve(args.directory, args.host, args.port, originals=args.originals)
         return 0
 
     p.set_defaults(handler=run)

@@ -18,6 +18,10 @@ other member is marked ``remove``. Images in no group are ``keep`` with an empty
 
 ``dupscope export sim.h5`` writes these rows as CSV or JSON; the explorer's export button
 applies the same rule in the page at the threshold chosen there.
+
+A person's review in the explorer is saved as *marks* (:class:`Marks`, written by the page's
+"Export marks" button, read by ``dupscope export --marks marks.json``): pairs marked "not a
+duplicate" are no link at any threshold, and an image marked "keep this one" is its group's keeper.
 """
 
 from __future__ import annotations
@@ -35,13 +39,73 @@ import numpy as np
 from .errors import ExportError
 from .pairs import neighbor_pairs
 
-__all__ = ["ExportError", "DeleteList", "star_groups", "choose_keepers", "delete_list", "write_delete_list",
-           "KEEP_RULES"]
+__all__ = ["ExportError", "DeleteList", "Marks", "star_groups", "choose_keepers", "delete_list",
+           "write_delete_list", "read_marks", "file_identity", "KEEP_RULES"]
 
 KEEP_RULES = ("largest", "first")
 
 
-def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: float) -> np.ndarray:
+#: ``dupscope_marks`` version of the marks file the explorer writes.
+MARKS_VERSION = 1
+
+
+def file_identity(attrs: dict, n: int, name: str) -> str:
+    """What marks are keyed by: the file's creation time, image count and name (the explorer's
+    browser storage uses the same string, so marks made on one file never apply to another)."""
+    return f"{attrs.get('created', '')}|{n}|{name}"
+
+
+@dataclass
+class Marks:
+    """A person's review: row pairs ``(lo, hi)`` that are not duplicates, and rows to keep."""
+
+    not_duplicate: set
+    keep: set
+
+    @classmethod
+    def none(cls) -> "Marks":
+        return cls(set(), set())
+
+
+def read_marks(path: str | os.PathLike, paths: list[str], identity: str | None = None) -> Marks:
+    """Read a marks file written by the explorer and check it against the file's images.
+
+    Raises
+    ------
+    ExportError
+        Not a marks file, made for another similarity file, or naming images this file does not
+        have at those rows.
+    """
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8", errors="surrogateescape"))
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path} is not a marks file (not JSON: {exc})") from None
+    if not isinstance(doc, dict) or doc.get("dupscope_marks") != MARKS_VERSION:
+        raise ExportError(f"{path} is not a dupscope marks file (written by the explorer's 'Export marks')")
+    if identity is not None and doc.get("identity") not in (None, identity):
+        raise ExportError(f"{path} holds marks made on another similarity file ({doc.get('identity')!r}, "
+                          f"this one is {identity!r})")
+    n = len(paths)
+
+    def row(index, p) -> int:
+        if not isinstance(index, int) or not 0 <= index < n or paths[index] != p:
+            raise ExportError(f"{path}: image {index!r} ({p!r}) is not at that row of this file")
+        return index
+
+    marks = Marks.none()
+    try:
+        for e in doc.get("not_duplicate", []):
+            i, j = row(e["a"], e["path_a"]), row(e["b"], e["path_b"])
+            marks.not_duplicate.add((min(i, j), max(i, j)))
+        for e in doc.get("keep", []):
+            marks.keep.add(row(e["index"], e["path"]))
+    except (KeyError, TypeError):
+        raise ExportError(f"{path}: each mark needs a, b, path_a, path_b (pairs) or index, path (keep)") from None
+    return marks
+
+
+def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: float,
+                exclude: set | None = None) -> np.ndarray:
     """Group label per image (the representative's row), ``-1`` for images in no group.
 
     Parameters
@@ -52,11 +116,16 @@ def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: 
         Pairs (each once) and their scores.
     threshold : float
         Pairs with a score at or above it are links.
+    exclude : set of (int, int), optional
+        Pairs ``(lo, hi)`` that are no link whatever their score (marked "not a duplicate").
     """
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
     s = np.asarray(s, np.float32)
     link = ~np.isnan(s) & (s >= np.float32(threshold))
+    if exclude:
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        link &= ~np.isin(lo * n + hi, np.array([x * n + y for x, y in exclude], np.int64))
     a, b, s = a[link], b[link], s[link]
     group = np.full(n, -1, np.int64)
     if not len(a):
@@ -89,8 +158,10 @@ def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: 
     return group
 
 
-def choose_keepers(group: np.ndarray, width: np.ndarray, height: np.ndarray, keep: str = "largest") -> np.ndarray:
-    """Boolean per image: True for the image each group keeps (and for images in no group)."""
+def choose_keepers(group: np.ndarray, width: np.ndarray, height: np.ndarray, keep: str = "largest",
+                   prefer: set | None = None) -> np.ndarray:
+    """Boolean per image: True for the image each group keeps (and for images in no group).
+    Rows in ``prefer`` (marked "keep this one") come first in their group, before the rule."""
     if keep not in KEEP_RULES:
         raise ExportError(f"keep must be one of {', '.join(KEEP_RULES)}, not {keep!r}")
     keeper = group < 0
@@ -99,7 +170,8 @@ def choose_keepers(group: np.ndarray, width: np.ndarray, height: np.ndarray, kee
     if not len(rows):
         return keeper
     key = -area[rows] if keep == "largest" else np.zeros(len(rows), np.int64)
-    order = rows[np.lexsort((rows, key, group[rows]))]  # by group, then largest, then row
+    marked = np.isin(rows, np.fromiter(prefer or (), np.int64)).astype(np.int64)
+    order = rows[np.lexsort((rows, key, -marked, group[rows]))]  # by group, marked, largest, row
     first = np.r_[True, group[order][1:] != group[order][:-1]]
     keeper[order[first]] = True
     return keeper
@@ -131,8 +203,10 @@ class DeleteList:
         return out
 
 
-def delete_list(h5_path: str | os.PathLike, threshold: float | None = None, keep: str = "largest") -> DeleteList:
-    """The delete list of a dupscope file at ``threshold`` (default: the suggested threshold).
+def delete_list(h5_path: str | os.PathLike, threshold: float | None = None, keep: str = "largest",
+                marks: str | os.PathLike | Marks | None = None) -> DeleteList:
+    """The delete list of a dupscope file at ``threshold`` (default: the suggested threshold),
+    with a person's marks applied (a marks file from the explorer, see :func:`read_marks`).
 
     Raises
     ------
@@ -152,6 +226,11 @@ def delete_list(h5_path: str | os.PathLike, threshold: float | None = None, keep
         index, sim = f.neighbors()
         paths = f.paths
         width, height = f.widths, f.heights
+        identity = file_identity(f.attrs, f.n, Path(h5_path).name)
+    if marks is None:
+        marks = Marks.none()
+    elif not isinstance(marks, Marks):
+        marks = read_marks(marks, paths, identity)
     if threshold is None:
         sug = suggest_threshold(sim[:, 0] if sim.shape[1] else np.zeros(0, np.float16))
         if math.isnan(sug.threshold):
@@ -159,11 +238,12 @@ def delete_list(h5_path: str | os.PathLike, threshold: float | None = None, keep
         threshold = float(sug.threshold)
     n = len(paths)
     a, b, s = neighbor_pairs(index, sim)
-    group = star_groups(n, a, b, s, threshold)
+    group = star_groups(n, a, b, s, threshold, exclude=marks.not_duplicate)
     best = np.full(n, np.nan, np.float32)
     if sim.shape[1]:
         best = sim[:, 0].astype(np.float32)
-    return DeleteList(paths, group, choose_keepers(group, width, height, keep), width, height, best, float(threshold))
+    return DeleteList(paths, group, choose_keepers(group, width, height, keep, prefer=marks.keep), width, height,
+                      best, float(threshold))
 
 
 def write_delete_list(dl: DeleteList, out: str | os.PathLike | None, fmt: str = "csv") -> str:

@@ -628,14 +628,30 @@ def write_similarity(
     overwrite: bool = False,
     progress: Progress = None,
     attrs: Optional[dict[str, Any]] = None,
+    paths: Optional[Sequence[str]] = None,
+    labels: Optional[Sequence[str]] = None,
+    splits: Optional[Sequence[str]] = None,
 ) -> "os.PathLike[str] | str":
     """Compute similarities and write them to an HDF5 file (see docs/SCHEMA.md).
 
     Writes ``similarity`` (N, N) float16 chunked (tile, tile) when ``dense``, and always
     ``neighbors/index`` and ``neighbors/similarity`` (N, k). Memory stays bounded by a few
     tiles plus the embeddings whatever N is; the file appears under ``path`` only once complete.
+
+    ``paths`` (and optionally ``labels``, ``splits``), one per row of ``embeddings``, are written
+    to ``images/`` so that ``dupscope visualize`` shows the images and ``dupscope export`` names
+    them; without ``paths`` the explorer shows rows as "image 0", "image 1", ...
     """
+    n = len(embeddings)
+    for name, values in (("paths", paths), ("labels", labels), ("splits", splits)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries, embeddings have {n} rows")
+    if paths is None and (labels is not None or splits is not None):
+        raise ValueError("labels and splits need paths (one per row of embeddings)")
     with SimilarityWriter(path, overwrite=overwrite) as w:
+        if paths is not None:
+            w.write_images([os.fspath(x) for x in paths], labels=labels, splits=splits,
+                           ok=None if valid is None else np.asarray(valid, bool))
         w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=device, valid=valid,
                            threads=threads, progress=progress)
         if attrs:

@@ -61,6 +61,8 @@ class PageData:
         was written without verification.
     width, height
         (N,) int32 image sizes (0 when unknown), for the delete list's keeper.
+    has_paths
+        Whether the file names its images (else ``paths`` are "image 0", "image 1", ...).
     """
 
     paths: list[str]
@@ -79,6 +81,7 @@ class PageData:
     pair_inliers: np.ndarray | None = None
     width: np.ndarray | None = None
     height: np.ndarray | None = None
+    has_paths: bool = True
 
     @property
     def n(self) -> int:
@@ -128,6 +131,7 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
         inliers = f.inliers()
         width, height = f.widths, f.heights
         file_attrs = f.attrs
+        has_paths = f.has_paths
     attrs = {key: file_attrs[key] for key in ("schema_version", "dupscope_version", "created", "n_images", "k",
                                               "dense", "metric", "device", "model", "annotations", "image_root",
                                               "score") if key in file_attrs}
@@ -155,6 +159,7 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
         pair_inliers=None if inliers is None else _pair_values(index, inliers, a, b),
         width=width,
         height=height,
+        has_paths=has_paths,
     )
 
 
@@ -199,6 +204,29 @@ def _suggestion(max_sim: np.ndarray) -> dict[str, Any] | None:
     return {"t": round(float(sg.threshold), 3), "why": sg.reasoning, "method": sg.method}
 
 
+def originals(resolved: list[str], target: str | os.PathLike[str], has_paths: bool = True
+              ) -> tuple[str | None, list[str], np.ndarray]:
+    """Where the page finds the original images: their common folder (the data set root), each
+    image's path under it (``/``-separated, for URLs), and each file's size in bytes (-1 when it
+    cannot be read now). ``(None, [], sizes)`` when the images have no usable paths."""
+    n = len(resolved)
+    sizes = np.full(n, -1, np.float64)
+    if not has_paths or not n:
+        return None, [], sizes
+    absolute = [os.path.abspath(p) for p in resolved]
+    for i, p in enumerate(absolute):
+        try:
+            sizes[i] = os.stat(p).st_size
+        except (OSError, ValueError):
+            pass
+    try:
+        root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    except ValueError:  # different drives
+        return None, [], sizes
+    rel = [os.path.relpath(p, root).replace(os.sep, "/") for p in absolute]
+    return root, rel, sizes
+
+
 def page_data_json(
     data: PageData,
     *,
@@ -207,6 +235,11 @@ def page_data_json(
     thumb_size: int,
     predictions: Any = None,
     source: str = "",
+    identity: str = "",
+    original_root: str | None = None,
+    original_rel: list[str] | None = None,
+    sizes: np.ndarray | None = None,
+    target: str | os.PathLike[str] | None = None,
 ) -> str:
     """The JSON object assigned to ``window.DUPSCOPE_DATA``, safe to put inside a script tag.
 
@@ -243,6 +276,14 @@ def page_data_json(
         "width": _b64(np.zeros(data.n, np.int32) if data.width is None else data.width, "<i4"),
         "height": _b64(np.zeros(data.n, np.int32) if data.height is None else data.height, "<i4"),
         "verifiedInliers": VERIFIED_INLIERS,
+        "identity": identity,
+        "bytes": _b64(np.full(data.n, -1.0) if sizes is None else sizes, "<f8"),
+        # Originals for the compare view: from disk by a path relative to the explorer folder,
+        # through `dupscope serve` under /_originals/ (the server serves that root only).
+        "originals": None if original_root is None or not original_rel else {
+            "fromSite": os.path.relpath(original_root, os.path.abspath(target or ".")).replace(os.sep, "/"),
+            "rel": original_rel,
+        },
         "pred": None,
         "suggested": _suggestion(data.max_sim),
     }

@@ -15,18 +15,27 @@ from typing import Any, TextIO
 __all__ = ["make_server", "serve", "server_url"]
 
 
+ORIGINALS_PREFIX = "_originals"
+
+
 class _Handler(SimpleHTTPRequestHandler):
     """Regular files under the folder and nothing else: links are resolved and must stay inside,
     no folder listings, no dotfiles (``.git/``, the explorer's marker), and only requests whose
     ``Host`` is this server (a web page elsewhere cannot read it through DNS rebinding). No
-    caching (a rebuilt folder shows at once), idle connections time out, quiet logs."""
+    caching (a rebuilt folder shows at once), idle connections time out, quiet logs.
+
+    ``/_originals/REL`` serves the original image REL under the data set root (the folder named by
+    the explorer's ``.dupscope-originals``, or ``originals=``), by the same rules: read-only,
+    regular files only, and a path or link that resolves outside the root is not found."""
 
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map,
                       ".js": "text/javascript", ".webp": "image/webp", ".svg": "image/svg+xml"}
     timeout = 30  # seconds a connection may sit idle (StreamRequestHandler sets it on the socket)
 
-    def __init__(self, *args: Any, directory: str, allowed_hosts: frozenset[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, directory: str, allowed_hosts: frozenset[str], originals: str | None = None,
+                 **kwargs: Any) -> None:
         self.root = os.path.realpath(directory)
+        self.originals = os.path.realpath(originals) if originals else None
         self.allowed_hosts = allowed_hosts
         super().__init__(*args, directory=directory, **kwargs)
 
@@ -62,8 +71,13 @@ class _Handler(SimpleHTTPRequestHandler):
             return None
         if not parts:
             parts = ["index.html"]
-        full = os.path.realpath(os.path.join(self.root, *parts))
-        if not full.startswith(self.root + os.sep) or not os.path.isfile(full):
+        root = self.root
+        if parts[0] == ORIGINALS_PREFIX:
+            if self.originals is None or len(parts) < 2:
+                return None
+            root, parts = self.originals, parts[1:]
+        full = os.path.realpath(os.path.join(root, *parts))
+        if not full.startswith(root.rstrip(os.sep) + os.sep) or not os.path.isfile(full):
             return None
         return full
 
@@ -103,7 +117,18 @@ def _allowed_hosts(host: str) -> frozenset[str]:
     return frozenset(n for n in names if n)
 
 
-def make_server(directory: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+def _originals_root(directory: Path) -> str | None:
+    from .site import ORIGINALS_FILE
+
+    try:
+        root = (directory / ORIGINALS_FILE).read_text(encoding="utf-8", errors="surrogateescape").strip()
+    except OSError:
+        return None
+    return root if root and os.path.isdir(root) else None
+
+
+def make_server(directory: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000,
+                originals: str | os.PathLike[str] | None = None) -> ThreadingHTTPServer:
     """Create (not start) an HTTP server for an explorer folder.
 
     Parameters
@@ -114,6 +139,9 @@ def make_server(directory: str | os.PathLike[str], host: str = "127.0.0.1", port
         Address to bind; ``0.0.0.0`` makes it reachable from other machines.
     port
         Port, ``0`` for any free one (read it back from ``server.server_address``).
+    originals
+        Folder of the original images, served read-only under ``/_originals/`` for the compare
+        view (default: the data set root ``dupscope visualize`` recorded in the folder).
 
     Returns
     -------
@@ -122,7 +150,11 @@ def make_server(directory: str | os.PathLike[str], host: str = "127.0.0.1", port
     directory = Path(directory)
     if not (directory / "index.html").is_file():
         raise FileNotFoundError(f"{directory} has no index.html; write it with `dupscope visualize` first")
-    handler = functools.partial(_Handler, directory=str(directory), allowed_hosts=_allowed_hosts(host))
+    root = os.fspath(originals) if originals is not None else _originals_root(directory)
+    if root is not None and not os.path.isdir(root):
+        raise FileNotFoundError(f"{root} is not a folder (the originals to serve)")
+    handler = functools.partial(_Handler, directory=str(directory), allowed_hosts=_allowed_hosts(host),
+                                originals=root)
     return _Server((host, port), handler)
 
 
@@ -137,7 +169,7 @@ def server_url(server: ThreadingHTTPServer) -> str:
 
 
 def serve(directory: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000,
-          *, out: TextIO | None = None) -> None:
+          *, out: TextIO | None = None, originals: str | os.PathLike[str] | None = None) -> None:
     """Serve an explorer folder until interrupted, printing its URL first.
 
     Parameters
@@ -150,9 +182,11 @@ def serve(directory: str | os.PathLike[str], host: str = "127.0.0.1", port: int 
         Port, ``0`` for any free one.
     out
         Where to print the URL (default stdout).
+    originals
+        As for :func:`make_server`.
     """
     out = out or sys.stdout
-    server = make_server(directory, host, port)
+    server = make_server(directory, host, port, originals)
     print(f"Serving {directory} at {server_url(server)} (Ctrl+C to stop)", file=out, flush=True)
     try:
         server.serve_forever()

@@ -19,10 +19,14 @@ import numpy as np
 
 from ..annotations import EXPLORER_MARKER
 from ..errors import PredictionsError, VisualizeError
-from .pagedata import page_data_json, read_page_data
+from .pagedata import originals, page_data_json, read_page_data
 from .thumbnails import default_format, make_thumbnails
 
-__all__ = ["build_explorer", "check_target", "mark_target"]
+__all__ = ["build_explorer", "check_target", "mark_target", "ORIGINALS_FILE"]
+
+#: Dotfile in the explorer folder naming the folder of the originals that ``dupscope serve``
+#: serves under ``/_originals/`` (a dotfile: the server never serves it itself).
+ORIGINALS_FILE = ".dupscope-originals"
 
 _HERE = Path(__file__).resolve().parent
 _ASSETS = ("explorer.js", "explorer.css", "placeholder.svg", "favicon.svg")
@@ -182,9 +186,17 @@ def build_explorer(
     for name in _ASSETS:
         shutil.copyfile(_HERE / "static" / name, assets / name)
 
+    from ..export import file_identity
+
+    root, rel, sizes = originals(data.resolved_paths, target, data.has_paths)
+    if root is not None:
+        _write_atomic(target / ORIGINALS_FILE, root + "\n")
+    elif (target / ORIGINALS_FILE).exists():
+        (target / ORIGINALS_FILE).unlink()
     payload = page_data_json(
         data, has_thumb=has_thumb, thumb_ext=ext, thumb_size=thumb_size, predictions=preds,
-        source=h5_path.name,
+        source=h5_path.name, identity=file_identity(data.attrs, data.n, h5_path.name),
+        original_root=root, original_rel=rel, sizes=sizes, target=target,
     )
     _write_atomic(target / "data.js", "window.DUPSCOPE_DATA = " + payload + ";\n")
 

@@ -53,6 +53,7 @@
   // Geometric inliers per pair (-1: not checked), when phase 1 verified the pairs.
   const pinl = D.pairs.inliers ? i16(D.pairs.inliers) : null;
   const width = i32(D.width), height = i32(D.height);
+  const bytesOf_ = D.bytes ? new Float64Array(bytesOf(D.bytes).buffer) : new Float64Array(N).fill(-1);
   const VERIFIED_INLIERS = D.verifiedInliers || 15;
   const pred = D.pred ? {
     kind: D.pred.kind, score: f32(D.pred.score),
@@ -75,40 +76,101 @@
     }
   }
 
-  // Groups (connected components of 2+ images) after adding the first p pairs, for every p: one
-  // union-find pass at load makes the group count at any threshold a lookup.
-  const parent = new Int32Array(N), size = new Int32Array(N);
-  function find(x) {
-    while (parent[x] !== x) { parent[x] = parent[parent[x]]; x = parent[x]; }
-    return x;
-  }
-  const groupsAfter = new Int32Array(P + 1);
-  {
-    for (let i = 0; i < N; i++) { parent[i] = i; size[i] = 1; }
-    let groups = 0;
-    for (let p = 0; p < P; p++) {
-      let ra = find(pa[p]), rb = find(pb[p]);
-      if (ra !== rb) {
-        const sa = size[ra], sb = size[rb];
-        if (sa === 1 && sb === 1) groups++;
-        else if (sa > 1 && sb > 1) groups--;
-        if (sa < sb) { const t = ra; ra = rb; rb = t; }
-        parent[rb] = ra; size[ra] += size[rb];
+  // ---------------------------------------------------------------------------------------------
+  // Marks: a person's review, kept in the browser per similarity file (D.identity). "Not a
+  // duplicate" removes a pair's link at every threshold; "keep" makes an image its group's keeper.
+  const MARKS_KEY = "dupscope-marks:" + (D.identity || D.source || "");
+  const notDup = new Set(), keepMark = new Set();
+  const pairKey = (x, y) => Math.min(x, y) * N + Math.max(x, y);
+  function loadMarks() {
+    try {
+      const m = JSON.parse(localStorage.getItem(MARKS_KEY) || "null");
+      if (m && Array.isArray(m.notDup) && Array.isArray(m.keep)) {
+        for (const k of m.notDup) if (Number.isFinite(k)) notDup.add(k);
+        for (const i of m.keep) if (i >= 0 && i < N) keepMark.add(i);
       }
-      groupsAfter[p + 1] = groups;
-    }
+    } catch (e) { /* storage unavailable or corrupt: start without marks */ }
   }
+  function saveMarks() {
+    try { localStorage.setItem(MARKS_KEY, JSON.stringify({ notDup: [...notDup], keep: [...keepMark] })); }
+    catch (e) { /* storage full or disabled: marks last for this visit only */ }
+  }
+  loadMarks();
+  const linked = (e, t) => adjSim[e] >= t;  // adjacency lists are sorted, so scans stop at the first miss
+  function isLink(x, y, t) {
+    if (notDup.has(pairKey(x, y))) return false;
+    for (let e = adjStart[x], end = adjStart[x + 1]; e < end && linked(e, t); e++) if (adjIdx[e] === y) return true;
+    return false;
+  }
+
+  // Groups at threshold t by the rule of dupscope.export.star_groups: images visited by their
+  // number of links (then best score, then row); each unassigned image gathers its unassigned
+  // linked images from the highest score down, each joining only if linked to every member so
+  // far, so two different pictures are never chained through a look-alike. Cached per threshold.
+  let groupCache = null, marksVersion = 0;
+  function starGroups(t) {
+    if (groupCache && groupCache.t === t && groupCache.version === marksVersion) return groupCache;
+    const degree = new Int32Array(N), best = new Float32Array(N).fill(-Infinity);
+    const active = [];
+    for (let i = 0; i < N; i++) {
+      for (let e = adjStart[i], end = adjStart[i + 1]; e < end && linked(e, t); e++) {
+        if (notDup.size && notDup.has(pairKey(i, adjIdx[e]))) continue;
+        if (degree[i]++ === 0) { best[i] = adjSim[e]; active.push(i); }
+      }
+    }
+    active.sort((x, y) => degree[y] - degree[x] || best[y] - best[x] || x - y);
+    const group = new Int32Array(N).fill(-1);
+    const groups = [];  // {rep, members, keeper, best}
+    for (const i of active) {
+      if (group[i] >= 0) continue;
+      const cand = [];
+      for (let e = adjStart[i], end = adjStart[i + 1]; e < end && linked(e, t); e++) {
+        const j = adjIdx[e];
+        if (group[j] < 0 && !(notDup.size && notDup.has(pairKey(i, j)))) cand.push(e);
+      }
+      if (!cand.length) continue;
+      cand.sort((x, y) => adjSim[y] - adjSim[x] || adjIdx[x] - adjIdx[y]);
+      const members = [i];
+      let top = -Infinity;
+      for (const e of cand) {
+        const j = adjIdx[e];
+        let all = true;
+        for (let m = 1; m < members.length && all; m++) all = isLink(j, members[m], t);
+        if (all) { members.push(j); if (adjSim[e] > top) top = adjSim[e]; }
+      }
+      if (members.length < 2) continue;
+      const g = groups.length;
+      for (const m of members) group[m] = g;
+      // Keeper: an image marked "keep", else the largest (width x height), ties to the first row.
+      let keeper = -1;
+      for (const m of members) {
+        const better = keeper < 0 || (keepMark.has(m) && !keepMark.has(keeper)) ||
+          (keepMark.has(m) === keepMark.has(keeper) &&
+            (width[m] * height[m] > width[keeper] * height[keeper] ||
+              (width[m] * height[m] === width[keeper] * height[keeper] && m < keeper)));
+        if (better) keeper = m;
+      }
+      groups.push({ rep: i, members, keeper, best: top });
+    }
+    // A group's best score: its highest link between any two members.
+    groups.forEach((gr, g) => {
+      for (const m of gr.members) {
+        for (let e = adjStart[m], end = adjStart[m + 1]; e < end && linked(e, t); e++) {
+          if (group[adjIdx[e]] === g && adjSim[e] > gr.best && !notDup.has(pairKey(m, adjIdx[e]))) gr.best = adjSim[e];
+        }
+      }
+    });
+    // Descending by best score, ties by the keeper's row.
+    const byBest = groups.map((_, g) => g).sort((x, y) => groups[y].best - groups[x].best || groups[x].keeper - groups[y].keeper);
+    groupCache = { t, version: marksVersion, group, groups, byBest, nDup: groups.reduce((n, g) => n + g.members.length, 0) };
+    return groupCache;
+  }
+  function marksChanged() { marksVersion++; groupCache = null; saveMarks(); }
 
   // Number of pairs with similarity >= t (pairs sorted descending).
   function pairCount(t) {
     let lo = 0, hi = P;
     while (lo < hi) { const mid = (lo + hi) >> 1; if (ps[mid] >= t) lo = mid + 1; else hi = mid; }
-    return lo;
-  }
-  // Number of images with a duplicate at t (orderDesc sorts by max similarity, NaN last).
-  function dupImageCount(t) {
-    let lo = 0, hi = N;
-    while (lo < hi) { const mid = (lo + hi) >> 1; if (maxSim[orderDesc[mid]] >= t) lo = mid + 1; else hi = mid; }
     return lo;
   }
   let nOk = 0;
@@ -128,7 +190,7 @@
   function readHash() {
     const h = new URLSearchParams(location.hash.slice(1));
     const num = (k, d) => { const v = parseFloat(h.get(k)); return Number.isFinite(v) ? v : d; };
-    state.t = clamp(num("t", state.t), 0, 1);
+    state.t = clamp(num("t", state.t), tLo, 1);
     state.rows = clamp(Math.round(num("rows", state.rows)), 1, rowsMax);
     state.per = clamp(Math.round(num("per", state.per)), 1, 24);
     state.order = h.get("order") === "asc" ? "asc" : h.has("order") ? "desc" : state.order;
@@ -143,46 +205,52 @@
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Row selection.
-  function hasCross(i, t) {
-    const si = splitCode[i];
-    if (!si) return false;
-    for (let e = adjStart[i], end = adjStart[i + 1]; e < end && adjSim[e] >= t; e++) {
-      const sj = splitCode[adjIdx[e]];
-      if (sj && sj !== si) return true;
+  // Row selection. A row is a group (its keeper first, then its copies) or, when "Show only
+  // duplicates" is off, an image in no group. Rows are encoded as numbers: g >= 0 is group g,
+  // -1 - i is the single image i.
+  function groupPasses(gr) {
+    if (state.cross) {
+      const s0 = new Set(gr.members.map((m) => splitCode[m]).filter(Boolean));
+      if (s0.size < 2) return false;
     }
-    return false;
-  }
-  function hasConflict(i, t) {
-    const li = labelCode[i];
-    if (!li) return false;
-    for (let e = adjStart[i], end = adjStart[i + 1]; e < end && adjSim[e] >= t; e++) {
-      const lj = labelCode[adjIdx[e]];
-      if (lj && lj !== li) return true;
+    if (state.conf) {
+      const l0 = new Set(gr.members.map((m) => labelCode[m]).filter(Boolean));
+      if (l0.size < 2) return false;
     }
-    return false;
+    return true;
   }
-  // Images matching the filters in the current order; only the current page is kept.
+  const rowScore = (r, G) => r >= 0 ? G.groups[r].best : maxSim[-1 - r];
   function selectRows() {
     const t = state.t, want = state.rows, start = state.page * want;
-    const desc = state.order === "desc";
-    const filtered = state.dups || state.cross || state.conf;
-    const out = [];
-    let total = 0;
-    if (!filtered) {
-      total = N;
-      for (let k = start; k < Math.min(N, start + want); k++) out.push(desc ? orderDesc[k] : orderDesc[N - 1 - k]);
-      return { rows: out, total };
+    const G = starGroups(t);
+    const gl = G.byBest.filter((g) => groupPasses(G.groups[g]));
+    const singles = state.dups || state.cross || state.conf ? 0 : N - G.nDup;
+    const total = gl.length + singles;
+    // Merge the groups (by best score) with the single images (by their highest similarity,
+    // none last), descending; ascending walks the same sequence from its end.
+    const seq = [];
+    const stop = Math.min(total, start + want);
+    const pick = (k) => {  // k-th row of the descending sequence, walking forward only
+      while (seq.length <= k) {
+        let gi = seq.gIdx || 0, si = seq.sIdx || 0;
+        while (singles && si < N && G.group[orderDesc[si]] >= 0) si++;
+        const gs = gi < gl.length ? G.groups[gl[gi]].best : -Infinity;
+        const ss = singles && si < N ? maxSim[orderDesc[si]] : -Infinity;
+        if (gi < gl.length && (gs >= ss || !(ss >= -1))) { seq.push(gl[gi]); gi++; }
+        else { seq.push(-1 - orderDesc[si]); si++; }
+        seq.gIdx = gi; seq.sIdx = si;
+      }
+      return seq[k];
+    };
+    const rows = [];
+    if (state.order === "desc") for (let k = start; k < stop; k++) rows.push(pick(k));
+    else {
+      // Ascending: the last rows of the descending sequence, reversed.
+      const from = Math.max(0, total - stop), to = total - start;
+      for (let k = from; k < to; k++) rows.push(pick(k));
+      rows.reverse();
     }
-    for (let k = 0; k < N; k++) {
-      const i = desc ? orderDesc[k] : orderDesc[N - 1 - k];
-      if (!(maxSim[i] >= t)) { if (desc) break; continue; }  // no duplicate: sorted, so none after
-      if (state.cross && !hasCross(i, t)) continue;
-      if (state.conf && !hasConflict(i, t)) continue;
-      if (total >= start && out.length < want) out.push(i);
-      total++;
-    }
-    return { rows: out, total };
+    return { rows, total, G };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -241,58 +309,81 @@
 
   const container = $("rows-container");
   const expanded = new Set();
-  const MAX_DUPS = 48;  // per row before a "+N more" button: keeps hub images from flooding the DOM
+  const MAX_DUPS = 48;  // per row before a "+N more" button: keeps big groups from flooding the DOM
   let lastRenderMs = 0;
+
+  // The entry of x's adjacency list that holds y (-1 if none).
+  function entryOf(x, y) {
+    for (let e = adjStart[x], end = adjStart[x + 1]; e < end; e++) if (adjIdx[e] === y) return e;
+    return -1;
+  }
+  function verifiedMark(e) {
+    const v = adjInl[e];
+    const mark = document.createElement("span");
+    mark.className = v >= VERIFIED_INLIERS ? "verified yes" : "verified no";
+    mark.textContent = v >= VERIFIED_INLIERS ? " \u2713" : " ?";
+    mark.title = v < 0 ? "not verified: below the candidate bar" : v >= VERIFIED_INLIERS
+      ? `verified: ${v} matching local features agree on one transform`
+      : `not verified: only ${v} matching local features (a look-alike, or a heavy edit)`;
+    return mark;
+  }
+  function markButton(cls, text, title, data) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "mark " + cls;
+    b.textContent = text;
+    b.title = title;
+    Object.assign(b.dataset, data);
+    return b;
+  }
 
   // The first rows, up to a budget of cards (more than a screenful), are built at once so a change
   // shows synchronously; the rest start as empty shells filled when they come near the viewport.
-  // Building all 1,000 rows with dozens of duplicates each would cost far more than the 100 ms a
-  // slider step may take.
   const EAGER_CARDS = 120;
   function fillRow(row) {
-    const i = +row.dataset.index, t = state.t;
+    const r = +row.dataset.row, t = state.t;
     row.dataset.filled = "1";
-    const m = maxSim[i];
     const frag = document.createDocumentFragment();
-    frag.appendChild(card(i, Number.isFinite(m) ? `max ${m.toFixed(3)}` : "no neighbours", -1));
-    const dups = document.createElement("div");
-    dups.className = "dups";
-    let e = adjStart[i];
-    const end = adjStart[i + 1];
-    const limit = expanded.has(i) ? end : Math.min(end, e + MAX_DUPS);
-    for (; e < limit && adjSim[e] >= t; e++) {
-      const c = card(adjIdx[e], adjSim[e].toFixed(3), i);
-      if (pinl) {
-        const v = adjInl[e], simEl = c.lastChild.firstChild;
-        const mark = document.createElement("span");
-        mark.className = v >= VERIFIED_INLIERS ? "verified yes" : "verified no";
-        mark.textContent = v >= VERIFIED_INLIERS ? " \u2713" : " ?";
-        mark.title = v < 0 ? "not verified: below the candidate bar" : v >= VERIFIED_INLIERS
-          ? `verified: ${v} matching local features agree on one transform`
-          : `not verified: only ${v} matching local features (a look-alike, or a heavy edit)`;
-        simEl.appendChild(mark);
-      }
-      dups.appendChild(c);
-    }
-    if (dups.firstChild) frag.appendChild(dups);
-    else {
+    if (r < 0) {  // an image in no group
+      const i = -1 - r, m = maxSim[i];
+      frag.appendChild(card(i, Number.isFinite(m) ? `max ${m.toFixed(3)}` : "no neighbours", -1));
       const none = document.createElement("span");
       none.className = "nodups";
       none.textContent = "no duplicates at this threshold";
       frag.appendChild(none);
+      row.replaceChildren(frag);
+      return 1;
     }
-    if (e < end && adjSim[e] >= t) {
-      let rest = 0;
-      while (e < end && adjSim[e] >= t) { rest++; e++; }
+    const gr = starGroups(t).groups[r], k = gr.keeper;
+    const head = card(k, `best ${gr.best.toFixed(3)}`, -1);
+    head.classList.add("keeper");
+    head.lastChild.appendChild(markButton(keepMark.has(k) ? "keep on" : "keep", keepMark.has(k) ? "\u2605 kept" : "keep",
+      keepMark.has(k) ? "Marked 'keep this one' (click to unmark)" : "Keep this one (largest by default)", { keep: k }));
+    frag.appendChild(head);
+    const dups = document.createElement("div");
+    dups.className = "dups";
+    const others = gr.members.filter((m) => m !== k).map((m) => [m, entryOf(k, m)])
+      .sort((x, y) => adjSim[y[1]] - adjSim[x[1]] || x[0] - y[0]);
+    const limit = expanded.has(r) ? others.length : Math.min(others.length, MAX_DUPS);
+    for (let q = 0; q < limit; q++) {
+      const [m, e] = others[q];
+      const c = card(m, adjSim[e].toFixed(3), k);
+      if (pinl) c.lastChild.firstChild.appendChild(verifiedMark(e));
+      c.lastChild.appendChild(markButton("keep", "keep", "Keep this one instead", { keep: m }));
+      c.lastChild.appendChild(markButton("notdup", "not a duplicate", "Mark this pair as not a duplicate", { a: k, b: m }));
+      dups.appendChild(c);
+    }
+    frag.appendChild(dups);
+    if (limit < others.length) {
       const more = document.createElement("button");
       more.type = "button";
       more.className = "more ghost";
-      more.dataset.expand = i;
-      more.textContent = `+${rest} more`;
+      more.dataset.expand = r;
+      more.textContent = `+${others.length - limit} more`;
       frag.appendChild(more);
     }
     row.replaceChildren(frag);
-    return dups.childElementCount + 1;
+    return limit + 1;
   }
   const lazyRows = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
     for (const en of entries) {
@@ -300,6 +391,7 @@
     }
   }, { rootMargin: "600px 0px" }) : null;
 
+  let shownRows = [];
   function renderRows() {
     const t0 = performance.now();
     let sel = selectRows();
@@ -307,47 +399,52 @@
     if (lazyRows) lazyRows.disconnect();
     const frag = document.createDocumentFragment();
     let cards = 0;
-    for (const i of sel.rows) {
+    for (const r of sel.rows) {
       const row = document.createElement("article");
-      row.className = "row";
-      row.dataset.index = i;
+      row.className = r >= 0 ? "row group" : "row single";
+      row.dataset.row = r;
+      row.dataset.index = r >= 0 ? sel.G.groups[r].keeper : -1 - r;
       if (cards < EAGER_CARDS || !lazyRows) cards += fillRow(row);
       else lazyRows.observe(row);
       frag.appendChild(row);
     }
+    shownRows = sel.rows;
     if (!sel.rows.length) {
       const p = document.createElement("p");
       p.className = "empty";
-      p.textContent = "No images match the current threshold and filters.";
+      p.textContent = "No duplicate groups at this threshold and filters.";
       frag.appendChild(p);
     }
     container.replaceChildren(frag);
     const first = sel.total ? state.page * state.rows + 1 : 0;
-    $("range").textContent = `Rows ${fmt(first)}\u2013${fmt(state.page * state.rows + sel.rows.length)} of ${fmt(sel.total)}`;
+    const what = state.dups || state.cross || state.conf ? "Groups" : "Rows (groups, then single images)";
+    $("range").textContent = `${what} ${fmt(first)}\u2013${fmt(state.page * state.rows + sel.rows.length)} of ${fmt(sel.total)}`;
     $("prev-page").disabled = state.page === 0;
     $("next-page").disabled = (state.page + 1) * state.rows >= sel.total;
     lastRenderMs = performance.now() - t0;
   }
-  function rerenderRow(i) {
-    const row = container.querySelector(`article.row[data-index="${i}"]`);
-    if (row) fillRow(row);
-  }
 
   function renderStats() {
-    const t = state.t;
-    const np = pairCount(t);
+    const t = state.t, G = starGroups(t);
     $("stat-images").textContent = fmt(N) + (nOk < N ? ` (${fmt(N - nOk)} failed)` : "");
-    $("stat-dup-images").textContent = fmt(dupImageCount(t));
-    $("stat-pairs").textContent = fmt(np);
-    $("stat-groups").textContent = fmt(groupsAfter[np]);
+    $("stat-dup-images").textContent = fmt(G.nDup);
+    $("stat-pairs").textContent = fmt(pairCount(t));
+    $("stat-groups").textContent = fmt(G.groups.length);
+    $("stat-remove").textContent = fmt(G.nDup - G.groups.length);
+    $("stat-marks").textContent = notDup.size || keepMark.size ? `${fmt(notDup.size)} not-duplicate, ${fmt(keepMark.size)} keep` : "none";
   }
 
-  // Histogram of each image's highest similarity, threshold drawn on top.
+  // The threshold's range: from the lowest score in the neighbour lists (rounded down to 0.01)
+  // to 1, so the slider's width is where the scores are.
+  let tLo = 1;
+  for (let p = 0; p < P; p++) if (ps[p] < tLo) tLo = ps[p];
+  tLo = P && Number.isFinite(tLo) ? Math.max(0, Math.floor(tLo * 100) / 100) : 0;
+  if (tLo >= 1) tLo = 0.99;
+
+  // Histogram of each image's highest similarity over [tLo, 1], threshold drawn on top.
   const BINS = 100;
   const hist = new Int32Array(BINS);
-  let hLo = 1;
-  for (let i = 0; i < N; i++) if (maxSim[i] < hLo) hLo = maxSim[i];
-  hLo = Number.isFinite(hLo) && hLo < 1 ? Math.floor(hLo * 20) / 20 : 0;
+  const hLo = tLo;
   for (let i = 0; i < N; i++) {
     const m = maxSim[i];
     if (m >= hLo) hist[Math.min(BINS - 1, Math.floor((m - hLo) / (1 - hLo) * BINS))]++;
@@ -357,9 +454,11 @@
   const canvas = $("histogram");
   let colors = null;
   matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => { colors = null; renderHistogram(); });
+  const AXIS = 18, LEFT = 30;  // pixels for the x axis labels and the y axis labels
+  const xOf = (v, w) => LEFT + (v - hLo) / (1 - hLo) * (w - LEFT - 6);
   function renderHistogram() {
     const dpr = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth || 360, h = canvas.clientHeight || 110;
+    const w = canvas.clientWidth || 360, h = canvas.clientHeight || 130;
     if (canvas.width !== Math.round(w * dpr)) { canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr); }
     const g = canvas.getContext("2d");
     g.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -371,34 +470,59 @@
         muted: css.getPropertyValue("--muted").trim() || "#6b7280" };
     }
     const { accent, muted } = colors;
-    const pad = 16, bw = (w - 8) / BINS;
-    const tx = 4 + (state.t - hLo) / (1 - hLo) * (w - 8);
+    const top = 14, base = h - AXIS, bw = (w - LEFT - 6) / BINS;
+    const tx = xOf(state.t, w);
     for (let b = 0; b < BINS; b++) {
-      const bh = Math.sqrt(hist[b] / hMax) * (h - pad - 6);  // sqrt: small bins stay visible
-      g.fillStyle = 4 + (b + 1) * bw > tx ? accent : muted;
-      g.globalAlpha = 4 + (b + 1) * bw > tx ? 0.9 : 0.45;
-      g.fillRect(4 + b * bw, h - pad - bh, Math.max(1, bw - 1), bh);
+      const bh = Math.sqrt(hist[b] / hMax) * (base - top);  // sqrt: small bins stay visible
+      const x = LEFT + b * bw, on = x + bw > tx;
+      g.fillStyle = on ? accent : muted;
+      g.globalAlpha = on ? 0.9 : 0.45;
+      g.fillRect(x, base - bh, Math.max(1, bw - 1), bh);
     }
     g.globalAlpha = 1;
     g.fillStyle = muted;
+    g.strokeStyle = muted;
+    g.lineWidth = 1;
     g.font = "10px system-ui, sans-serif";
-    g.fillText(hLo.toFixed(2), 4, h - 4);
-    g.fillText("1.00", w - 26, h - 4);
+    // y axis: counts (square-root scale), x axis: similarity ticks.
+    g.textAlign = "right";
+    for (const c of [hMax, Math.round(hMax / 4)]) {
+      if (c < 1) continue;
+      const y = base - Math.sqrt(c / hMax) * (base - top);
+      g.fillText(fmt(c), LEFT - 4, y + 3);
+      g.beginPath(); g.moveTo(LEFT - 2, y); g.lineTo(LEFT, y); g.stroke();
+    }
+    g.fillText("0", LEFT - 4, base);
+    g.beginPath(); g.moveTo(LEFT, base); g.lineTo(w - 6, base); g.stroke();
+    const span = 1 - hLo, step = span > 0.5 ? 0.1 : span > 0.2 ? 0.05 : span > 0.1 ? 0.02 : 0.01;
+    g.textAlign = "center";
+    for (let v = Math.ceil(hLo / step - 1e-9) * step; v <= 1 + 1e-9; v += step) {
+      const x = xOf(v, w);
+      g.beginPath(); g.moveTo(x, base); g.lineTo(x, base + 3); g.stroke();
+      g.fillText(v.toFixed(2), Math.min(Math.max(x, LEFT + 8), w - 14), h - 4);
+    }
+    g.textAlign = "left";
     if (SUG && SUG.t >= hLo) {  // the suggested threshold, dashed
-      const sx = 4 + (SUG.t - hLo) / (1 - hLo) * (w - 8);
+      const sx = xOf(SUG.t, w);
       g.strokeStyle = "#16a34a";
       g.lineWidth = 1.5;
       g.setLineDash([4, 3]);
-      g.beginPath(); g.moveTo(sx, 2); g.lineTo(sx, h - pad); g.stroke();
+      g.beginPath(); g.moveTo(sx, top - 4); g.lineTo(sx, base); g.stroke();
       g.setLineDash([]);
     }
     if (state.t >= hLo) {
       g.strokeStyle = "#ef4444";
       g.lineWidth = 2;
-      g.beginPath(); g.moveTo(tx, 2); g.lineTo(tx, h - pad); g.stroke();
+      g.beginPath(); g.moveTo(tx, top - 4); g.lineTo(tx, base); g.stroke();
       g.fillStyle = "#ef4444";
-      g.fillText(state.t.toFixed(3), Math.min(Math.max(tx + 3, 2), w - 34), 11);
+      const above = dupCountAbove(state.t);
+      g.fillText(`${state.t.toFixed(3)}: ${fmt(above)} images above`, Math.min(Math.max(tx + 3, LEFT), w - 130), 10);
     }
+  }
+  function dupCountAbove(t) {  // images whose highest similarity is >= t
+    let lo = 0, hi = N;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (maxSim[orderDesc[mid]] >= t) lo = mid + 1; else hi = mid; }
+    return lo;
   }
   if (SUG) {
     $("suggested").hidden = false;
@@ -408,28 +532,35 @@
   }
   canvas.addEventListener("click", (ev) => {
     const r = canvas.getBoundingClientRect();
-    const x = (ev.clientX - r.left - 4) / (r.width - 8);
-    set({ t: Math.round(clamp(hLo + x * (1 - hLo), 0, 1) * 1000) / 1000, page: 0 });
+    const x = (ev.clientX - r.left - LEFT) / (r.width - LEFT - 6);
+    set({ t: Math.round(clamp(hLo + x * (1 - hLo), tLo, 1) * 1000) / 1000, page: 0 });
   });
 
   // ---------------------------------------------------------------------------------------------
   // Controls.
   const ctl = {
-    t: $("threshold"), rows: $("rows"), per: $("per-row"),
+    t: $("threshold"), tNum: $("threshold-number"), rows: $("rows"), per: $("per-row"),
     order: $("order"), dups: $("only-dups"), cross: $("cross-split"), conf: $("label-conflicts"),
   };
   ctl.rows.max = rowsMax;
+  for (const el of [ctl.t, ctl.tNum]) { el.min = tLo; el.max = 1; el.step = 0.001; }
+  $("threshold-min").textContent = tLo.toFixed(2);
   if (!splitNames.some((s) => s)) ctl.cross.hidden = true;
   if (!labelNames.some((s) => s)) ctl.conf.hidden = true;
+  if (!pred) $("legend-pred").hidden = true;
 
   function syncControls() {
     ctl.t.value = state.t;
+    if (document.activeElement !== ctl.tNum) ctl.tNum.value = state.t.toFixed(3);
     ctl.rows.value = state.rows;
     ctl.per.value = state.per;
     $("threshold-value").textContent = state.t.toFixed(3);
     $("rows-value").textContent = state.rows;
     $("per-row-value").textContent = state.per;
     ctl.order.textContent = state.order === "desc" ? "Descending order" : "Ascending order";
+    ctl.order.title = state.order === "desc"
+      ? "Now: highest score first. Click for lowest first (o)" : "Now: lowest score first. Click for highest first (o)";
+    $("order-now").textContent = state.order === "desc" ? "highest score first" : "lowest score first";
     ctl.order.setAttribute("aria-pressed", String(state.order === "asc"));
     ctl.dups.setAttribute("aria-pressed", String(state.dups));
     ctl.cross.setAttribute("aria-pressed", String(state.cross));
@@ -447,10 +578,16 @@
   }
   function set(changes) {
     Object.assign(state, changes);
+    if ("t" in changes) state.t = clamp(state.t, tLo, 1);
     update();
   }
 
   ctl.t.addEventListener("input", () => set({ t: parseFloat(ctl.t.value), page: 0 }));
+  ctl.tNum.addEventListener("change", () => {
+    const v = parseFloat(ctl.tNum.value);
+    if (Number.isFinite(v)) set({ t: Math.round(v * 1000) / 1000, page: 0 });
+    ctl.tNum.value = state.t.toFixed(3);
+  });
   ctl.rows.addEventListener("input", () => set({ rows: parseInt(ctl.rows.value, 10), page: 0 }));
   ctl.per.addEventListener("input", () => {
     // Only the grid width changes: no need to rebuild rows.
@@ -467,64 +604,161 @@
   window.addEventListener("hashchange", () => { readHash(); update(); });
   window.addEventListener("resize", renderHistogram);
 
-  // Thumbnail click -> viewer; "+N more" -> expand that row.
-  const viewer = $("viewer");
+  // Marks from the rows' buttons.
+  function toggleKeep(i) {
+    const G = starGroups(state.t), g = G.group[i];
+    if (keepMark.has(i)) keepMark.delete(i);
+    else {
+      if (g >= 0) for (const m of G.groups[g].members) keepMark.delete(m);  // one keeper per group
+      keepMark.add(i);
+    }
+    marksChanged();
+  }
+  function toggleNotDup(x, y) {
+    const key = pairKey(x, y);
+    if (notDup.has(key)) notDup.delete(key); else notDup.add(key);
+    marksChanged();
+  }
+
+  // Thumbnail click -> compare view; mark buttons; "+N more" -> expand that row.
   container.addEventListener("click", (ev) => {
     const more = ev.target.closest("button.more");
-    if (more) { expanded.add(+more.dataset.expand); rerenderRow(+more.dataset.expand); return; }
+    if (more) {
+      expanded.add(+more.dataset.expand);
+      const row = container.querySelector(`article.row[data-row="${more.dataset.expand}"]`);
+      if (row) fillRow(row);
+      return;
+    }
+    const mark = ev.target.closest("button.mark");
+    if (mark) {
+      if (mark.dataset.keep !== undefined) toggleKeep(+mark.dataset.keep);
+      else toggleNotDup(+mark.dataset.a, +mark.dataset.b);
+      update();
+      return;
+    }
     const thumb = ev.target.closest("button.thumb");
     if (!thumb) return;
-    openViewer(+thumb.closest(".card").dataset.index);
+    const i = +thumb.closest(".card").dataset.index, r = +thumb.closest("article.row").dataset.row;
+    const list = visiblePairs();
+    let at = list.findIndex(([x, y]) => (x === i || y === i) && (r < 0 || starGroups(state.t).group[x] === r));
+    if (r >= 0) {
+      const k = starGroups(state.t).groups[r].keeper;
+      const exact = list.findIndex(([x, y]) => x === k && y === i);
+      if (exact >= 0) at = exact;
+    }
+    openCompare(list, at, i);
   });
-  function openViewer(i) {
-    const img = $("viewer-img");
-    img.onerror = null;
-    img.src = thumbUrl(i);
-    // From disk the original may still be where it was read from: show it when it loads.
-    if (location.protocol === "file:" && (flags[i] & 2) && resolved[i]) {
-      const full = new Image();
-      full.onload = () => { if (viewer.dataset.index === String(i)) img.src = full.src; };
-      full.src = "file://" + encodeURI(resolved[i]).replace(/#/g, "%23").replace(/\?/g, "%3F");
+
+  // The compare view: the two images of a pair side by side at full resolution.
+  const viewer = $("viewer");
+  const originals = D.originals;
+  function originalUrl(i) {
+    if (!originals || !originals.rel[i]) return null;
+    const rel = originals.rel[i].split("/").map(encodeURIComponent).join("/");
+    if (location.protocol === "file:") return `${originals.fromSite.split("/").map(encodeURIComponent).join("/")}/${rel}`;
+    return `_originals/${rel}`;
+  }
+  // Pairs shown on this page, in page order: (keeper, copy) for each group's copies, and for an
+  // image in no group, the image and its nearest neighbour.
+  function visiblePairs() {
+    const G = starGroups(state.t), out = [];
+    for (const r of shownRows) {
+      if (r >= 0) {
+        const k = G.groups[r].keeper;
+        const others = G.groups[r].members.filter((m) => m !== k).map((m) => [m, entryOf(k, m)])
+          .sort((x, y) => adjSim[y[1]] - adjSim[x[1]] || x[0] - y[0]);
+        for (const [m] of others) out.push([k, m]);
+      } else {
+        const i = -1 - r;
+        out.push([i, adjStart[i + 1] > adjStart[i] ? adjIdx[adjStart[i]] : -1]);
+      }
     }
+    return out;
+  }
+  let compare = { list: [], at: -1 };
+  const sizeText = (b) => b < 0 ? "size unknown" : b < 1024 ? `${b} B` : b < 1048576 ? `${(b / 1024).toFixed(1)} KB` : `${(b / 1048576).toFixed(2)} MB`;
+  function fillSide(side, i) {
+    const img = side.querySelector("img");
+    const info = side.querySelector(".side-info");
+    if (i < 0) { side.hidden = true; return; }
+    side.hidden = false;
+    side.dataset.index = i;
+    const url = originalUrl(i);
+    img.onerror = () => { img.onerror = null; img.src = thumbUrl(i); side.querySelector(".natural").textContent = "original not available here: thumbnail shown"; };
+    img.onload = () => {
+      if (img.src.endsWith(thumbUrl(i))) return;
+      side.querySelector(".natural").textContent = `${img.naturalWidth} \u00d7 ${img.naturalHeight} px shown`;
+    };
+    side.querySelector(".natural").textContent = "";
+    img.src = url || thumbUrl(i);
     img.alt = base(paths[i]);
-    viewer.dataset.index = i;
-    $("viewer-name").textContent = base(paths[i]);
-    $("viewer-path").textContent = resolved[i] && resolved[i] !== paths[i] ? `${paths[i]}\n${resolved[i]}` : paths[i];
-    const meta = $("viewer-meta");
-    meta.replaceChildren();
+    info.querySelector(".side-name").textContent = base(paths[i]);
+    info.querySelector(".side-path").textContent = paths[i];
+    const sz = width[i] && height[i] ? `${width[i]} \u00d7 ${height[i]} px` : "size unknown";
+    info.querySelector(".side-size").textContent = `${sz}, ${sizeText(bytesOf_[i])}`;
     const tags = [labelNames[labelCode[i]], splitNames[splitCode[i]], predText(i),
-      Number.isFinite(maxSim[i]) ? `max similarity ${maxSim[i].toFixed(3)}` : "",
-      flags[i] & 1 ? "" : "failed: " + (D.errors[i] || "unknown error")];
-    for (const s of tags) {
-      if (!s) continue;
-      const t = document.createElement("span");
-      t.className = "tag";
-      t.textContent = s;
-      meta.appendChild(t);
-    }
+      flags[i] & 1 ? "" : "failed: " + (D.errors[i] || "unknown error")].filter(Boolean);
+    info.querySelector(".side-tags").textContent = tags.join("  \u00b7  ");
+    const keep = side.querySelector(".side-keep");
+    keep.dataset.keep = i;
+    keep.textContent = keepMark.has(i) ? "\u2605 kept (click to unmark)" : "Keep this one";
+  }
+  function renderCompare() {
+    const [x, y] = compare.list[compare.at] || [compare.single, -1];
+    fillSide($("side-a"), x);
+    fillSide($("side-b"), y);
+    const e = y >= 0 ? entryOf(x, y) : -1;
+    const ev = $("compare-evidence");
+    ev.replaceChildren();
+    if (e >= 0) {
+      const v = adjInl[e];
+      ev.textContent = `similarity ${adjSim[e].toFixed(3)}` + (pinl ? (v < 0 ? " \u00b7 not verified (below the candidate bar)"
+        : ` \u00b7 ${v} matching local features${v >= VERIFIED_INLIERS ? " (verified)" : " (not verified)"}`) : "");
+      if (notDup.has(pairKey(x, y))) ev.textContent += " \u00b7 marked: not a duplicate";
+    } else ev.textContent = y >= 0 ? "" : "no neighbour";
+    const nd = $("compare-notdup");
+    nd.hidden = e < 0;
+    nd.textContent = e >= 0 && notDup.has(pairKey(x, y)) ? "Undo \u2018not a duplicate\u2019" : "Not a duplicate";
+    $("compare-pos").textContent = compare.list.length ? `pair ${compare.at + 1} of ${compare.list.length} on this page (\u2190 \u2192)` : "";
+    viewer.dataset.a = x;
+    viewer.dataset.b = y;
+  }
+  function openCompare(list, at, single) {
+    compare = { list, at: at >= 0 ? at : -1, single };
+    if (compare.at < 0) compare.list = [];
+    renderCompare();
     if (!viewer.open) viewer.showModal();
   }
-  viewer.addEventListener("click", (ev) => { if (ev.target === viewer) viewer.close(); });
+  function stepCompare(d) {
+    if (!compare.list.length) return;
+    compare.at = clamp(compare.at + d, 0, compare.list.length - 1);
+    renderCompare();
+  }
+  viewer.addEventListener("click", (ev) => {
+    if (ev.target === viewer) { viewer.close(); return; }
+    const keep = ev.target.closest(".side-keep");
+    if (keep) { toggleKeep(+keep.dataset.keep); update(); renderCompare(); return; }
+    if (ev.target.closest("#compare-notdup")) {
+      toggleNotDup(+viewer.dataset.a, +viewer.dataset.b);
+      const list = compare.list; update(); compare.list = list; renderCompare();
+      return;
+    }
+    if (ev.target.closest("#compare-prev")) stepCompare(-1);
+    if (ev.target.closest("#compare-next")) stepCompare(1);
+  });
+  viewer.addEventListener("keydown", (ev) => {
+    if (ev.key === "ArrowRight") { stepCompare(1); ev.preventDefault(); }
+    else if (ev.key === "ArrowLeft") { stepCompare(-1); ev.preventDefault(); }
+  });
   $("help-button").addEventListener("click", () => $("help").showModal());
 
   // ---------------------------------------------------------------------------------------------
   // Export of the duplicates at the current threshold, built in the page.
-  function groupsAt(np) {
-    for (let i = 0; i < N; i++) { parent[i] = i; size[i] = 1; }
-    for (let p = 0; p < np; p++) {
-      let ra = find(pa[p]), rb = find(pb[p]);
-      if (ra !== rb) { if (size[ra] < size[rb]) { const t = ra; ra = rb; rb = t; } parent[rb] = ra; size[ra] += size[rb]; }
-    }
-    const byRoot = new Map();
-    for (let i = 0; i < N; i++) {
-      const r = find(i);
-      if (size[r] < 2) continue;
-      let g = byRoot.get(r);
-      if (!g) byRoot.set(r, (g = []));
-      g.push(i);
-    }
-    return [...byRoot.values()].sort((x, y) => y.length - x.length || x[0] - y[0]);
-  }
+  // Groups at t as lists of rows, keeper first (the rows of the page).
+  const groupsAt = (t) => starGroups(t).byBest.map((g) => {
+    const gr = starGroups(t).groups[g];
+    return [gr.keeper, ...gr.members.filter((m) => m !== gr.keeper)];
+  });
   const csvCell = (s) => /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
   function download(name, text, type) {
     const a = document.createElement("a");
@@ -537,71 +771,55 @@
   }
   function exportData(kind) {
     const t = state.t, np = pairCount(t), tag = `t${t.toFixed(3)}`;
+    const kept = [];  // pairs at t, without those marked "not a duplicate"
+    for (let p = 0; p < np; p++) if (!notDup.has(pairKey(pa[p], pb[p]))) kept.push(p);
     if (kind === "json") {
-      const pairs = [];
-      for (let p = 0; p < np; p++) {
-        pairs.push({ a: pa[p], b: pb[p], path_a: paths[pa[p]], path_b: paths[pb[p]], similarity: ps[p] });
-      }
-      const groups = groupsAt(np).map((g) => g.map((i) => ({ index: i, path: paths[i] })));
+      const pairs = kept.map((p) => ({ a: pa[p], b: pb[p], path_a: paths[pa[p]], path_b: paths[pb[p]], similarity: ps[p] }));
+      const groups = groupsAt(t).map((g) => g.map((i) => ({ index: i, path: paths[i] })));
       const doc = { source: D.source, metric: (D.attrs && D.attrs.metric) || "(1+cos)/2", threshold: t,
-        n_images: N, n_pairs: np, n_groups: groups.length, pairs, groups };
+        n_images: N, n_pairs: pairs.length, n_groups: groups.length, pairs, groups };
       download(`duplicates-${tag}.json`, JSON.stringify(doc, null, 1), "application/json");
     } else if (kind === "pairs") {
       const lines = ["a,b,path_a,path_b,similarity"];
-      for (let p = 0; p < np; p++) lines.push(`${pa[p]},${pb[p]},${csvCell(paths[pa[p]])},${csvCell(paths[pb[p]])},${ps[p]}`);
+      for (const p of kept) lines.push(`${pa[p]},${pb[p]},${csvCell(paths[pa[p]])},${csvCell(paths[pb[p]])},${ps[p]}`);
       download(`duplicate-pairs-${tag}.csv`, lines.join("\n") + "\n", "text/csv");
     } else {
       const lines = ["group,index,path"];
-      groupsAt(np).forEach((g, k) => { for (const i of g) lines.push(`${k},${i},${csvCell(paths[i])}`); });
+      groupsAt(t).forEach((g, k) => { for (const i of g) lines.push(`${k},${i},${csvCell(paths[i])}`); });
       download(`duplicate-groups-${tag}.csv`, lines.join("\n") + "\n", "text/csv");
     }
   }
-  // The delete list, by the rule of dupscope.export (dupscope export writes the same rows): groups
-  // around a representative (most links first, then the higher best score, then the lower index),
-  // each keeping its largest image (ties: the first).
+  // The delete list, by the rule of dupscope.export (dupscope export --marks writes the same
+  // rows): the star groups above, marks applied, each keeping its keeper; groups numbered by
+  // their representative's row, as dupscope export numbers them.
   function deleteList(t) {
-    const np = pairCount(t);
-    const degree = new Int32Array(N), best = new Float64Array(N).fill(-Infinity);
-    const adj = Array.from({ length: N }, () => []);
-    for (let p = 0; p < np; p++) {
-      const a = pa[p], b = pb[p];
-      degree[a]++; degree[b]++; adj[a].push(b); adj[b].push(a);
-      if (ps[p] > best[a]) best[a] = ps[p];
-      if (ps[p] > best[b]) best[b] = ps[p];
-    }
-    const visit = Array.from({ length: N }, (_, i) => i)
-      .sort((x, y) => degree[y] - degree[x] || best[y] - best[x] || x - y);
-    const group = new Int32Array(N).fill(-1);
-    const key = (x, y) => Math.min(x, y) * N + Math.max(x, y);
-    const scoreOf = new Map();
-    for (let p = 0; p < np; p++) scoreOf.set(key(pa[p], pb[p]), ps[p]);
-    for (const i of visit) {
-      if (!degree[i] || group[i] >= 0) continue;
-      const linked = adj[i].filter((j) => group[j] < 0)
-        .sort((x, y) => scoreOf.get(key(i, y)) - scoreOf.get(key(i, x)) || x - y);
-      if (!linked.length) continue;
-      // Each joins only if it is linked to every member so far: no chains through a look-alike.
-      const members = [i];
-      for (const j of linked) if (members.slice(1).every((m) => scoreOf.has(key(j, m)))) members.push(j);
-      if (members.length > 1) for (const m of members) group[m] = i;
-    }
-    const keeper = new Map();
-    for (let i = 0; i < N; i++) {
-      const g = group[i];
-      if (g < 0) continue;
-      const k = keeper.get(g);
-      if (k === undefined || width[i] * height[i] > width[k] * height[k]) keeper.set(g, i);
-    }
-    const reps = [...keeper.keys()].sort((x, y) => x - y), number = new Map(reps.map((g, k) => [g, k + 1]));
+    const G = starGroups(t);
+    const order = G.groups.map((_, g) => g).sort((x, y) => G.groups[x].rep - G.groups[y].rep);
+    const number = new Int32Array(G.groups.length);
+    order.forEach((g, k) => { number[g] = k + 1; });
     const rows = [];
     for (let i = 0; i < N; i++) {
-      const g = group[i], m = maxSim[i];
-      rows.push({ path: paths[i], group: g >= 0 ? number.get(g) : null,
-        action: g < 0 || keeper.get(g) === i ? "keep" : "remove", width: width[i], height: height[i],
+      const g = G.group[i], m = maxSim[i];
+      rows.push({ path: paths[i], group: g >= 0 ? number[g] : null,
+        action: g < 0 || G.groups[g].keeper === i ? "keep" : "remove", width: width[i], height: height[i],
         best_score: Number.isFinite(m) ? Math.round(m * 1e4) / 1e4 : null });
     }
     return rows;
   }
+  // The review as a file for `dupscope export --marks`.
+  function marksDocument() {
+    const nd = [...notDup].sort((x, y) => x - y).map((k) => {
+      const a = Math.floor(k / N), b = k % N;
+      return { a, b, path_a: paths[a], path_b: paths[b] };
+    });
+    const keep = [...keepMark].sort((x, y) => x - y).map((i) => ({ index: i, path: paths[i] }));
+    return { dupscope_marks: 1, identity: D.identity || null, source: D.source, not_duplicate: nd, keep };
+  }
+  $("export-marks").addEventListener("click", () =>
+    download("marks.json", JSON.stringify(marksDocument(), null, 1) + "\n", "application/json"));
+  $("clear-marks").addEventListener("click", () => {
+    notDup.clear(); keepMark.clear(); marksChanged(); update();
+  });
   $("export-delete-csv").addEventListener("click", () => {
     const lines = ["path,group,action,width,height,best_score"];
     for (const r of deleteList(state.t)) {
@@ -618,12 +836,15 @@
   document.addEventListener("keydown", (ev) => {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const tag = ev.target && ev.target.tagName;
-    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;  // the control's own keys
+    const k = ev.key;
+    // The threshold slider's own arrow keys step 0.001; with Shift they step 0.01 here too.
+    const onSlider = ev.target === ctl.t && (k === "ArrowRight" || k === "ArrowLeft");
+    if (!onSlider && (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT")) return;  // the control's own keys
+    if (onSlider && !ev.shiftKey) return;
     if (viewer.open || $("help").open) return;
     const step = ev.shiftKey ? 0.01 : 0.001;
-    const k = ev.key;
     if (k === "ArrowRight" || k === "ArrowLeft") {
-      const t = Math.round(clamp(state.t + (k === "ArrowRight" ? step : -step), 0, 1) * 1000) / 1000;
+      const t = Math.round(clamp(state.t + (k === "ArrowRight" ? step : -step), tLo, 1) * 1000) / 1000;
       set({ t, page: 0 });
     } else if (k === "o") set({ order: state.order === "desc" ? "asc" : "desc", page: 0 });
     else if (k === "d") set({ dups: !state.dups, page: 0 });
@@ -642,12 +863,15 @@
   $("source").textContent = [D.source, `${fmt(N)} images`, a.model ? `model ${a.model}` : "",
     `k=${D.k}`, a.created ? `created ${a.created}` : ""].filter(Boolean).join("  \u00b7  ");
   readHash();
+  // "Show only duplicates" starts on when there are duplicates (unless the address says otherwise).
+  if (!new URLSearchParams(location.hash.slice(1)).has("dups")) state.dups = starGroups(state.t).groups.length > 0;
   update();
   // For tests and benchmarks: the page is ready, and how long the last row render took.
   window.dupscope = {
     state, set, exportData, deleteList,
     get lastRenderMs() { return lastRenderMs; },
-    counts: () => ({ pairs: pairCount(state.t), groups: groupsAfter[pairCount(state.t)], dupImages: dupImageCount(state.t) }),
+    counts: () => ({ pairs: pairCount(state.t), groups: starGroups(state.t).groups.length, dupImages: starGroups(state.t).nDup }),
+    groups: () => groupsAt(state.t), marksDocument, range: () => [tLo, 1],
   };
   document.documentElement.dataset.ready = "1";
 })();
