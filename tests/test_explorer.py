@@ -229,6 +229,62 @@ def test_serve_refuses_links_out_listings_dotfiles_and_foreign_hosts(tmp_path, d
         server.server_close()
 
 
+def test_serve_serves_originals_under_the_root_only(tmp_path, dataset):
+    """/_originals/ serves the data set's images read-only; paths and links out of the root,
+    dotfiles and other methods are refused."""
+    import http.client
+    import os
+    import re
+
+    index = build_explorer(dataset.h5, tmp_path / "site", progress=False, thumbnails=False)
+    site = index.parent
+    root = (site / ".dupscope-originals").read_text().strip()
+    images = sorted(p for p in os.listdir(root) if re.fullmatch(r"[\w.]+\.png", p))  # names safe in a URL
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    os.symlink(secret, os.path.join(root, "escape.png"))
+    os.symlink(tmp_path, os.path.join(root, "updir"))
+    server = make_server(site, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+
+    def request(method, path):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request(method, path)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+
+    try:
+        status, body = request("GET", f"/_originals/{images[0]}")
+        with open(os.path.join(root, images[0]), "rb") as fh:
+            assert status == 200 and body == fh.read()
+        for path in ("/_originals/escape.png", "/_originals/updir/secret.txt", "/_originals/../secret.txt",
+                     "/_originals/%2e%2e/secret.txt", "/_originals/", "/_originals"):
+            status, body = request("GET", path)
+            assert status == 404 and b"password" not in body, path
+        assert request("PUT", f"/_originals/{images[0]}")[0] == 501
+        assert request("DELETE", f"/_originals/{images[0]}")[0] == 501
+    finally:
+        server.shutdown()
+        server.server_close()
+        os.unlink(os.path.join(root, "escape.png"))  # the data set is shared by this module's tests
+        os.unlink(os.path.join(root, "updir"))
+    # Without a recorded root nothing is served there.
+    (site / ".dupscope-originals").unlink()
+    server = make_server(site, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        assert request("GET", f"/_originals/{images[0]}")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_serve_drops_idle_connections(tmp_path, dataset, monkeypatch):
     import socket
 

@@ -103,3 +103,39 @@ def test_delete_list_refuses_bad_threshold_from_python(h5):
         delete_list(h5, threshold=float("nan"))
     with pytest.raises(ExportError):
         delete_list(h5, threshold=1.5)
+
+
+def _marks(path, not_dup=(), keep=(), identity=None, paths=None):
+    paths = paths or [f"img{i}.png" for i in range(6)]
+    doc = {"dupscope_marks": 1, "identity": identity,
+           "not_duplicate": [{"a": a, "b": b, "path_a": paths[a], "path_b": paths[b]} for a, b in not_dup],
+           "keep": [{"index": i, "path": paths[i]} for i in keep]}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_export_applies_marks(h5, tmp_path, capsys):
+    """A pair marked 'not a duplicate' is never a link; an image marked 'keep' is its group's keeper."""
+    marks = _marks(tmp_path / "marks.json", not_dup=[(0, 2), (1, 2)], keep=[0])
+    rows = {r["path"]: r for r in delete_list(h5, threshold=0.97, marks=marks).rows()}
+    assert [rows[f"img{i}.png"]["action"] for i in range(3)] == ["keep", "remove", "keep"]
+    assert rows["img2.png"]["group"] is None and rows["img0.png"]["group"] == rows["img1.png"]["group"]
+    out = tmp_path / "d.csv"
+    assert main(["export", str(h5), "--threshold", "0.97", "--marks", str(marks), "-o", str(out)]) == 0
+    assert out.read_text().count(",remove,") == 2
+
+
+@pytest.mark.parametrize("doc,message", [
+    ("not json", "not JSON"),
+    ('{"a": 1}', "not a dupscope marks file"),
+    ('{"dupscope_marks": 1, "keep": [{"index": 9, "path": "img9.png"}]}', "not at that row"),
+    ('{"dupscope_marks": 1, "keep": [{"index": 1, "path": "other.png"}]}', "not at that row"),
+    ('{"dupscope_marks": 1, "identity": "elsewhere", "keep": []}', "another similarity file"),
+    ('{"dupscope_marks": 1, "keep": [{"row": 1}]}', "each mark needs"),
+])
+def test_export_refuses_bad_marks_in_one_line(h5, tmp_path, capsys, doc, message):
+    marks = tmp_path / "marks.json"
+    marks.write_text(doc)
+    assert main(["export", str(h5), "--marks", str(marks)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dupscope export: error:") and message in err and "\n" not in err
