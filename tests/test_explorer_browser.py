@@ -533,3 +533,34 @@ def test_delete_list_matches_dupscope_export(page, site, t):
     assert any(r["action"] == "remove" for r in got)
     for g, w in zip(got, want):
         assert (g["best_score"] == w["best_score"] == "") or float(g["best_score"]) == pytest.approx(float(w["best_score"]), abs=1e-4)
+
+
+def test_page_groups_equal_dupscope_export_on_a_random_graph(browser, tmp_path):
+    """The page's typed-array grouping against dupscope.export.star_groups on 300 images whose
+    scores take few distinct values (many ties), at several thresholds."""
+    from browser import write_similarity_file
+
+    from dupscope.export import delete_list
+
+    rng = np.random.default_rng(11)
+    n = 300
+    sim = rng.choice([0.80, 0.85, 0.9, 0.95, 0.97], size=(n, n)).astype(np.float64)
+    sim = np.triu(sim, 1)
+    sim = sim + sim.T
+    np.fill_diagonal(sim, 1.0)
+    sim = sim.astype(np.float16)
+    paths = [f"img{i}.png" for i in range(n)]
+    h5 = tmp_path / "random.h5"
+    sizes = [(int(w), int(w)) for w in rng.choice([32, 64], size=n)]
+    write_similarity_file(h5, sim, k=8, paths=paths, resolved=[str(tmp_path / p) for p in paths], labels=[""] * n,
+                          splits=[""] * n, ok=np.ones(n, bool), dense=False, sizes=sizes)
+    index = build_explorer(h5, tmp_path / "site", progress=False, thumbnails=False)
+    p = Page(browser, index.as_uri(), "file://")
+    try:
+        for t in (0.85, 0.9, 0.95, 0.97):
+            got = p.page.evaluate(f"window.dupscope.deleteList({t})")
+            want = delete_list(h5, threshold=t).rows()
+            assert [(r["group"], r["action"]) for r in got] == [(r["group"], r["action"]) for r in want], t
+            assert sum(r["action"] == "remove" for r in got) > 10
+    finally:
+        p.close()

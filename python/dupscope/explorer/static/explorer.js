@@ -49,7 +49,9 @@
   const maxSim = f16(D.maxSim);
   const orderDesc = i32(D.order);
   const P = D.pairs.count;
-  const pa = i32(D.pairs.a), pb = i32(D.pairs.b), ps = f16(D.pairs.s);
+  const pa = i32(D.pairs.a), pb = i32(D.pairs.b);
+  const psBits = new Uint16Array(bytesOf(D.pairs.s).buffer), ps = new Float32Array(psBits.length);
+  for (let p = 0; p < psBits.length; p++) ps[p] = HALF[psBits[p]];
   // Geometric inliers per pair (-1: not checked), when phase 1 verified the pairs.
   const pinl = D.pairs.inliers ? i16(D.pairs.inliers) : null;
   const width = i32(D.width), height = i32(D.height);
@@ -67,12 +69,13 @@
   for (let i = 0; i < N; i++) deg[i + 1] += deg[i];
   const adjStart = deg;
   const adjIdx = new Int32Array(2 * P), adjSim = new Float32Array(2 * P), adjInl = new Int16Array(2 * P);
+  const adjBits = new Uint16Array(2 * P);  // the float16 bits of adjSim: ordered as the scores (all >= 0)
   {
     const fill = adjStart.slice(0, N);
     for (let p = 0; p < P; p++) {
-      const a = pa[p], b = pb[p], s = ps[p], v = pinl ? pinl[p] : -1;
-      adjIdx[fill[a]] = b; adjInl[fill[a]] = v; adjSim[fill[a]++] = s;
-      adjIdx[fill[b]] = a; adjInl[fill[b]] = v; adjSim[fill[b]++] = s;
+      const a = pa[p], b = pb[p], s = ps[p], v = pinl ? pinl[p] : -1, h = psBits[p];
+      adjIdx[fill[a]] = b; adjInl[fill[a]] = v; adjBits[fill[a]] = h; adjSim[fill[a]++] = s;
+      adjIdx[fill[b]] = a; adjInl[fill[b]] = v; adjBits[fill[b]] = h; adjSim[fill[b]++] = s;
     }
   }
 
@@ -105,64 +108,93 @@
 
   // Groups at threshold t by the rule of dupscope.export.star_groups: images visited by their
   // number of links (then best score, then row); each unassigned image gathers its unassigned
-  // linked images from the highest score down, each joining only if linked to every member so
-  // far, so two different pictures are never chained through a look-alike. Cached per threshold.
+  // linked images from the highest score down (ties: the lower row; each adjacency list is in
+  // that order already, as the pairs are), each joining only if linked to every member so far,
+  // so two different pictures are never chained through a look-alike. Everything is typed
+  // arrays and counting sorts (scores sort by their float16 bits): linear in the links at t.
+  // Cached per threshold and marks.
   let groupCache = null, marksVersion = 0;
+  const gDegree = new Int32Array(N), gBest = new Uint16Array(N), gActive = new Int32Array(N), gTmp = new Int32Array(N);
+  const gLinks = new Int32Array(N), gTouched = new Int32Array(N);
+  const BUCKETS = new Int32Array(65537);
+  // Stable counting sort of src[0..n) into dst, descending by key(x) in [0, nKeys).
+  function countingSortDesc(src, n, dst, key, nKeys) {
+    const c = nKeys <= 65536 ? BUCKETS.subarray(0, nKeys + 1).fill(0) : new Int32Array(nKeys + 1);
+    for (let q = 0; q < n; q++) c[nKeys - 1 - key(src[q]) + 1]++;
+    for (let b = 0; b < nKeys; b++) c[b + 1] += c[b];
+    for (let q = 0; q < n; q++) dst[c[nKeys - 1 - key(src[q])]++] = src[q];
+  }
   function starGroups(t) {
     if (groupCache && groupCache.t === t && groupCache.version === marksVersion) return groupCache;
-    const degree = new Int32Array(N), best = new Float32Array(N).fill(-Infinity);
-    const active = [];
+    const marked = notDup.size > 0;
+    let nA = 0, maxDeg = 0;
     for (let i = 0; i < N; i++) {
-      for (let e = adjStart[i], end = adjStart[i + 1]; e < end && linked(e, t); e++) {
-        if (notDup.size && notDup.has(pairKey(i, adjIdx[e]))) continue;
-        if (degree[i]++ === 0) { best[i] = adjSim[e]; active.push(i); }
+      let d = 0;
+      for (let e = adjStart[i], end = adjStart[i + 1]; e < end && adjSim[e] >= t; e++) {
+        if (marked && notDup.has(pairKey(i, adjIdx[e]))) continue;
+        if (d++ === 0) gBest[i] = adjBits[e];
       }
+      gDegree[i] = d;
+      if (d) { gActive[nA++] = i; if (d > maxDeg) maxDeg = d; }
     }
-    active.sort((x, y) => degree[y] - degree[x] || best[y] - best[x] || x - y);
+    countingSortDesc(gActive, nA, gTmp, (i) => gBest[i], 65536);
+    countingSortDesc(gTmp, nA, gActive, (i) => gDegree[i], maxDeg + 1);
     const group = new Int32Array(N).fill(-1);
-    const groups = [];  // {rep, members, keeper, best}
-    for (const i of active) {
+    const start = [0], members = new Int32Array(nA), rep = [], keeper = [], bestBits = [];
+    let nm = 0;
+    for (let q = 0; q < nA; q++) {
+      const i = gActive[q];
       if (group[i] >= 0) continue;
-      const cand = [];
-      for (let e = adjStart[i], end = adjStart[i + 1]; e < end && linked(e, t); e++) {
+      const g0 = nm;
+      members[nm++] = i;
+      group[i] = -2;
+      let top = 0;  // the group's best score: its highest link between two members (float16 bits)
+      // gLinks[x]: links from x to the members after the representative, so a candidate's
+      // "linked to every member so far" is one comparison.
+      let nTouched = 0;
+      for (let e = adjStart[i], end = adjStart[i + 1]; e < end && adjSim[e] >= t; e++) {
         const j = adjIdx[e];
-        if (group[j] < 0 && !(notDup.size && notDup.has(pairKey(i, j)))) cand.push(e);
-      }
-      if (!cand.length) continue;
-      cand.sort((x, y) => adjSim[y] - adjSim[x] || adjIdx[x] - adjIdx[y]);
-      const members = [i];
-      let top = -Infinity;
-      for (const e of cand) {
-        const j = adjIdx[e];
-        let all = true;
-        for (let m = 1; m < members.length && all; m++) all = isLink(j, members[m], t);
-        if (all) { members.push(j); if (adjSim[e] > top) top = adjSim[e]; }
-      }
-      if (members.length < 2) continue;
-      const g = groups.length;
-      for (const m of members) group[m] = g;
-      // Keeper: an image marked "keep", else the largest (width x height), ties to the first row.
-      let keeper = -1;
-      for (const m of members) {
-        const better = keeper < 0 || (keepMark.has(m) && !keepMark.has(keeper)) ||
-          (keepMark.has(m) === keepMark.has(keeper) &&
-            (width[m] * height[m] > width[keeper] * height[keeper] ||
-              (width[m] * height[m] === width[keeper] * height[keeper] && m < keeper)));
-        if (better) keeper = m;
-      }
-      groups.push({ rep: i, members, keeper, best: top });
-    }
-    // A group's best score: its highest link between any two members.
-    groups.forEach((gr, g) => {
-      for (const m of gr.members) {
-        for (let e = adjStart[m], end = adjStart[m + 1]; e < end && linked(e, t); e++) {
-          if (group[adjIdx[e]] === g && adjSim[e] > gr.best && !notDup.has(pairKey(m, adjIdx[e]))) gr.best = adjSim[e];
+        if (group[j] >= 0 || (marked && notDup.has(pairKey(i, j)))) continue;
+        if (gLinks[j] !== nm - g0 - 1) continue;
+        members[nm++] = j;
+        group[j] = -2;  // taken by the group being built
+        for (let f = adjStart[j], fend = adjStart[j + 1]; f < fend && adjSim[f] >= t; f++) {
+          const x = adjIdx[f];
+          if (marked && notDup.has(pairKey(j, x))) continue;
+          if (group[x] === -2 && adjBits[f] > top) top = adjBits[f];  // a link inside the group
+          if (gLinks[x]++ === 0) gTouched[nTouched++] = x;
         }
       }
-    });
-    // Descending by best score, ties by the keeper's row.
-    const byBest = groups.map((_, g) => g).sort((x, y) => groups[y].best - groups[x].best || groups[x].keeper - groups[y].keeper);
-    groupCache = { t, version: marksVersion, group, groups, byBest, nDup: groups.reduce((n, g) => n + g.members.length, 0) };
+      for (let q2 = 0; q2 < nTouched; q2++) gLinks[gTouched[q2]] = 0;
+      if (nm - g0 < 2) { nm = g0; group[i] = -1; continue; }
+      bestBits.push(top);
+      const g = rep.length;
+      // Keeper: an image marked "keep", else the largest (width x height), ties to the first row.
+      let k = -1;
+      for (let m = g0; m < nm; m++) {
+        const x = members[m];
+        group[x] = g;
+        if (k < 0) { k = x; continue; }
+        const kx = keepMark.has(x), kk = keepMark.has(k), ax = width[x] * height[x], ak = width[k] * height[k];
+        if ((kx && !kk) || (kx === kk && (ax > ak || (ax === ak && x < k)))) k = x;
+      }
+      rep.push(i); keeper.push(k); start.push(nm);
+    }
+    const count = rep.length;
+    // Groups by best score, descending; ties by the keeper's row.
+    const byKeeper = new Int32Array(count), byBest = new Int32Array(count);
+    {
+      const keeperOf = new Int32Array(N).fill(-1);
+      for (let g = 0; g < count; g++) keeperOf[keeper[g]] = g;
+      let q = 0;
+      for (let i = 0; i < N; i++) if (keeperOf[i] >= 0) byKeeper[q++] = keeperOf[i];
+    }
+    countingSortDesc(byKeeper, count, byBest, (g) => bestBits[g], 65536);
+    const get = (g) => ({ rep: rep[g], keeper: keeper[g], best: HALF[bestBits[g]],
+      members: Array.from(members.subarray(start[g], start[g + 1])) });
+    groupCache = { t, version: marksVersion, group, count, rep, keeper, bestBits, byBest, get, nDup: nm,
+      best: (g) => HALF[bestBits[g]], size: (g) => start[g + 1] - start[g],
+      members: (g) => members.subarray(start[g], start[g + 1]) };
     return groupCache;
   }
   function marksChanged() { marksVersion++; groupCache = null; saveMarks(); }
@@ -208,22 +240,18 @@
   // Row selection. A row is a group (its keeper first, then its copies) or, when "Show only
   // duplicates" is off, an image in no group. Rows are encoded as numbers: g >= 0 is group g,
   // -1 - i is the single image i.
-  function groupPasses(gr) {
-    if (state.cross) {
-      const s0 = new Set(gr.members.map((m) => splitCode[m]).filter(Boolean));
-      if (s0.size < 2) return false;
-    }
-    if (state.conf) {
-      const l0 = new Set(gr.members.map((m) => labelCode[m]).filter(Boolean));
-      if (l0.size < 2) return false;
-    }
-    return true;
+  function groupPasses(members) {
+    const distinct = (code) => {
+      let first = 0;
+      for (const m of members) { const c = code[m]; if (c && first && c !== first) return true; if (c) first = c; }
+      return false;
+    };
+    return (!state.cross || distinct(splitCode)) && (!state.conf || distinct(labelCode));
   }
-  const rowScore = (r, G) => r >= 0 ? G.groups[r].best : maxSim[-1 - r];
   function selectRows() {
     const t = state.t, want = state.rows, start = state.page * want;
     const G = starGroups(t);
-    const gl = G.byBest.filter((g) => groupPasses(G.groups[g]));
+    const gl = state.cross || state.conf ? G.byBest.filter((g) => groupPasses(G.members(g))) : G.byBest;
     const singles = state.dups || state.cross || state.conf ? 0 : N - G.nDup;
     const total = gl.length + singles;
     // Merge the groups (by best score) with the single images (by their highest similarity,
@@ -234,7 +262,7 @@
       while (seq.length <= k) {
         let gi = seq.gIdx || 0, si = seq.sIdx || 0;
         while (singles && si < N && G.group[orderDesc[si]] >= 0) si++;
-        const gs = gi < gl.length ? G.groups[gl[gi]].best : -Infinity;
+        const gs = gi < gl.length ? G.best(gl[gi]) : -Infinity;
         const ss = singles && si < N ? maxSim[orderDesc[si]] : -Infinity;
         if (gi < gl.length && (gs >= ss || !(ss >= -1))) { seq.push(gl[gi]); gi++; }
         else { seq.push(-1 - orderDesc[si]); si++; }
@@ -354,7 +382,7 @@
       row.replaceChildren(frag);
       return 1;
     }
-    const gr = starGroups(t).groups[r], k = gr.keeper;
+    const gr = starGroups(t).get(r), k = gr.keeper;
     const head = card(k, `best ${gr.best.toFixed(3)}`, -1);
     head.classList.add("keeper");
     head.lastChild.appendChild(markButton(keepMark.has(k) ? "keep on" : "keep", keepMark.has(k) ? "\u2605 kept" : "keep",
@@ -403,7 +431,7 @@
       const row = document.createElement("article");
       row.className = r >= 0 ? "row group" : "row single";
       row.dataset.row = r;
-      row.dataset.index = r >= 0 ? sel.G.groups[r].keeper : -1 - r;
+      row.dataset.index = r >= 0 ? sel.G.keeper[r] : -1 - r;
       if (cards < EAGER_CARDS || !lazyRows) cards += fillRow(row);
       else lazyRows.observe(row);
       frag.appendChild(row);
@@ -429,8 +457,8 @@
     $("stat-images").textContent = fmt(N) + (nOk < N ? ` (${fmt(N - nOk)} failed)` : "");
     $("stat-dup-images").textContent = fmt(G.nDup);
     $("stat-pairs").textContent = fmt(pairCount(t));
-    $("stat-groups").textContent = fmt(G.groups.length);
-    $("stat-remove").textContent = fmt(G.nDup - G.groups.length);
+    $("stat-groups").textContent = fmt(G.count);
+    $("stat-remove").textContent = fmt(G.nDup - G.count);
     $("stat-marks").textContent = notDup.size || keepMark.size ? `${fmt(notDup.size)} not-duplicate, ${fmt(keepMark.size)} keep` : "none";
   }
 
@@ -609,7 +637,7 @@
     const G = starGroups(state.t), g = G.group[i];
     if (keepMark.has(i)) keepMark.delete(i);
     else {
-      if (g >= 0) for (const m of G.groups[g].members) keepMark.delete(m);  // one keeper per group
+      if (g >= 0) for (const m of G.members(g)) keepMark.delete(m);  // one keeper per group
       keepMark.add(i);
     }
     marksChanged();
@@ -642,7 +670,7 @@
     const list = visiblePairs();
     let at = list.findIndex(([x, y]) => (x === i || y === i) && (r < 0 || starGroups(state.t).group[x] === r));
     if (r >= 0) {
-      const k = starGroups(state.t).groups[r].keeper;
+      const k = starGroups(state.t).keeper[r];
       const exact = list.findIndex(([x, y]) => x === k && y === i);
       if (exact >= 0) at = exact;
     }
@@ -664,8 +692,8 @@
     const G = starGroups(state.t), out = [];
     for (const r of shownRows) {
       if (r >= 0) {
-        const k = G.groups[r].keeper;
-        const others = G.groups[r].members.filter((m) => m !== k).map((m) => [m, entryOf(k, m)])
+        const k = G.keeper[r];
+        const others = G.get(r).members.filter((m) => m !== k).map((m) => [m, entryOf(k, m)])
           .sort((x, y) => adjSim[y[1]] - adjSim[x[1]] || x[0] - y[0]);
         for (const [m] of others) out.push([k, m]);
       } else {
@@ -755,8 +783,8 @@
   // ---------------------------------------------------------------------------------------------
   // Export of the duplicates at the current threshold, built in the page.
   // Groups at t as lists of rows, keeper first (the rows of the page).
-  const groupsAt = (t) => starGroups(t).byBest.map((g) => {
-    const gr = starGroups(t).groups[g];
+  const groupsAt = (t) => Array.from(starGroups(t).byBest, (g) => {
+    const gr = starGroups(t).get(g);
     return [gr.keeper, ...gr.members.filter((m) => m !== gr.keeper)];
   });
   const csvCell = (s) => /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
@@ -794,14 +822,14 @@
   // their representative's row, as dupscope export numbers them.
   function deleteList(t) {
     const G = starGroups(t);
-    const order = G.groups.map((_, g) => g).sort((x, y) => G.groups[x].rep - G.groups[y].rep);
-    const number = new Int32Array(G.groups.length);
+    const order = Array.from({ length: G.count }, (_, g) => g).sort((x, y) => G.rep[x] - G.rep[y]);
+    const number = new Int32Array(G.count);
     order.forEach((g, k) => { number[g] = k + 1; });
     const rows = [];
     for (let i = 0; i < N; i++) {
       const g = G.group[i], m = maxSim[i];
       rows.push({ path: paths[i], group: g >= 0 ? number[g] : null,
-        action: g < 0 || G.groups[g].keeper === i ? "keep" : "remove", width: width[i], height: height[i],
+        action: g < 0 || G.keeper[g] === i ? "keep" : "remove", width: width[i], height: height[i],
         best_score: Number.isFinite(m) ? Math.round(m * 1e4) / 1e4 : null });
     }
     return rows;
@@ -864,13 +892,13 @@
     `k=${D.k}`, a.created ? `created ${a.created}` : ""].filter(Boolean).join("  \u00b7  ");
   readHash();
   // "Show only duplicates" starts on when there are duplicates (unless the address says otherwise).
-  if (!new URLSearchParams(location.hash.slice(1)).has("dups")) state.dups = starGroups(state.t).groups.length > 0;
+  if (!new URLSearchParams(location.hash.slice(1)).has("dups")) state.dups = starGroups(state.t).count > 0;
   update();
   // For tests and benchmarks: the page is ready, and how long the last row render took.
   window.dupscope = {
     state, set, exportData, deleteList,
     get lastRenderMs() { return lastRenderMs; },
-    counts: () => ({ pairs: pairCount(state.t), groups: starGroups(state.t).groups.length, dupImages: starGroups(state.t).nDup }),
+    counts: () => ({ pairs: pairCount(state.t), groups: starGroups(state.t).count, dupImages: starGroups(state.t).nDup }),
     groups: () => groupsAt(state.t), marksDocument, range: () => [tLo, 1],
   };
   document.documentElement.dataset.ready = "1";
