@@ -564,3 +564,30 @@ def test_page_groups_equal_dupscope_export_on_a_random_graph(browser, tmp_path):
             assert sum(r["action"] == "remove" for r in got) > 10
     finally:
         p.close()
+
+
+def test_columns_split_into_part_files(browser, site, tmp_path, monkeypatch):
+    """Long columns go to data/*.js parts (tiny parts here): the page loads them and shows the
+    same groups; a missing part is reported on the page, not a blank page."""
+    import dupscope.explorer.pagedata as pagedata
+
+    ds = site[0]
+    monkeypatch.setattr(pagedata, "PART_ELEMENTS", 4)
+    index = build_explorer(ds.h5, tmp_path / "parts", progress=False, workers=2)
+    files = sorted(p.name for p in (index.parent / "data").glob("*.js"))
+    assert len(files) > 4 and "pairs.a.0.js" in files
+    p = Page(browser, index.as_uri() + "#t=0.900", "file://")
+    try:
+        assert p.rows() == [0, 3, 5] and p.dups_of(0) == [1, 2]
+        assert p.text("#stat-pairs") == "5"
+    finally:
+        p.close()
+    (index.parent / "data" / "pairs.b.1.js").unlink()
+    ctx = browser.new_context()
+    try:
+        pg = ctx.new_page()
+        pg.goto(index.as_uri())
+        pg.wait_for_selector("p.empty")
+        assert "data/pairs.b.1.js is missing" in pg.text_content("p.empty")
+    finally:
+        ctx.close()

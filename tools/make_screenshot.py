@@ -1,6 +1,8 @@
-"""Make docs/screenshot.png: the explorer on the generated test dataset, in headless Chromium.
+"""Screenshots of the explorer in headless Chromium.
 
-    PYTHONPATH=python python tools/make_screenshot.py [--out docs/screenshot.png]
+    python tools/make_screenshot.py                 # docs/demo.png: `dupscope demo`'s explorer
+    python tools/make_screenshot.py --compare       # docs/compare.png: its compare view
+    python tools/make_screenshot.py --test-dataset --out docs/screenshot.png  # the tests' dataset
 """
 
 from __future__ import annotations
@@ -21,14 +23,42 @@ from browser import launch, make_dataset  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
+    ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--width", type=int, default=1440)
     ap.add_argument("--height", type=int, default=1000)
+    ap.add_argument("--test-dataset", action="store_true", help="the browser tests' dataset instead of the demo")
+    ap.add_argument("--compare", action="store_true", help="open the compare view on the first pair")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = ROOT / "docs" / ("compare.png" if args.compare else "demo.png")
 
     from playwright.sync_api import sync_playwright
 
     from dupscope.explorer import build_explorer
+
+    if not args.test_dataset:
+        import subprocess
+
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "dupscope", "demo", str(Path(tmp) / "demo")], check=True,
+                           capture_output=True)
+            index = next((Path(tmp) / "demo").rglob("index.html"))
+            with sync_playwright() as p:
+                browser = launch(p)
+                page = browser.new_page(viewport={"width": args.width, "height": args.height},
+                                        device_scale_factor=1)
+                page.goto(index.as_uri() + "#per=6")
+                page.wait_for_selector("html[data-ready='1']")
+                if args.compare:
+                    page.click("article.row .dup .thumb")
+                    page.wait_for_function("[...document.querySelectorAll('#viewer img')].every(i => i.complete)")
+                page.wait_for_function("[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
+                                       ".every(i => i.complete)")
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(args.out))
+                browser.close()
+        print(f"wrote {args.out}")
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         ds = make_dataset(Path(tmp), n=24)

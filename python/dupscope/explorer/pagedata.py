@@ -32,7 +32,12 @@ __all__ = [
 ]
 
 #: Version of the ``window.DUPSCOPE_DATA`` layout; the page checks it.
-PAGE_DATA_VERSION = 1
+PAGE_DATA_VERSION = 2
+
+#: Elements per part file: a column longer than this is written as several ``data/*.js`` files
+#: (4M int32 values are 22 MB of base64), so no single script comes near the browser's longest
+#: string (V8: about 512 MB), and the page frees each part once decoded.
+PART_ELEMENTS = 1 << 22
 
 
 @dataclass
@@ -181,6 +186,25 @@ def _pair_values(index: np.ndarray, values: np.ndarray, a: np.ndarray, b: np.nda
     return np.where(keys[pos] == want, vals[pos], -1).astype(np.int16)
 
 
+def _column(arr: np.ndarray, dtype: str, name: str, parts: dict[str, str] | None) -> Any:
+    """A typed column: base64 inline when short (or without ``parts``), else
+    ``{"parts": [keys], "length": n}`` with each key's base64 slice put into ``parts``."""
+    a = np.ascontiguousarray(arr, dtype=dtype)
+    if parts is None or a.size <= PART_ELEMENTS:
+        return _b64(a, dtype)
+    keys = []
+    for k, start in enumerate(range(0, a.size, PART_ELEMENTS)):
+        key = f"{name}.{k}"
+        parts[key] = _b64(a[start:start + PART_ELEMENTS], dtype)
+        keys.append(key)
+    return {"parts": keys, "length": int(a.size)}
+
+
+def part_script(key: str, b64: str) -> str:
+    """The text of one ``data/<key>.js`` file."""
+    return f"(window.DUPSCOPE_PARTS = window.DUPSCOPE_PARTS || {{}})[{json.dumps(key)}] = \"{b64}\";\n"
+
+
 def _b64(arr: np.ndarray, dtype: str) -> str:
     return base64.b64encode(np.ascontiguousarray(arr, dtype=dtype).tobytes()).decode("ascii")
 
@@ -240,11 +264,16 @@ def page_data_json(
     original_rel: list[str] | None = None,
     sizes: np.ndarray | None = None,
     target: str | os.PathLike[str] | None = None,
+    parts: dict[str, str] | None = None,
 ) -> str:
     """The JSON object assigned to ``window.DUPSCOPE_DATA``, safe to put inside a script tag.
 
     Every ``<`` is written as ``\\u003c`` (only strings can contain it in JSON), so no file name
     can close the script element or open a comment; JSON encoding keeps names from being code.
+
+    With ``parts`` (a dict to fill), the longest columns (the pairs) are split into parts of
+    :data:`PART_ELEMENTS`, written by the caller as ``data/<key>.js`` (:func:`part_script`) and
+    listed in the object's ``files``, which the page loads before it starts.
     """
     label_names, label_code = _codes(data.labels)
     split_names, split_code = _codes(data.splits)
@@ -268,10 +297,10 @@ def page_data_json(
         "order": _b64(data.order, "<i4"),
         "pairs": {
             "count": int(data.pair_a.size),
-            "a": _b64(data.pair_a, "<i4"),
-            "b": _b64(data.pair_b, "<i4"),
-            "s": _b64(data.pair_sim.astype(np.float16).view(np.uint16), "<u2"),
-            "inliers": None if data.pair_inliers is None else _b64(data.pair_inliers, "<i2"),
+            "a": _column(data.pair_a, "<i4", "pairs.a", parts),
+            "b": _column(data.pair_b, "<i4", "pairs.b", parts),
+            "s": _column(data.pair_sim.astype(np.float16).view(np.uint16), "<u2", "pairs.s", parts),
+            "inliers": None if data.pair_inliers is None else _column(data.pair_inliers, "<i2", "pairs.inliers", parts),
         },
         "width": _b64(np.zeros(data.n, np.int32) if data.width is None else data.width, "<i4"),
         "height": _b64(np.zeros(data.n, np.int32) if data.height is None else data.height, "<i4"),
@@ -287,6 +316,7 @@ def page_data_json(
         "pred": None,
         "suggested": _suggestion(data.max_sim),
     }
+    obj["files"] = [f"data/{key}.js" for key in (parts or {})]
     if predictions is not None:
         pred: dict[str, Any] = {
             "kind": "score" if predictions.top_class is None else "class",

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..annotations import EXPLORER_MARKER
 from ..errors import PredictionsError, VisualizeError
-from .pagedata import originals, page_data_json, read_page_data
+from .pagedata import originals, page_data_json, part_script, read_page_data
 from .thumbnails import default_format, make_thumbnails
 
 __all__ = ["build_explorer", "check_target", "mark_target", "ORIGINALS_FILE"]
@@ -193,11 +193,19 @@ def build_explorer(
         _write_atomic(target / ORIGINALS_FILE, root + "\n")
     elif (target / ORIGINALS_FILE).exists():
         (target / ORIGINALS_FILE).unlink()
+    parts: dict[str, str] = {}
     payload = page_data_json(
         data, has_thumb=has_thumb, thumb_ext=ext, thumb_size=thumb_size, predictions=preds,
         source=h5_path.name, identity=file_identity(data.attrs, data.n, h5_path.name),
-        original_root=root, original_rel=rel, sizes=sizes, target=target,
+        original_root=root, original_rel=rel, sizes=sizes, target=target, parts=parts,
     )
+    part_dir = target / "data"
+    if part_dir.is_dir():
+        shutil.rmtree(part_dir)  # parts of an earlier, larger file
+    if parts:
+        part_dir.mkdir()
+        for key, b64 in parts.items():
+            _write_atomic(part_dir / f"{key}.js", part_script(key, b64))
     _write_atomic(target / "data.js", "window.DUPSCOPE_DATA = " + payload + ";\n")
 
     template = (_HERE / "templates" / "index.html").read_text(encoding="utf-8")
