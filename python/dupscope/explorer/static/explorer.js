@@ -82,10 +82,13 @@
     // Scores stay float16 bits (half the memory of float32); for scores >= 0 the bits are in the
     // order of the values, so "score >= t" is "bits >= bitsAtLeast(t)".
     const psBits = col(D.pairs.s, Uint16Array);
+    let lastT = NaN, lastBits = 0;
     function bitsAtLeast(t) {
-      if (!(t > 0)) return 0;
+      if (t === lastT) return lastBits;
       let lo = 0, hi = 0x7c00;  // +infinity
-      while (lo < hi) { const mid = (lo + hi) >> 1; if (HALF[mid] >= t) hi = mid; else lo = mid + 1; }
+      if (t > 0) while (lo < hi) { const mid = (lo + hi) >> 1; if (HALF[mid] >= t) hi = mid; else lo = mid + 1; }
+      lastT = t;
+      lastBits = lo;
       return lo;
     }
     // Geometric inliers per pair (-1: not checked), when phase 1 verified the pairs.
