@@ -426,8 +426,9 @@
       const gr = starGroups(t).get(r), k = gr.keeper;
       const head = card(k, `best ${gr.best.toFixed(3)}`, -1);
       head.classList.add("keeper");
-      head.lastChild.appendChild(markButton(keepMark.has(k) ? "keep on" : "keep", keepMark.has(k) ? "\u2605 kept" : "keep",
-        keepMark.has(k) ? "Marked 'keep this one' (click to unmark)" : "Keep this one (largest by default)", { keep: k }));
+      head.lastChild.appendChild(markButton(keepMark.has(k) ? "keep on" : "keep", keepMark.has(k) ? "\u2605 kept" : "keeper",
+        keepMark.has(k) ? "Marked 'keep this one' (click to unmark)" : "The group keeps this one (the largest, ties: the first); click to mark it",
+        { keep: k }));
       frag.appendChild(head);
       const dups = document.createElement("div");
       dups.className = "dups";
@@ -770,7 +771,9 @@
       info.querySelector(".side-tags").textContent = tags.join("  \u00b7  ");
       const keep = side.querySelector(".side-keep");
       keep.dataset.keep = i;
-      keep.textContent = keepMark.has(i) ? "\u2605 kept (click to unmark)" : "Keep this one";
+      const G = starGroups(state.t), g = G.group[i];
+      keep.textContent = keepMark.has(i) ? "\u2605 kept (click to unmark)"
+        : g >= 0 && G.keeper[g] === i ? "The group keeps this one" : "Keep this one";
     }
     function renderCompare() {
       const [x, y] = compare.list[compare.at] || [compare.single, -1];
