@@ -298,9 +298,21 @@ def test_xss_file_name_stays_text(page):
     # Page.close() asserts that no dialog fired.
 
 
+def wait_until(pg, expression: str, timeout: float = 10.0) -> None:
+    """Poll ``expression`` from here: Playwright's wait_for_function evaluates a string inside the
+    page, which the page's Content-Security-Policy (no 'unsafe-eval') refuses over HTTP."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not pg.evaluate(f"() => Boolean({expression})"):
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.05)
+
+
 def _natural(page, side: str) -> tuple[int, int]:
-    page.page.wait_for_function(
-        f"(() => {{ const i = document.querySelector('#{side} img'); return i.complete && i.naturalWidth > 0; }})()")
+    wait_until(page.page, f"document.querySelector('#{side} img').complete && "
+                          f"document.querySelector('#{side} img').naturalWidth > 0")
     return tuple(page.page.eval_on_selector(f"#{side} img", "i => [i.naturalWidth, i.naturalHeight]"))
 
 
@@ -425,8 +437,8 @@ def test_state_in_hash_and_keyboard(browser, site, page):
 
 
 def test_thumbnails_load_and_histogram_sets_threshold(page):
-    page.page.wait_for_function(
-        "[...document.querySelectorAll('article.row[data-index=\"0\"] img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_until(page.page,
+               "[...document.querySelectorAll('article.row[data-index=\"0\"] img')].every(i => i.complete && i.naturalWidth > 0)")
     box = page.page.locator("#histogram").bounding_box()
     page.page.mouse.click(box["x"] + box["width"] - 6, box["y"] + box["height"] / 2)
     assert float(page.text("#threshold-value")) > 0.98
@@ -458,7 +470,7 @@ def test_served_over_http(browser, site):
         p = Page(browser, url, url)
         try:
             assert p.text("#stat-pairs") == "3"
-            p.page.wait_for_function("document.querySelector('article.row img').naturalWidth > 0")
+            wait_until(p.page, "document.querySelector('article.row img').naturalWidth > 0")
             assert p.rows() == [0]
             # The compare view loads the originals through /_originals/.
             p.set_range("threshold", 0.9)
@@ -504,7 +516,7 @@ def test_copied_folder_still_works(browser, site, tmp_path):
     shutil.copytree(index.parent, copy)
     p = Page(browser, (copy / "index.html").as_uri(), copy.as_uri())
     try:
-        p.page.wait_for_function("document.querySelector('article.row img').naturalWidth > 0")
+        wait_until(p.page, "document.querySelector('article.row img').naturalWidth > 0")
         assert p.page.get_attribute("article.row img", "src").startswith("thumbs/")
     finally:
         p.close()

@@ -33,6 +33,61 @@ def test_groups_form_around_the_best_connected_image():
     assert group[4] == -1 and group[5] == -1  # 4 agrees with 3 only, 5 is linked to nobody
 
 
+def _reference_star_groups(n, a, b, s, threshold):
+    """The rule written plainly in Python (the compiled core must give exactly this)."""
+    link = ~np.isnan(s) & (s >= np.float32(threshold))
+    a, b, s = a[link].astype(np.int64), b[link].astype(np.int64), s[link]
+    group = np.full(n, -1, np.int64)
+    score_of = {(min(x, y), max(x, y)): float(v) for x, y, v in zip(a.tolist(), b.tolist(), s.tolist())}
+    nbrs = {i: [] for i in range(n)}
+    for x, y in score_of:
+        nbrs[x].append(y)
+        nbrs[y].append(x)
+    degree = np.array([len(nbrs[i]) for i in range(n)])
+    best = np.array([max((score_of[(min(i, j), max(i, j))] for j in nbrs[i]), default=-np.inf) for i in range(n)])
+    for i in np.lexsort((np.arange(n), -best, -degree)).tolist():
+        if degree[i] == 0 or group[i] >= 0:
+            continue
+        linked = sorted((j for j in nbrs[i] if group[j] < 0), key=lambda j: (-score_of[(min(i, j), max(i, j))], j))
+        members = [i]
+        for j in linked:
+            if all((min(j, m), max(j, m)) in score_of for m in members[1:]):
+                members.append(j)
+        if len(members) > 1:
+            group[members] = i
+    return group
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_groups_equal_the_plain_rule(seed):
+    """Random graphs with few distinct scores (many ties), unsorted pairs, NaN scores, hubs."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 400))
+    m = int(rng.integers(1, 6 * n))
+    a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+    keep = a != b
+    key = np.unique(np.minimum(a, b)[keep] * n + np.maximum(a, b)[keep])
+    rng.shuffle(key)
+    a, b = (key // n).astype(np.int32), (key % n).astype(np.int32)
+    flip = rng.random(len(a)) < 0.5
+    a[flip], b[flip] = b[flip], a[flip].copy()
+    s = rng.choice(np.array([0.7, 0.8, 0.9, 0.95, np.nan], np.float32), len(a))
+    for t in (0.75, 0.9, 0.95):
+        assert star_groups(n, a, b, s, t).tolist() == _reference_star_groups(n, a, b, s, t).tolist(), (seed, t)
+
+
+def test_star_groups_rejects_bad_pairs():
+    from dupscope._core import star_groups as core
+
+    ok = np.array([0], np.int32)
+    with pytest.raises(ValueError, match="two different rows"):
+        core(2, ok, ok, np.array([0.9], np.float32), 0.5)
+    with pytest.raises(ValueError, match="two different rows"):
+        core(2, ok, np.array([5], np.int32), np.array([0.9], np.float32), 0.5)
+    with pytest.raises(TypeError, match="int32"):
+        core(2, np.array([0]), np.array([1]), np.array([0.9], np.float32), 0.5)
+
+
 def test_keeper_is_largest_then_first():
     group = np.array([0, 0, 0, -1, 4, 4])
     width = np.array([100, 200, 200, 10, 50, 50])

@@ -12,6 +12,7 @@
 #include "dupscope/cpu_features.hpp"
 #include "dupscope/cuda_tiles.hpp"
 #include "dupscope/engine.hpp"
+#include "dupscope/grouping.hpp"
 #include "dupscope/hamming.hpp"
 #include "dupscope/normalize.hpp"
 
@@ -173,6 +174,37 @@ py::tuple hamming_matches(const py::array& a, const py::array& b, float ratio, c
   return py::make_tuple(oa, ob);
 }
 
+py::array_t<int32_t> star_groups_py(int64_t n, const py::array& a, const py::array& b, const py::array& s,
+                                    float threshold, const py::object& skip) {
+  auto check = [](const py::array& x, const char* name, const py::dtype& dt) {
+    if (x.ndim() != 1 || !(x.flags() & py::array::c_style) || !x.dtype().is(dt))
+      throw py::type_error(std::string(name) + " must be a contiguous 1-D array of " + std::string(py::str(dt)));
+  };
+  check(a, "a", py::dtype::of<int32_t>());
+  check(b, "b", py::dtype::of<int32_t>());
+  check(s, "s", py::dtype::of<float>());
+  const int64_t m = a.shape(0);
+  if (b.shape(0) != m || s.shape(0) != m) throw py::value_error("a, b and s must have one length");
+  const uint8_t* sk = nullptr;
+  py::array skip_arr;
+  if (!skip.is_none()) {
+    skip_arr = py::array::ensure(skip);
+    if (!skip_arr || skip_arr.ndim() != 1 || skip_arr.shape(0) != m || !skip_arr.dtype().is(py::dtype::of<bool>()) ||
+        !(skip_arr.flags() & py::array::c_style))
+      throw py::type_error("skip must be a contiguous 1-D bool array of the pairs' length");
+    sk = static_cast<const uint8_t*>(skip_arr.data());
+  }
+  std::vector<int32_t> g;
+  {
+    py::gil_scoped_release release;
+    g = star_groups(n, static_cast<const int32_t*>(a.data()), static_cast<const int32_t*>(b.data()),
+                    static_cast<const float*>(s.data()), m, threshold, sk);
+  }
+  py::array_t<int32_t> out(static_cast<py::ssize_t>(g.size()));
+  std::copy(g.begin(), g.end(), out.mutable_data());
+  return out;
+}
+
 py::dict build_info() {
   py::dict d;
   d["version"] = DUPSCOPE_VERSION;
@@ -221,6 +253,10 @@ PYBIND11_MODULE(_core, m) {
         "Mutual nearest-neighbour matches of two uint8 descriptor sets (rows of a multiple of 8 "
         "bytes) by Hamming distance, each passing Lowe's ratio test; returns (index_a, index_b). "
         "kernel: 'auto' (the last of build_info()['hamming_kernels']) or one of those");
+  m.def("star_groups", &star_groups_py, py::arg("n"), py::arg("a"), py::arg("b"), py::arg("s"),
+        py::arg("threshold"), py::arg("skip") = py::none(),
+        "Duplicate groups needing agreement (dupscope.export.star_groups): per image the "
+        "representative's row, -1 in no group");
   m.def("cuda_device_count", [] { return cuda::device_count(); },
         "number of usable CUDA devices (0 without CUDA or a driver)");
   m.def("cuda_available", [] {

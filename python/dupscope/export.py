@@ -119,43 +119,17 @@ def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: 
     exclude : set of (int, int), optional
         Pairs ``(lo, hi)`` that are no link whatever their score (marked "not a duplicate").
     """
-    a = np.asarray(a, np.int64)
-    b = np.asarray(b, np.int64)
-    s = np.asarray(s, np.float32)
-    link = ~np.isnan(s) & (s >= np.float32(threshold))
+    from ._core import star_groups as _star_groups
+
+    a = np.ascontiguousarray(a, np.int32)
+    b = np.ascontiguousarray(b, np.int32)
+    s = np.ascontiguousarray(s, np.float32)
+    skip = None
     if exclude:
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        link &= ~np.isin(lo * n + hi, np.array([x * n + y for x, y in exclude], np.int64))
-    a, b, s = a[link], b[link], s[link]
-    group = np.full(n, -1, np.int64)
-    if not len(a):
-        return group
-    degree = np.bincount(np.r_[a, b], minlength=n)
-    best = np.full(n, -np.inf)
-    np.maximum.at(best, a, s)
-    np.maximum.at(best, b, s)
-    # Adjacency as CSR.
-    src, dst = np.r_[a, b], np.r_[b, a]
-    order = np.argsort(src, kind="stable")
-    dst = dst[order]
-    start = np.r_[0, np.cumsum(np.bincount(src, minlength=n))]
-    score_of = dict(zip((np.minimum(a, b) * n + np.maximum(a, b)).tolist(), s.tolist()))
-    visit = np.lexsort((np.arange(n), -best, -degree))
-    for i in visit.tolist():
-        if degree[i] == 0 or group[i] >= 0:
-            continue
-        linked = [int(j) for j in dst[start[i]:start[i + 1]] if group[j] < 0]
-        if not linked:
-            continue  # every image it resembles is already in another group
-        # Highest score to the representative first; ties by the lower row.
-        linked.sort(key=lambda j: (-score_of[min(i, j) * n + max(i, j)], j))
-        members = [i]
-        for j in linked:
-            if all(min(j, m) * n + max(j, m) in score_of for m in members[1:]):
-                members.append(j)
-        if len(members) > 1:
-            group[members] = i
-    return group
+        lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
+        skip = np.isin(lo * n + hi, np.array([x * n + y for x, y in exclude], np.int64))
+    # The compiled core runs the rule (linear in the links; see cpp/include/dupscope/grouping.hpp).
+    return _star_groups(int(n), a, b, s, float(np.float32(threshold)), skip).astype(np.int64)
 
 
 def choose_keepers(group: np.ndarray, width: np.ndarray, height: np.ndarray, keep: str = "largest",
