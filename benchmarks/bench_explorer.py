@@ -127,16 +127,20 @@ def main() -> None:
     args = ap.parse_args()
 
     from dupscope.explorer import build_explorer
+    from dupscope.export import delete_list
 
     print(machine())
     thresholds = [round(x, 3) for x in np.linspace(0.80, 0.99, 20)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        print(f"{'N':>8} {'k':>3} {'pairs':>9} {'write s':>8} {'data MB':>10} "
+        print(f"{'N':>8} {'k':>3} {'pairs':>9} {'export s':>8} {'write s':>8} {'data MB':>10} "
               f"{'open s':>7} {'slider ms med/max':>18} {'frame ms':>8}")
         for n in args.sizes:
             h5 = tmp / f"sim_{n}.h5"
             synthetic_file(h5, n, args.k)
+            t0 = time.perf_counter()
+            delete_list(h5, threshold=0.8)  # `dupscope export` at the densest threshold of the sweep
+            export_s = time.perf_counter() - t0
             best = float("inf")
             for _ in range(2):  # first run warms imports and the page cache
                 t0 = time.perf_counter()
@@ -149,11 +153,11 @@ def main() -> None:
             text = (index.parent / "data.js").read_text(encoding="utf-8")
             pairs = json.loads(text[text.index("{"):].rstrip().rstrip(";"))["pairs"]["count"]
             if args.no_browser:
-                print(f"{n:>8} {args.k:>3} {pairs:>9} {best:>8.2f} {mb:>10.1f}")
+                print(f"{n:>8} {args.k:>3} {pairs:>9} {export_s:>8.2f} {best:>8.2f} {mb:>10.1f}")
                 continue
             r = bench_page(index, thresholds)
             med = statistics.median(r["slider_ms"])
-            print(f"{n:>8} {args.k:>3} {pairs:>9} {best:>8.2f} {mb:>10.1f} {r['open_s']:>7.2f} "
+            print(f"{n:>8} {args.k:>3} {pairs:>9} {export_s:>8.2f} {best:>8.2f} {mb:>10.1f} {r['open_s']:>7.2f} "
                   f"{med:>8.1f}/{max(r['slider_ms']):>7.1f} {r['frame_ms']:>8.1f}   "
                   f"(rows drawn {r['rows']}, duplicate cards at t=0.99: {r['dups_last']})")
 
