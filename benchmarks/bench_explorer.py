@@ -88,6 +88,9 @@ def bench_page(index: Path, thresholds: list[float]) -> dict[str, float]:
         page.wait_for_selector("html[data-ready='1']", timeout=120_000)
         open_s = time.perf_counter() - t0
         in_page_ms = page.evaluate("performance.now()")
+        # Where the open time goes (performance marks the page sets), in ms from navigation.
+        marks = page.evaluate("() => Object.fromEntries(performance.getEntriesByType('mark')"
+                              ".map(m => [m.name.replace('dupscope:', ''), Math.round(m.startTime)]))")
         # Each step: set the slider, let the page re-render synchronously, force layout.
         times = page.evaluate(
             """(ts) => {
@@ -116,7 +119,7 @@ def bench_page(index: Path, thresholds: list[float]) -> dict[str, float]:
         )
         browser.close()
     return {"open_s": open_s, "in_page_ms": in_page_ms, "slider_ms": times, "rows": rows,
-            "dups_last": dups, "frame_ms": frame_ms}
+            "dups_last": dups, "frame_ms": frame_ms, "marks": marks}
 
 
 def main() -> None:
@@ -159,7 +162,8 @@ def main() -> None:
             med = statistics.median(r["slider_ms"])
             print(f"{n:>8} {args.k:>3} {pairs:>9} {export_s:>8.2f} {best:>8.2f} {mb:>10.1f} {r['open_s']:>7.2f} "
                   f"{med:>8.1f}/{max(r['slider_ms']):>7.1f} {r['frame_ms']:>8.1f}   "
-                  f"(rows drawn {r['rows']}, duplicate cards at t=0.99: {r['dups_last']})")
+                  f"(rows drawn {r['rows']}, duplicate cards at t=0.99: {r['dups_last']}; open, ms from navigation: "
+                  + ", ".join(f"{k} {v}" for k, v in r["marks"].items()) + ")")
 
 
 if __name__ == "__main__":

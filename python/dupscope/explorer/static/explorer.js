@@ -30,6 +30,7 @@
   }
 
   function main() {
+    performance.mark("dupscope:data-loaded");
     // ---------------------------------------------------------------------------------------------
     // Decoding: numeric columns arrive as base64 of little-endian typed arrays.
     function bytesOf(b64) {
@@ -102,6 +103,7 @@
     } : null;
     const T = D.thumbs;
 
+    performance.mark("dupscope:decoded");
     // Per-image duplicate lists (CSR). Pairs are sorted by similarity, so each list comes out sorted.
     const deg = new Int32Array(N + 1);
     for (let p = 0; p < P; p++) { deg[pa[p] + 1]++; deg[pb[p] + 1]++; }
@@ -119,6 +121,7 @@
     }
 
     // ---------------------------------------------------------------------------------------------
+    performance.mark("dupscope:adjacency");
     // Marks: a person's review, kept in the browser per similarity file (D.identity). "Not a
     // duplicate" removes a pair's link at every threshold; "keep" makes an image its group's keeper.
     const MARKS_KEY = "dupscope-marks:" + (D.identity || D.source || "");
@@ -934,6 +937,7 @@
     const a = D.attrs || {};
     $("source").textContent = [D.source, `${fmt(N)} images`, a.model ? `model ${a.model}` : "",
       `k=${D.k}`, a.created ? `created ${a.created}` : ""].filter(Boolean).join("  \u00b7  ");
+    performance.mark("dupscope:set-up");
     readHash();
     // "Show only duplicates" starts on when there are duplicates (unless the address says otherwise).
     if (!new URLSearchParams(location.hash.slice(1)).has("dups")) state.dups = starGroups(state.t).count > 0;
