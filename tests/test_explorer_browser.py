@@ -477,6 +477,19 @@ def test_served_over_http(browser, site):
             p.page.click("article.row[data-index='3'] .dup[data-index='4'] .thumb")
             assert _natural(p, "side-a") == (256, 192)
             assert p.page.eval_on_selector("#side-a img", "i => i.src").startswith(url + "_originals/")
+            # Through the browser: nothing outside the data set root, no link out of it.
+            secret = index.parent.parent / "secret.txt"
+            secret.write_text("password")
+            link = site[0].image_dir / "escape.png"
+            os.symlink(secret, link)
+            try:
+                for path in ("_originals/escape.png", "_originals/../secret.txt", "_originals/%2e%2e/secret.txt",
+                             "_originals/../site/index.html"):
+                    r = p.page.request.get(url + path)
+                    assert r.status == 404 and b"password" not in r.body(), path
+                assert p.page.request.get(url + "_originals/img_03.png").status == 200
+            finally:
+                link.unlink()
         finally:
             p.close()
     finally:
