@@ -156,9 +156,9 @@ def _hamming_kernels():
     return build_info()["hamming_kernels"]
 
 
-@pytest.mark.parametrize("kernel", ["portable", "avx512", "avx512-vpopcnt"])
-@pytest.mark.parametrize("na,nb,nbytes", [(1, 1, 32), (1, 17, 32), (37, 53, 32), (211, 190, 32), (40, 33, 8),
-                                          (25, 30, 64)])
+@pytest.mark.parametrize("kernel", ["portable", "avx2", "avx512", "avx512-vpopcnt"])
+@pytest.mark.parametrize("na,nb,nbytes", [(1, 1, 32), (1, 17, 32), (3, 9, 32), (37, 53, 32), (211, 190, 32),
+                                          (40, 33, 8), (25, 30, 64)])
 def test_hamming_matches_against_numpy(na, nb, nbytes, kernel):
     """Every kernel this CPU runs (the others skip; the portable one runs everywhere), at sizes
     that are not multiples of the vector kernels' 16 columns."""

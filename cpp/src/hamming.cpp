@@ -56,6 +56,7 @@ void distances(const uint64_t* a, int64_t na, const uint64_t* b, int64_t nb, int
 std::vector<std::string> hamming_kernels() {
   std::vector<std::string> out{"portable"};
 #if defined(DUPSCOPE_X86)
+  if (simd_default() >= SimdLevel::AVX2) out.emplace_back("avx2");
   if (simd_default() == SimdLevel::AVX512) {
     out.emplace_back("avx512");
     if (hamming_detail::cpu_has_vpopcntdq()) out.emplace_back("avx512-vpopcnt");
@@ -82,7 +83,16 @@ void mutual_ratio_matches(const uint8_t* a, int64_t na, const uint8_t* b, int64_
     throw std::invalid_argument("Hamming kernel '" + kernel + "' is unknown or not supported here");
   if (words != 4) use = "portable";
 #if defined(DUPSCOPE_X86)
-  if (use != "portable") {
+  if (use == "avx2") {
+    // b transposed into word planes padded to 8 columns, each block of 8 in the order
+    // 0 2 4 6 1 3 5 7 (see hamming_avx2.cpp).
+    const int64_t ldb = (nb + 7) / 8 * 8;
+    std::vector<uint64_t> bt(static_cast<size_t>(4 * ldb), 0);
+    static const int slot[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // column offset -> position in its block
+    for (int64_t j = 0; j < nb; ++j)
+      for (int w = 0; w < 4; ++w) bt[w * ldb + (j & ~int64_t{7}) + slot[j & 7]] = wb[j * 4 + w];
+    hamming_detail::best_two_avx2(wa.data(), na, bt.data(), nb, ldb, fwd.data(), back.data());
+  } else if (use != "portable") {
     // b transposed into word planes padded to 16 columns (the vector kernel's step).
     const int64_t ldb = (nb + 15) / 16 * 16;
     std::vector<uint64_t> bt(static_cast<size_t>(4 * ldb), 0);

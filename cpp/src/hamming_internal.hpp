@@ -34,7 +34,10 @@ struct Best2 {
 // b transposed into four planes of `ldb` words (plane w, column j: word w of b[j]), ldb a
 // multiple of 16 and >= nb. Fills fwd[i] with a[i]'s best two over b, and back[j] with b[j]'s
 // best two over a, exactly as offering every distance in row-major order would.
-// x86 only (hamming_avx512.cpp).
+// x86 only (hamming_avx512.cpp, hamming_avx2.cpp: its planes hold each block of 8 columns in
+// the order 0 2 4 6 1 3 5 7, ldb a multiple of 8).
+void best_two_avx2(const uint64_t* a, int64_t na, const uint64_t* bt, int64_t nb, int64_t ldb,
+                   Best2* fwd, Best2* back);
 void best_two_avx512(const uint64_t* a, int64_t na, const uint64_t* bt, int64_t nb, int64_t ldb,
                      Best2* fwd, Best2* back);
 void best_two_avx512_vpopcnt(const uint64_t* a, int64_t na, const uint64_t* bt, int64_t nb,

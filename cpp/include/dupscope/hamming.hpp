@@ -15,7 +15,7 @@ namespace dupscope {
 // `ia` and `ib` in increasing order of i.
 //
 // `kernel` picks the implementation: "auto" (the best one the CPU runs, within the level
-// DUPSCOPE_SIMD allows), "portable", "avx512" (table-lookup popcount) or "avx512-vpopcnt"; the
+// DUPSCOPE_SIMD allows), "portable", "avx2", "avx512" (table-lookup popcount) or "avx512-vpopcnt"; the
 // vector kernels serve 32-byte descriptors and give the same pairs as the portable one. Throws
 // std::invalid_argument for an unknown or unsupported kernel.
 void mutual_ratio_matches(const uint8_t* a, int64_t na, const uint8_t* b, int64_t nb, int bytes,
