@@ -178,6 +178,8 @@ def embed_images(
     progress: Callable[[int], None] | None = None,
     dtype: str | np.dtype = "float32",
     layout: bool = False,
+    resume: tuple[np.ndarray, EmbedResult] | None = None,
+    on_batch: Callable[[np.ndarray, EmbedResult], None] | None = None,
 ) -> EmbedResult:
     """Decode and embed images in parallel, keeping file order.
 
@@ -209,6 +211,14 @@ def embed_images(
     layout : bool
         Also compute each image's layout descriptor (``EmbedResult.layout``) from the decoded
         pixels, in the decode threads (256 float16 values per image).
+    resume : (done, EmbedResult), optional
+        Rows already embedded (``done``, a bool mask) and a result holding them (all N rows;
+        the others are ignored): only the other rows are decoded and embedded (the checkpoint of
+        an interrupted run, :mod:`dupscope.checkpoint`).
+    on_batch : callable, optional
+        Called as ``on_batch(rows, result)`` after each model call with the rows finished since
+        the last call (embedded or failed) and the result so far (its arrays are filled for those
+        rows), e.g. to checkpoint them.
 
     Returns
     -------
@@ -239,6 +249,27 @@ def embed_images(
     timing = {"inference": 0.0, "wait": 0.0}
 
     lay = np.zeros((n, LAYOUT_SIDE * LAYOUT_SIDE), np.float16) if layout else None
+    todo = np.arange(n)
+    if resume is not None:
+        done_mask, prev = resume
+        done_mask = np.asarray(done_mask, bool)
+        if len(done_mask) != n or len(prev.ok) != n:
+            raise ValueError("resume must cover every row")
+        if prev.embeddings.shape[1]:
+            emb = np.array(prev.embeddings, dtype=dtype)
+            if dim and emb.shape[1] != dim:
+                raise ValueError(f"resumed embeddings have {emb.shape[1]} dimensions, the model {dim}")
+        ok = np.asarray(prev.ok, bool) & done_mask
+        errors = [e if d else "" for e, d in zip(prev.errors, done_mask)]
+        widths, heights = np.array(prev.widths, np.int32), np.array(prev.heights, np.int32)
+        if lay is not None and prev.layout is not None:
+            lay = np.array(prev.layout, np.float16)
+        todo = np.flatnonzero(~done_mask)
+    n_before = n - len(todo)
+
+    def snapshot() -> EmbedResult:
+        return EmbedResult(emb if emb is not None else np.zeros((n, 0), dtype), ok, errors, widths, heights,
+                           device=used, seconds=time.perf_counter() - t0, model=spec, layout=lay)
 
     def decode(path: str) -> tuple[LoadedImage, np.ndarray | None]:
         c0 = time.thread_time()
@@ -276,16 +307,20 @@ def embed_images(
 
     done = 0
     window = batch_size * _BATCHES_AHEAD
+    m = len(todo)
+    since: list[int] = []  # rows popped since the last model call: all final after it
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dupscope-decode") as pool:
         pending: deque = deque()
         next_submit = 0
         rows: list[int] = []
         pixels: list[np.ndarray] = []
-        while next_submit < n or pending:
-            while next_submit < n and len(pending) < window:
-                pending.append((next_submit, pool.submit(decode, paths[next_submit])))
+        while next_submit < m or pending:
+            while next_submit < m and len(pending) < window:
+                r = int(todo[next_submit])
+                pending.append((r, next_submit, pool.submit(decode, paths[r])))
                 next_submit += 1
-            i, fut = pending.popleft()
+            i, pos, fut = pending.popleft()
+            since.append(i)
             t_wait = time.perf_counter()
             img, desc = fut.result()  # load_image never raises
             if desc is not None:
@@ -297,19 +332,25 @@ def embed_images(
                 widths[i], heights[i] = img.width, img.height
             else:
                 errors[i] = img.error
-            finished = not pending and next_submit >= n
+            finished = not pending and next_submit >= m
             if len(rows) == batch_size or (finished and rows):
                 run_batch(rows, pixels)
                 rows, pixels = [], []
-            if progress is not None and (finished or (i + 1) % batch_size == 0):
-                progress(i + 1)
-            done = i + 1
+            if on_batch is not None and since and (not rows or finished):
+                # Failed rows widths stay 0, as the store documents.
+                widths[since] = np.where(ok[since], widths[since], 0)
+                heights[since] = np.where(ok[since], heights[since], 0)
+                on_batch(np.asarray(since, np.int64), snapshot())
+                since = []
+            if progress is not None and (finished or (pos + 1) % batch_size == 0):
+                progress(n_before + pos + 1)
+            done = pos + 1
     if emb is None:  # nothing decoded and the dimension was unknown
         emb = np.zeros((n, 0), dtype)
     # Failed rows carry no size: the store documents 0 for them.
     widths[~ok] = 0
     heights[~ok] = 0
-    assert done == n
+    assert done == m
     return EmbedResult(emb, ok, errors, widths, heights, device=used,
                        seconds=time.perf_counter() - t0, model=spec,
                        decode_cpu_seconds=decode_cpu[0], inference_seconds=timing["inference"],

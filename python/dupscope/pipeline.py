@@ -21,6 +21,7 @@ import numpy as np
 
 from . import defaults
 from .annotations import ImageTable, load_annotations
+from .checkpoint import EmbeddingCheckpoint, checkpoint_key
 from .device import parse_device, require_gpu
 from .embed import embed_images
 from .errors import OutputError, PipelineError
@@ -234,10 +235,22 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
         # A fused model's raw output is only read by the post-processing, in float32 blocks:
         # keep it in float16 (half the memory of the largest array of a big run; on the accuracy
         # benchmark's three data sets AP was the same to 4 decimals as from float32).
+        # Finished rows are checkpointed in blocks beside the output: the same command after a
+        # crash embeds only the rest (dupscope.checkpoint).
+        dtype = "float16" if spec.fusion is not None else "float32"
+        ckpt = EmbeddingCheckpoint(output, checkpoint_key(table.resolved, spec.sha256, batch_size, str(device),
+                                                          dtype, bool(verify)), n)
+        resume = ckpt.load()
+        if ckpt.note:
+            console.print(ckpt.note, markup=False, highlight=False)
+        resumed = int(resume[0].sum()) if resume is not None else 0
+        if resumed:
+            console.print(f"resuming: {resumed} of {n} images were embedded by an interrupted run "
+                          f"(checkpoint {ckpt.folder})", markup=False, highlight=False)
         result = embed_images(
             table.resolved, spec, batch_size=batch_size, workers=workers, device=device, threads=threads,
             progress=(lambda done: bar.update(task, completed=done)) if bar else None,
-            dtype="float16" if spec.fusion is not None else "float32", layout=verify,
+            dtype=dtype, layout=verify, resume=resume, on_batch=ckpt.add,
         )
         embed_seconds = time.perf_counter() - t0
         if not result.ok.any():
@@ -306,6 +319,7 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
         except OSError as exc:
             raise PipelineError(str(exc)) from None
         similarity_seconds = time.perf_counter() - t1
+        ckpt.remove()  # the output is complete
 
     from .store import SimilarityFile
 
@@ -333,6 +347,7 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
         "metadata_write_seconds": metadata_seconds,
         "similarity_write_seconds": similarity_write_seconds,
         "verify_seconds": verify_seconds,
+        "resumed_images": resumed,
         "pairs_verified": n_checked,
         "pairs_above": {t: int(np.count_nonzero(pair_sims >= t))
                         for t in (_VERIFIED_THRESHOLDS if verify else _MODEL_THRESHOLDS.get(spec.name, _THRESHOLDS))},
