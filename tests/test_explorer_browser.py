@@ -323,7 +323,8 @@ def test_compare_view_shows_both_originals(page, site):
     page.set_range("threshold", 0.9)
     page.page.click("article.row[data-index='3'] .dup[data-index='4'] .thumb")
     assert page.page.locator("#viewer").get_attribute("open") is not None
-    assert page.text("#side-a .side-path") == ds.paths[3] and page.text("#side-b .side-path") == ds.paths[4]
+    for side, i in (("side-a", 3), ("side-b", 4)):  # as listed, then the full path
+        assert page.text(f"#{side} .side-path") == f"{ds.paths[i]}\n{ds.image_dir / Path(ds.paths[i]).name}"
     # The originals, not the thumbnails: image 3 is 256 x 192, its thumbnail 128 x 96.
     for side, i in (("side-a", 3), ("side-b", 4)):
         with Image.open(ds.image_dir / Path(ds.paths[i]).name) as im:

@@ -286,7 +286,6 @@ def page_data_json(
         "attrs": data.attrs,
         "thumbs": {"dir": "thumbs", "ext": thumb_ext, "size": thumb_size, "shard": 1000},
         "paths": data.paths,
-        "resolved": data.resolved_paths,
         "labelNames": label_names,
         "label": _b64(label_code, "<i4"),
         "splitNames": split_names,
@@ -311,6 +310,7 @@ def page_data_json(
         # through `dupscope serve` under /_originals/ (the server serves that root only).
         "originals": None if original_root is None or not original_rel else {
             "fromSite": os.path.relpath(original_root, os.path.abspath(target or ".")).replace(os.sep, "/"),
+            "root": original_root,
             "rel": original_rel,
         },
         "pred": None,

@@ -55,7 +55,6 @@
       return out;
     }
     const i32 = (b64) => new Int32Array(bytesOf(b64).buffer);
-    const i16 = (b64) => new Int16Array(bytesOf(b64).buffer);
     const f32 = (b64) => new Float32Array(bytesOf(b64).buffer);
     // float16 -> float32 through a table: exact, so comparisons match numpy on the stored values.
     const HALF = new Float32Array(65536);
@@ -72,7 +71,6 @@
 
     const N = D.n;
     const paths = D.paths;
-    const resolved = D.resolved;
     const labelNames = D.labelNames, labelCode = i32(D.label);
     const splitNames = D.splitNames, splitCode = i32(D.split);
     const flags = bytesOf(D.flags);
@@ -142,13 +140,6 @@
     }
     loadMarks();
     const score = (e) => HALF[adjBits[e]];
-    const linked = (e, t) => adjBits[e] >= bitsAtLeast(t);  // lists are sorted, so scans stop at the first miss
-    function isLink(x, y, t) {
-      if (notDup.has(pairKey(x, y))) return false;
-      for (let e = adjStart[x], end = adjStart[x + 1]; e < end && linked(e, t); e++) if (adjIdx[e] === y) return true;
-      return false;
-    }
-
     // Groups at threshold t by the rule of dupscope.export.star_groups: images visited by their
     // number of links (then best score, then row); each unassigned image gathers its unassigned
     // linked images from the highest score down (ties: the lower row; each adjacency list is in
@@ -766,7 +757,9 @@
       img.src = url || thumbUrl(i);
       img.alt = base(paths[i]);
       info.querySelector(".side-name").textContent = base(paths[i]);
-      info.querySelector(".side-path").textContent = paths[i];
+      // The path as listed and, when it differs, the file's full path (what a delete script needs).
+      const full = originals && originals.rel[i] ? `${originals.root.replace(/\/$/, "")}/${originals.rel[i]}` : "";
+      info.querySelector(".side-path").textContent = full && full !== paths[i] ? `${paths[i]}\n${full}` : paths[i];
       const sz = width[i] && height[i] ? `${width[i]} \u00d7 ${height[i]} px` : "size unknown";
       info.querySelector(".side-size").textContent = `${sz}, ${sizeText(bytesOf_[i])}`;
       const tags = [labelNames[labelCode[i]], splitNames[splitCode[i]], predText(i),
