@@ -617,3 +617,33 @@ def test_columns_split_into_part_files(browser, site, tmp_path, monkeypatch):
         assert "data/pairs.b.1.js is missing" in pg.text_content("p.empty")
     finally:
         ctx.close()
+
+
+def test_originals_under_listed_paths_are_not_repeated(browser, tmp_path):
+    """Listed paths relative to the data set root are the originals' paths: data.js says so
+    instead of repeating them, and the compare view still finds the files."""
+    from browser import write_similarity_file
+    from PIL import Image
+
+    root = tmp_path / "data"
+    paths = []
+    for i in range(4):
+        (root / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (80 + i, 60), (40 * i, 90, 160)).save(root / f"d{i % 2}" / f"x{i}.png")
+        paths.append(f"d{i % 2}/x{i}.png")
+    sim = np.full((4, 4), 0.6, np.float16)
+    sim[0, 1] = sim[1, 0] = 0.97
+    np.fill_diagonal(sim, 1.0)
+    h5 = tmp_path / "s.h5"
+    write_similarity_file(h5, sim, k=3, paths=paths, resolved=[str(root / p) for p in paths], labels=[""] * 4,
+                          splits=[""] * 4, ok=np.ones(4, bool), sizes=[(80 + i, 60) for i in range(4)])
+    index = build_explorer(h5, tmp_path / "site", progress=False)
+    text = (index.parent / "data.js").read_text(encoding="utf-8")
+    data = json.loads(text[text.index("{"):].rstrip().rstrip(";"))
+    assert data["originals"]["rel"] == "paths" and data["originals"]["root"] == str(root)
+    p = Page(browser, index.as_uri() + "#t=0.950", "file://")
+    try:
+        p.page.click("article.row[data-index='1'] .dup[data-index='0'] .thumb")  # 1 is larger: the keeper
+        assert _natural(p, "side-a") == (81, 60) and _natural(p, "side-b") == (80, 60)
+    finally:
+        p.close()

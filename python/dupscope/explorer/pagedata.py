@@ -311,7 +311,8 @@ def page_data_json(
         "originals": None if original_root is None or not original_rel else {
             "fromSite": os.path.relpath(original_root, os.path.abspath(target or ".")).replace(os.sep, "/"),
             "root": original_root,
-            "rel": original_rel,
+            # The paths under the root are often the listed paths themselves: then not repeated.
+            "rel": "paths" if original_rel == data.paths else original_rel,
         },
         "pred": None,
         "suggested": _suggestion(data.max_sim),

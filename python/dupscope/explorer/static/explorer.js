@@ -716,6 +716,7 @@
     // The compare view: the two images of a pair side by side at full resolution.
     const viewer = $("viewer");
     const originals = D.originals;
+    if (originals && originals.rel === "paths") originals.rel = paths;
     function originalUrl(i) {
       if (!originals || !originals.rel[i]) return null;
       const rel = originals.rel[i].split("/").map(encodeURIComponent).join("/");
