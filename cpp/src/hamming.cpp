@@ -77,28 +77,27 @@ void mutual_ratio_matches(const uint8_t* a, int64_t na, const uint8_t* b, int64_
   std::memcpy(wa.data(), a, static_cast<size_t>(na) * bytes);
   std::memcpy(wb.data(), b, static_cast<size_t>(nb) * bytes);
   std::vector<Best2> fwd(na), back(nb);
-  std::string use = kernel == "auto" ? hamming_kernels().back() : kernel;
   const std::vector<std::string> ok = hamming_kernels();
+  std::string use = kernel == "auto" ? ok.back() : kernel;
   if (std::find(ok.begin(), ok.end(), use) == ok.end())
     throw std::invalid_argument("Hamming kernel '" + kernel + "' is unknown or not supported here");
   if (words != 4) use = "portable";
 #if defined(DUPSCOPE_X86)
-  if (use == "avx2") {
-    // b transposed into word planes padded to 8 columns, each block of 8 in the order
-    // 0 2 4 6 1 3 5 7 (see hamming_avx2.cpp).
-    const int64_t ldb = (nb + 7) / 8 * 8;
+  if (use != "portable") {
+    // b transposed into word planes padded to the kernel's step: 8 columns for AVX2, each block
+    // in the order 0 2 4 6 1 3 5 7 (see hamming_avx2.cpp), 16 in order for AVX-512.
+    const bool avx2 = use == "avx2";
+    const int64_t step = avx2 ? 8 : 16;
+    const int64_t ldb = (nb + step - 1) / step * step;
+    static const int avx2_slot[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // column offset -> position in its block
     std::vector<uint64_t> bt(static_cast<size_t>(4 * ldb), 0);
-    static const int slot[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // column offset -> position in its block
-    for (int64_t j = 0; j < nb; ++j)
-      for (int w = 0; w < 4; ++w) bt[w * ldb + (j & ~int64_t{7}) + slot[j & 7]] = wb[j * 4 + w];
-    hamming_detail::best_two_avx2(wa.data(), na, bt.data(), nb, ldb, fwd.data(), back.data());
-  } else if (use != "portable") {
-    // b transposed into word planes padded to 16 columns (the vector kernel's step).
-    const int64_t ldb = (nb + 15) / 16 * 16;
-    std::vector<uint64_t> bt(static_cast<size_t>(4 * ldb), 0);
-    for (int64_t j = 0; j < nb; ++j)
-      for (int w = 0; w < 4; ++w) bt[w * ldb + j] = wb[j * 4 + w];
-    if (use == "avx512-vpopcnt")
+    for (int64_t j = 0; j < nb; ++j) {
+      const int64_t at = avx2 ? (j & ~int64_t{7}) + avx2_slot[j & 7] : j;
+      for (int w = 0; w < 4; ++w) bt[w * ldb + at] = wb[j * 4 + w];
+    }
+    if (avx2)
+      hamming_detail::best_two_avx2(wa.data(), na, bt.data(), nb, ldb, fwd.data(), back.data());
+    else if (use == "avx512-vpopcnt")
       hamming_detail::best_two_avx512_vpopcnt(wa.data(), na, bt.data(), nb, ldb, fwd.data(), back.data());
     else
       hamming_detail::best_two_avx512(wa.data(), na, bt.data(), nb, ldb, fwd.data(), back.data());

@@ -67,21 +67,10 @@ void best_two_avx2(const uint64_t* a, int64_t na, const uint64_t* bt, int64_t nb
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(c2.data() + j), b2);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(ci.data() + j), bi);
     }
-    // As in the AVX-512 kernel: the smallest lane minimum (lowest column on ties), and for the
-    // second the smaller of that lane's second and every other lane's minimum.
     _mm256_store_si256(reinterpret_cast<__m256i*>(l1), r1);
     _mm256_store_si256(reinterpret_cast<__m256i*>(l2), r2);
     _mm256_store_si256(reinterpret_cast<__m256i*>(li), ri);
-    int win = 0;
-    for (int l = 1; l < 8; ++l)
-      if (l1[l] < l1[win] || (l1[l] == l1[win] && li[l] >= 0 && li[l] < li[win])) win = l;
-    Best2 f;
-    f.d1 = l1[win];
-    f.idx = li[win];
-    f.d2 = l2[win];
-    for (int l = 0; l < 8; ++l)
-      if (l != win && l1[l] < f.d2) f.d2 = l1[l];
-    fwd[i] = f;
+    fwd[i] = merge_lanes(l1, l2, li, 8);
   }
   for (int64_t j = 0; j < nb; ++j) back[j] = Best2{c1[j], c2[j], ci[j]};
 }

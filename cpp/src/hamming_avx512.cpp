@@ -76,22 +76,10 @@ void best_two_avx512(const uint64_t* a, int64_t na, const uint64_t* bt, int64_t 
       _mm512_storeu_si512(c2.data() + j, b2);
       _mm512_storeu_si512(ci.data() + j, bi);
     }
-    // Lane L saw the columns j = L (mod 16) in order. The row's nearest is the smallest lane
-    // minimum (the lowest column on ties); its second is the smaller of that lane's second and
-    // every other lane's minimum.
     _mm512_store_si512(l1, r1);
     _mm512_store_si512(l2, r2);
     _mm512_store_si512(li, ri);
-    int win = 0;
-    for (int l = 1; l < 16; ++l)
-      if (l1[l] < l1[win] || (l1[l] == l1[win] && li[l] >= 0 && li[l] < li[win])) win = l;
-    Best2 f;
-    f.d1 = l1[win];
-    f.idx = li[win];
-    f.d2 = l2[win];
-    for (int l = 0; l < 16; ++l)
-      if (l != win && l1[l] < f.d2) f.d2 = l1[l];
-    fwd[i] = f;
+    fwd[i] = merge_lanes(l1, l2, li, 16);
   }
   for (int64_t j = 0; j < nb; ++j) back[j] = Best2{c1[j], c2[j], ci[j]};
 }

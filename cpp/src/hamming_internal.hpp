@@ -30,6 +30,23 @@ struct Best2 {
   }
 };
 
+// The row's best two from a vector kernel's per-lane best two (`lanes` lanes; lane L saw the
+// columns j = L modulo lanes, in order): the smallest lane minimum, the lowest column on ties,
+// and for the second the smaller of that lane's second and every other lane's minimum. Static:
+// each kernel's translation unit (compiled with its own instruction set) keeps its own copy.
+static inline Best2 merge_lanes(const int32_t* d1, const int32_t* d2, const int32_t* idx, int lanes) {
+  int win = 0;
+  for (int l = 1; l < lanes; ++l)
+    if (d1[l] < d1[win] || (d1[l] == d1[win] && idx[l] >= 0 && idx[l] < idx[win])) win = l;
+  Best2 f;
+  f.d1 = d1[win];
+  f.idx = idx[win];
+  f.d2 = d2[win];
+  for (int l = 0; l < lanes; ++l)
+    if (l != win && d1[l] < f.d2) f.d2 = d1[l];
+  return f;
+}
+
 // 32-byte descriptors (four 64-bit words, ORB's size). `a` is na x 4 words row-major; `bt` holds
 // b transposed into four planes of `ldb` words (plane w, column j: word w of b[j]), ldb a
 // multiple of 16 and >= nb. Fills fwd[i] with a[i]'s best two over b, and back[j] with b[j]'s
