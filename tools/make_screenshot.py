@@ -32,54 +32,45 @@ def main() -> None:
     if args.out is None:
         args.out = ROOT / "docs" / ("compare.png" if args.compare else "demo.png")
 
-    from playwright.sync_api import sync_playwright
-
     from dupscope.explorer import build_explorer
 
-    if not args.test_dataset:
-        import subprocess
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.test_dataset:
+            ds = make_dataset(Path(tmp), n=24)
+            rng = np.random.default_rng(3)
+            pkl = Path(tmp) / "preds.pkl"
+            pkl.write_bytes(pickle.dumps(rng.uniform(0.4, 1.0, len(ds.paths))))
+            index = build_explorer(ds.h5, Path(tmp) / "site", predictions=pkl, progress=False)
+            view = "#t=0.900&rows=50&per=6&order=desc&dups=0"
+        else:
+            import subprocess
 
-        with tempfile.TemporaryDirectory() as tmp:
             subprocess.run([sys.executable, "-m", "dupscope", "demo", str(Path(tmp) / "demo")], check=True,
                            capture_output=True)
             index = next((Path(tmp) / "demo").rglob("index.html"))
-            with sync_playwright() as p:
-                browser = launch(p)
-                page = browser.new_page(viewport={"width": args.width, "height": args.height},
-                                        device_scale_factor=1)
-                page.goto(index.as_uri() + "#per=6")
-                page.wait_for_selector("html[data-ready='1']")
-                if args.compare:
-                    page.click("article.row .dup .thumb")
-                    page.wait_for_function("[...document.querySelectorAll('#viewer img')].every(i => i.complete)")
-                page.wait_for_function("[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
-                                       ".every(i => i.complete)")
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(args.out))
-                browser.close()
-        print(f"wrote {args.out}")
-        return
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ds = make_dataset(Path(tmp), n=24)
-        n = len(ds.paths)
-        rng = np.random.default_rng(3)
-        pkl = Path(tmp) / "preds.pkl"
-        pkl.write_bytes(pickle.dumps(rng.uniform(0.4, 1.0, n)))
-        index = build_explorer(ds.h5, Path(tmp) / "site", predictions=pkl, progress=False)
-        with sync_playwright() as p:
-            browser = launch(p)
-            page = browser.new_page(viewport={"width": args.width, "height": args.height},
-                                    device_scale_factor=1)
-            page.goto(index.as_uri() + "#t=0.900&rows=50&per=6&order=desc&dups=0")
-            page.wait_for_selector("html[data-ready='1']")
-            page.wait_for_function("[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
-                                   ".every(i => i.complete)")
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(args.out))
-            browser.close()
+            view = "#per=6"
+        shoot(index.as_uri() + view, args.out, args.width, args.height, compare=args.compare)
     print(f"wrote {args.out}")
 
+
+def shoot(url: str, out: Path, width: int, height: int, *, compare: bool = False) -> None:
+    """Open the page, optionally the compare view on the first pair, and save a screenshot once
+    the images on screen have loaded."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=1)
+        page.goto(url)
+        page.wait_for_selector("html[data-ready='1']")
+        if compare:
+            page.click("article.row .dup .thumb")
+            page.wait_for_function("[...document.querySelectorAll('#viewer img')].every(i => i.complete)")
+        page.wait_for_function("[...document.images].filter(i => i.getBoundingClientRect().top < innerHeight)"
+                               ".every(i => i.complete)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out))
+        browser.close()
 
 if __name__ == "__main__":
     main()
