@@ -89,7 +89,12 @@ def test_checkpoint_blocks_round_trip(tmp_path):
     ck.add(np.array([0, 1, 2]), res, force=True)
     ck.add(np.array([9]), res, force=True)
     (ck.folder / "block-000099.npz.tmp").write_bytes(b"half a block")  # a write cut short: ignored
-    done, got = EmbeddingCheckpoint(tmp_path / "x.h5", "k", 10).load()
+    (ck.folder / "block-000002.npz").write_bytes(b"not a block")  # unreadable: ignored, never overwritten
+    again = EmbeddingCheckpoint(tmp_path / "x.h5", "k", 10)
+    done, got = again.load()
     assert done.tolist() == [True, True, True] + [False] * 6 + [True]
     assert np.array_equal(got.embeddings[[0, 1, 2, 9]], emb[[0, 1, 2, 9]]) and got.embeddings.dtype == np.float16
     assert got.errors[9] == "missing file" and not got.ok[9] and got.layout is not None
+    again.add(np.array([5]), res, force=True)  # the resumed run's next block gets a new name
+    assert (again.folder / "block-000003.npz").exists()
+    assert (again.folder / "block-000002.npz").read_bytes() == b"not a block"

@@ -84,7 +84,10 @@ class EmbeddingCheckpoint:
             return None
         done = np.zeros(self.n, bool)
         parts = []
-        for f in sorted(self.folder.glob("block-*.npz")):
+        files = sorted(self.folder.glob("block-*.npz"))
+        # New blocks go after every existing name, unreadable ones included (never over a block).
+        self._blocks = max((int(f.stem.split("-")[1]) for f in files if f.stem.split("-")[1].isdigit()), default=-1) + 1
+        for f in files:
             try:
                 with np.load(f, allow_pickle=False) as z:
                     parts.append({k: z[k] for k in z.files})
@@ -111,7 +114,6 @@ class EmbeddingCheckpoint:
                 errors[r] = e
             if layout is not None and "layout" in z:
                 layout[rows] = z["layout"]
-        self._blocks = len(parts)
         return done, EmbedResult(emb, ok, errors, widths, heights, device="", seconds=0.0, model=None,
                                  layout=layout)
 
