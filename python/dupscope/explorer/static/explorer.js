@@ -380,6 +380,13 @@
       for (let e = adjStart[x], end = adjStart[x + 1]; e < end; e++) if (adjIdx[e] === y) return e;
       return -1;
     }
+    // Group g's copies as (image, its adjacency entry from the keeper), in the row's order: the
+    // highest score to the keeper first, ties by the lower row.
+    function copiesOf(G, g) {
+      const k = G.keeper[g];
+      return Array.from(G.members(g)).filter((m) => m !== k).map((m) => [m, entryOf(k, m)])
+        .sort((x, y) => adjBits[y[1]] - adjBits[x[1]] || x[0] - y[0]);
+    }
     function verifiedMark(e) {
       const v = adjInl[e];
       const mark = document.createElement("span");
@@ -426,8 +433,7 @@
       frag.appendChild(head);
       const dups = document.createElement("div");
       dups.className = "dups";
-      const others = gr.members.filter((m) => m !== k).map((m) => [m, entryOf(k, m)])
-        .sort((x, y) => adjBits[y[1]] - adjBits[x[1]] || x[0] - y[0]);
+      const others = copiesOf(starGroups(t), r);
       const limit = expanded.has(r) ? others.length : Math.min(others.length, MAX_DUPS);
       for (let q = 0; q < limit; q++) {
         const [m, e] = others[q];
@@ -703,14 +709,10 @@
       const thumb = ev.target.closest("button.thumb");
       if (!thumb) return;
       const i = +thumb.closest(".card").dataset.index, r = +thumb.closest("article.row").dataset.row;
-      const list = visiblePairs();
-      let at = list.findIndex(([x, y]) => (x === i || y === i) && (r < 0 || starGroups(state.t).group[x] === r));
-      if (r >= 0) {
-        const k = starGroups(state.t).keeper[r];
-        const exact = list.findIndex(([x, y]) => x === k && y === i);
-        if (exact >= 0) at = exact;
-      }
-      openCompare(list, at, i);
+      // A copy opens its pair with the keeper, the keeper its first copy, an image in no group
+      // its pair with its nearest neighbour.
+      const list = visiblePairs(), k = r >= 0 ? starGroups(state.t).keeper[r] : i;
+      openCompare(list, list.findIndex(([x, y]) => x === k && (y === i || i === k)), i);
     });
 
     // The compare view: the two images of a pair side by side at full resolution.
@@ -729,10 +731,7 @@
       const G = starGroups(state.t), out = [];
       for (const r of shownRows) {
         if (r >= 0) {
-          const k = G.keeper[r];
-          const others = G.get(r).members.filter((m) => m !== k).map((m) => [m, entryOf(k, m)])
-            .sort((x, y) => adjBits[y[1]] - adjBits[x[1]] || x[0] - y[0]);
-          for (const [m] of others) out.push([k, m]);
+          for (const [m] of copiesOf(G, r)) out.push([G.keeper[r], m]);
         } else {
           const i = -1 - r;
           out.push([i, adjStart[i + 1] > adjStart[i] ? adjIdx[adjStart[i]] : -1]);
