@@ -10,60 +10,84 @@ import numpy as np
 import pytest
 
 from dupscope.cli import main
-from dupscope.export import ExportError, choose_keepers, delete_list, star_groups, write_delete_list
+from dupscope.export import (ExportError, choose_keepers, delete_list, duplicate_groups, groups_at, merge_list,
+                             write_delete_list)
 from dupscope.store import SimilarityWriter
 
 
 def test_a_chain_does_not_join_different_pictures():
     # A~B and B~C above the threshold, A and C not: connected components would give {A, B, C}.
     a, b, s = np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.95, 0.93, 0.2], np.float32)
-    group = star_groups(3, a, b, s, 0.9)
-    assert group.tolist() == [1, 1, -1]  # B (most links) with its best match A; C is not A's duplicate
+    group = duplicate_groups(3, a, b, s, 0.9)
+    assert group.tolist() == [0, 0, -1]  # the best pair A~B; C is not A's duplicate
     # With A~C linked too, all three agree.
-    assert star_groups(3, a, b, np.array([0.95, 0.93, 0.91], np.float32), 0.9).tolist() == [0, 0, 0]
+    assert duplicate_groups(3, a, b, np.array([0.95, 0.93, 0.91], np.float32), 0.9).tolist() == [0, 0, 0]
+    # At 0.2 the link A~C is there, and all three join at that score.
+    assert duplicate_groups(3, a, b, s, 0.2).tolist() == [0, 0, 0]
+    assert merge_list(3, a, b, s).level.tolist() == pytest.approx([0.95, 0.2])
 
 
-def test_groups_form_around_the_best_connected_image():
+def test_a_group_takes_an_image_only_linked_to_all_of_it():
     # 0, 1, 2, 3 all linked to each other; 3 is also linked to 4 (not to the others).
     a = np.array([0, 0, 0, 1, 1, 2, 3])
     b = np.array([1, 2, 3, 2, 3, 3, 4])
-    s = np.array([0.99, 0.98, 0.97, 0.97, 0.96, 0.95, 0.96], np.float32)
-    group = star_groups(6, a, b, s, 0.9)
-    assert list(group[:4]) == [3, 3, 3, 3]  # 3 has the most links: the representative
-    assert group[4] == -1 and group[5] == -1  # 4 agrees with 3 only, 5 is linked to nobody
+    s = np.array([0.99, 0.98, 0.97, 0.97, 0.96, 0.95, 0.94], np.float32)
+    group = duplicate_groups(6, a, b, s, 0.9)
+    assert group.tolist() == [0, 0, 0, 0, -1, -1]  # 4 agrees with 3 only, 5 is linked to nobody
+    # Higher up, the groups are parts of these (they nest).
+    assert duplicate_groups(6, a, b, s, 0.97).tolist() == [0, 0, 0, -1, -1, -1]
+    assert duplicate_groups(6, a, b, s, 0.99).tolist() == [0, 0, -1, -1, -1, -1]
+    # A strong pair outside a group is not broken up to grow it: 3~4 at 0.965 comes before the
+    # last link 2~3 of {0, 1, 2, 3}, so 3 pairs with 4 and {0, 1, 2} stays as it is.
+    s2 = np.array([0.99, 0.98, 0.97, 0.97, 0.96, 0.95, 0.965], np.float32)
+    assert duplicate_groups(6, a, b, s2, 0.9).tolist() == [0, 0, 0, 3, 3, -1]
 
 
-def _reference_star_groups(n, a, b, s, threshold):
-    """The rule written plainly in Python (the compiled core must give exactly this)."""
-    link = ~np.isnan(s) & (s >= np.float32(threshold))
-    a, b, s = a[link].astype(np.int64), b[link].astype(np.int64), s[link]
-    group = np.full(n, -1, np.int64)
-    score_of = {(min(x, y), max(x, y)): float(v) for x, y, v in zip(a.tolist(), b.tolist(), s.tolist())}
-    nbrs = {i: [] for i in range(n)}
-    for x, y in score_of:
-        nbrs[x].append(y)
-        nbrs[y].append(x)
-    degree = np.array([len(nbrs[i]) for i in range(n)])
-    best = np.array([max((score_of[(min(i, j), max(i, j))] for j in nbrs[i]), default=-np.inf) for i in range(n)])
-    for i in np.lexsort((np.arange(n), -best, -degree)).tolist():
-        if degree[i] == 0 or group[i] >= 0:
+def _reference_merges(n, a, b, s):
+    """The rule written plainly in Python (the compiled core must give exactly this): pairs by
+    score (high first), then lower row, then the other row; a pair joins its groups when all
+    their cross pairs have been taken."""
+    edges = sorted((-float(v), min(x, y), max(x, y)) for x, y, v in zip(a.tolist(), b.tolist(), s.tolist())
+                   if not np.isnan(v))
+    group = list(range(n))
+    taken = set()
+    merges = []
+    for neg, x, y in edges:
+        taken.add((x, y))
+        gx, gy = group[x], group[y]
+        if gx == gy:
             continue
-        linked = sorted((j for j in nbrs[i] if group[j] < 0), key=lambda j: (-score_of[(min(i, j), max(i, j))], j))
-        members = [i]
-        for j in linked:
-            if all((min(j, m), max(j, m)) in score_of for m in members[1:]):
-                members.append(j)
+        mx = [i for i in range(n) if group[i] == gx]
+        my = [i for i in range(n) if group[i] == gy]
+        if all((min(i, j), max(i, j)) in taken for i in mx for j in my):
+            merges.append((x, y, -neg))
+            for i in my:
+                group[i] = gx
+    return merges
+
+
+def _reference_groups(n, merges, t, exclude=()):
+    group = list(range(n))
+    for x, y, level in merges:
+        if level < np.float32(t):
+            break
+        gx, gy = group[x], group[y]
+        mx = [i for i in range(n) if group[i] == gx]
+        my = [i for i in range(n) if group[i] == gy]
+        if any((min(i, j), max(i, j)) in exclude for i in mx for j in my):
+            continue
+        for i in my:
+            group[i] = gx
+    label = [-1] * n
+    for g in set(group):
+        members = [i for i in range(n) if group[i] == g]
         if len(members) > 1:
-            group[members] = i
-    return group
+            for i in members:
+                label[i] = min(members)
+    return label
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_compiled_groups_equal_the_plain_rule(seed):
-    """Random graphs with few distinct scores (many ties), unsorted pairs, NaN scores, hubs."""
-    rng = np.random.default_rng(seed)
-    n = int(rng.integers(5, 400))
-    m = int(rng.integers(1, 6 * n))
+def _random_pairs(rng, n, m, scores):
     a, b = rng.integers(0, n, m), rng.integers(0, n, m)
     keep = a != b
     key = np.unique(np.minimum(a, b)[keep] * n + np.maximum(a, b)[keep])
@@ -71,21 +95,80 @@ def test_compiled_groups_equal_the_plain_rule(seed):
     a, b = (key // n).astype(np.int32), (key % n).astype(np.int32)
     flip = rng.random(len(a)) < 0.5
     a[flip], b[flip] = b[flip], a[flip].copy()
-    s = rng.choice(np.array([0.7, 0.8, 0.9, 0.95, np.nan], np.float32), len(a))
+    return a, b, scores(len(a))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_groups_equal_the_plain_rule(seed):
+    """Random graphs with few distinct scores (many ties), unsorted pairs, NaN scores, hubs, and
+    "not a duplicate" marks."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 120))
+    a, b, s = _random_pairs(rng, n, int(rng.integers(1, 8 * n)),
+                            lambda m: rng.choice(np.array([0.7, 0.8, 0.9, 0.95, np.nan], np.float32), m))
+    ml = merge_list(n, a, b, s)
+    ref = _reference_merges(n, a, b, s)
+    assert list(zip(ml.u.tolist(), ml.v.tolist(), ml.level.tolist())) == [(x, y, pytest.approx(v)) for x, y, v in ref]
+    pick = rng.random(len(a)) < 0.1
+    exclude = {(min(x, y), max(x, y)) for x, y in zip(a[pick].tolist(), b[pick].tolist())}
     for t in (0.75, 0.9, 0.95):
-        assert star_groups(n, a, b, s, t).tolist() == _reference_star_groups(n, a, b, s, t).tolist(), (seed, t)
+        assert groups_at(n, ml, t).tolist() == _reference_groups(n, ref, t), (seed, t)
+        assert groups_at(n, ml, t, exclude).tolist() == _reference_groups(n, ref, t, exclude), (seed, t)
 
 
-def test_star_groups_rejects_bad_pairs():
-    from dupscope._core import star_groups as core
+@pytest.mark.parametrize("seed", range(4))
+def test_groups_are_cliques_that_nest_and_equal_textbook_complete_linkage(seed):
+    """Distinct scores: the groups equal scipy's complete linkage cut at 1 - t (a missing pair is
+    a distance no cut reaches); at every threshold every two members are linked at or above it,
+    and a lower threshold only joins whole groups."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(20, 150))
+    a, b, s = _random_pairs(rng, n, int(rng.integers(n, 6 * n)),
+                            lambda m: rng.permutation(np.linspace(0.5, 1.0, m, endpoint=False)).astype(np.float32))
+    dist = np.full((n, n), 10.0)
+    dist[a, b] = dist[b, a] = 1.0 - s.astype(np.float64)
+    np.fill_diagonal(dist, 0)
+    tree = linkage(squareform(dist, checks=False), method="complete")
+    ml = merge_list(n, a, b, s)
+    score = {(min(x, y), max(x, y)): v for x, y, v in zip(a.tolist(), b.tolist(), s.tolist())}
+    previous = None
+    for t in np.linspace(0.99, 0.5, 25):
+        g = groups_at(n, ml, t)
+        # scipy: flat clusters with all members within distance 1 - t of each other.
+        ref = fcluster(tree, 1.0 - np.float32(t) + 1e-9, criterion="distance")
+        ours = {frozenset(np.flatnonzero(g == x).tolist()) for x in set(g.tolist()) if x >= 0}
+        theirs = {frozenset(np.flatnonzero(ref == c).tolist()) for c in set(ref.tolist())}
+        assert ours == {c for c in theirs if len(c) > 1}, (seed, t)
+        for members in ours:
+            m = sorted(members)
+            assert all(score.get((x, y), 0) >= np.float32(t) for i, x in enumerate(m) for y in m[i + 1:])
+        if previous is not None:  # nested: each group at the higher threshold lies inside one here
+            for x in set(previous.tolist()) - {-1}:
+                assert len(set(g[previous == x].tolist())) == 1 and g[previous == x][0] >= 0
+        previous = g
+
+
+def test_merge_and_replay_reject_bad_input():
+    from dupscope._core import linkage_merges, replay_merges
 
     ok = np.array([0], np.int32)
     with pytest.raises(ValueError, match="two different rows"):
-        core(2, ok, ok, np.array([0.9], np.float32), 0.5)
+        linkage_merges(2, ok, ok, np.array([0.9], np.float32))
     with pytest.raises(ValueError, match="two different rows"):
-        core(2, ok, np.array([5], np.int32), np.array([0.9], np.float32), 0.5)
+        linkage_merges(2, ok, np.array([5], np.int32), np.array([0.9], np.float32))
+    with pytest.raises(ValueError, match="given twice"):
+        linkage_merges(3, np.array([0, 1], np.int32), np.array([1, 0], np.int32), np.array([0.9, 0.8], np.float32))
     with pytest.raises(TypeError, match="int32"):
-        core(2, np.array([0]), np.array([1]), np.array([0.9], np.float32), 0.5)
+        linkage_merges(2, np.array([0]), np.array([1]), np.array([0.9], np.float32))
+    none = np.zeros(0, np.int32)
+    with pytest.raises(ValueError, match="must not increase"):
+        replay_merges(3, np.array([0, 1], np.int32), np.array([1, 2], np.int32), np.array([0.8, 0.9], np.float32),
+                      0.5, none, none)
+    with pytest.raises(ValueError, match="two different rows"):
+        replay_merges(3, ok, np.array([1], np.int32), np.array([0.9], np.float32), 0.5, ok, ok)
 
 
 def test_keeper_is_largest_then_first():

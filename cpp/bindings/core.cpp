@@ -172,35 +172,58 @@ py::tuple hamming_matches(const py::array& a, const py::array& b, float ratio, c
   return py::make_tuple(oa, ob);
 }
 
-py::array_t<int32_t> star_groups_py(int64_t n, const py::array& a, const py::array& b, const py::array& s,
-                                    float threshold, const py::object& skip) {
-  auto check = [](const py::array& x, const char* name, const py::dtype& dt) {
-    if (x.ndim() != 1 || !(x.flags() & py::array::c_style) || !x.dtype().is(dt))
-      throw py::type_error(std::string(name) + " must be a contiguous 1-D array of " + std::string(py::str(dt)));
-  };
-  check(a, "a", py::dtype::of<int32_t>());
-  check(b, "b", py::dtype::of<int32_t>());
-  check(s, "s", py::dtype::of<float>());
+// A contiguous 1-D array of one dtype, or a TypeError naming it.
+template <typename T>
+const T* vector_of(const py::array& x, const char* name, int64_t length = -1) {
+  if (x.ndim() != 1 || !(x.flags() & py::array::c_style) || !x.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(name) + " must be a contiguous 1-D array of " +
+                         std::string(py::str(py::dtype::of<T>())));
+  if (length >= 0 && x.shape(0) != length) throw py::value_error(std::string(name) + " has the wrong length");
+  return static_cast<const T*>(x.data());
+}
+
+template <typename T>
+py::array_t<T> to_array(const std::vector<T>& v) {
+  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+  std::copy(v.begin(), v.end(), out.mutable_data());
+  return out;
+}
+
+py::tuple linkage_merges_py(int64_t n, const py::array& a, const py::array& b, const py::array& s) {
   const int64_t m = a.shape(0);
-  if (b.shape(0) != m || s.shape(0) != m) throw py::value_error("a, b and s must have one length");
-  const uint8_t* sk = nullptr;
-  py::array skip_arr;
-  if (!skip.is_none()) {
-    skip_arr = py::array::ensure(skip);
-    if (!skip_arr || skip_arr.ndim() != 1 || skip_arr.shape(0) != m || !skip_arr.dtype().is(py::dtype::of<bool>()) ||
-        !(skip_arr.flags() & py::array::c_style))
-      throw py::type_error("skip must be a contiguous 1-D bool array of the pairs' length");
-    sk = static_cast<const uint8_t*>(skip_arr.data());
+  const int32_t* pa = vector_of<int32_t>(a, "a");
+  const int32_t* pb = vector_of<int32_t>(b, "b", m);
+  const float* ps = vector_of<float>(s, "s", m);
+  std::vector<Merge> merges;
+  {
+    py::gil_scoped_release release;
+    merges = linkage_merges(n, pa, pb, ps, m);
+  }
+  std::vector<int32_t> u(merges.size()), v(merges.size());
+  std::vector<float> level(merges.size());
+  for (size_t q = 0; q < merges.size(); ++q) u[q] = merges[q].u, v[q] = merges[q].v, level[q] = merges[q].level;
+  return py::make_tuple(to_array(u), to_array(v), to_array(level));
+}
+
+py::array_t<int32_t> replay_merges_py(int64_t n, const py::array& u, const py::array& v, const py::array& level,
+                                      float threshold, const py::array& skip_a, const py::array& skip_b) {
+  const int64_t m = u.shape(0), k = skip_a.shape(0);
+  const int32_t* pu = vector_of<int32_t>(u, "u");
+  const int32_t* pv = vector_of<int32_t>(v, "v", m);
+  const float* pl = vector_of<float>(level, "level", m);
+  const int32_t* sa = vector_of<int32_t>(skip_a, "skip_a");
+  const int32_t* sb = vector_of<int32_t>(skip_b, "skip_b", k);
+  std::vector<Merge> merges(static_cast<size_t>(m));
+  for (int64_t q = 0; q < m; ++q) {
+    merges[q] = {pu[q], pv[q], pl[q]};
+    if (q && !(pl[q] <= pl[q - 1])) throw py::value_error("merge levels must not increase");
   }
   std::vector<int32_t> g;
   {
     py::gil_scoped_release release;
-    g = star_groups(n, static_cast<const int32_t*>(a.data()), static_cast<const int32_t*>(b.data()),
-                    static_cast<const float*>(s.data()), m, threshold, sk);
+    g = replay_merges(n, merges.data(), m, threshold, sa, sb, k);
   }
-  py::array_t<int32_t> out(static_cast<py::ssize_t>(g.size()));
-  std::copy(g.begin(), g.end(), out.mutable_data());
-  return out;
+  return to_array(g);
 }
 
 py::dict build_info() {
@@ -251,10 +274,13 @@ PYBIND11_MODULE(_core, m) {
         "Mutual nearest-neighbour matches of two uint8 descriptor sets (rows of a multiple of 8 "
         "bytes) by Hamming distance, each passing Lowe's ratio test; returns (index_a, index_b). "
         "kernel: 'auto' (the last of build_info()['hamming_kernels']) or one of those");
-  m.def("star_groups", &star_groups_py, py::arg("n"), py::arg("a"), py::arg("b"), py::arg("s"),
-        py::arg("threshold"), py::arg("skip") = py::none(),
-        "Duplicate groups needing agreement (dupscope.export.star_groups): per image the "
-        "representative's row, -1 in no group");
+  m.def("linkage_merges", &linkage_merges_py, py::arg("n"), py::arg("a"), py::arg("b"), py::arg("s"),
+        "Complete-linkage merges of n images from scored pairs (dupscope.export.merge_list): "
+        "(u, v, level) arrays in the order made");
+  m.def("replay_merges", &replay_merges_py, py::arg("n"), py::arg("u"), py::arg("v"), py::arg("level"),
+        py::arg("threshold"), py::arg("skip_a"), py::arg("skip_b"),
+        "Groups at a threshold from a merge list, never joining a skip pair: per image the lowest "
+        "row of its group, -1 in no group");
   m.def("cuda_device_count", [] { return cuda::device_count(); },
         "number of usable CUDA devices (0 without CUDA or a driver)");
   m.def("cuda_available", [] {

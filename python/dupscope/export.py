@@ -1,27 +1,32 @@
-"""The delete list: duplicate groups around a representative, a keeper per group, one row per image.
+"""The delete list: duplicate groups that need agreement, a keeper per group, one row per image.
 
 Connected components of the pairs above a threshold chain different pictures together: A ~ B
 and B ~ C put A and C in one group even when A and C are two different pictures that each
-resemble B. Groups here need agreement instead (:func:`star_groups`): every two members of a
-group are themselves a pair at or above the threshold.
+resemble B. Groups here need agreement instead: every two members of a group are themselves a
+pair at or above the threshold. They come from one complete-linkage hierarchy
+(:func:`merge_list`), computed once per file:
 
-1. Pairs at or above the threshold are the links. Images are visited by how many links they have
-   (most first; ties: the higher best score, then the lower row).
-2. An image not yet in a group becomes the representative of a new group. Its linked images that
-   are not yet in a group are offered to the group from the highest score down, and each joins
-   only if it is linked to every image already in the group. An image left out starts, or joins,
-   a group of its own later.
+1. Pairs are taken from the highest score down (ties: the lower row first, then the other row).
+2. A pair joins its two images' groups when every image of one group is then linked to every
+   image of the other by a pair already taken; otherwise it joins nothing (yet: a later pair may
+   complete the link).
+
+The groups at threshold t are the merges made at scores >= t (:func:`groups_at`), so lowering the
+threshold only ever joins whole groups: a group never loses an image to another as t moves, and
+the explorer's slider replays the same list.
 
 Each group then keeps one image (:func:`choose_keepers`): the largest (width x height), ties
 going to the first in annotation order; or, with ``keep="first"``, simply the first. Every
-other member is marked ``remove``. Images in no group are ``keep`` with an empty group.
+other member is marked ``remove``. Images in no group are ``keep`` with an empty group. Groups
+are numbered by their first row.
 
 ``dupscope export sim.h5`` writes these rows as CSV or JSON; the explorer's export button
 applies the same rule in the page at the threshold chosen there.
 
 A person's review in the explorer is saved as *marks* (:class:`Marks`, written by the page's
-"Export marks" button, read by ``dupscope export --marks marks.json``): pairs marked "not a
-duplicate" are no link at any threshold, and an image marked "keep this one" is its group's keeper.
+"Export marks" button, read by ``dupscope export --marks marks.json``): a merge that would put the
+two images of a pair marked "not a duplicate" into one group is not made (at any threshold), and
+an image marked "keep this one" is its group's keeper.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ import numpy as np
 from .errors import ExportError
 from .pairs import neighbor_pairs
 
-__all__ = ["ExportError", "DeleteList", "Marks", "star_groups", "choose_keepers", "delete_list",
+__all__ = ["ExportError", "DeleteList", "Marks", "MergeList", "merge_list", "groups_at", "duplicate_groups",
+           "choose_keepers", "delete_list",
            "write_delete_list", "read_marks", "file_identity", "KEEP_RULES"]
 
 KEEP_RULES = ("largest", "first")
@@ -104,9 +110,47 @@ def read_marks(path: str | os.PathLike, paths: list[str], identity: str | None =
     return marks
 
 
-def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: float,
-                exclude: set | None = None) -> np.ndarray:
-    """Group label per image (the representative's row), ``-1`` for images in no group.
+@dataclass(frozen=True)
+class MergeList:
+    """The complete-linkage hierarchy of a file's pairs: merge ``q`` joins the groups holding rows
+    ``u[q]`` and ``v[q]`` at score ``level[q]`` (int32, int32, float32; levels never increase)."""
+
+    u: np.ndarray
+    v: np.ndarray
+    level: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.u)
+
+
+def merge_list(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray) -> MergeList:
+    """The merges of the rule in the module docstring, for ``n`` images and pairs ``(a, b, s)``
+    (each pair once; NaN scores are no link). Computed by the compiled core
+    (``cpp/include/dupscope/grouping.hpp``)."""
+    from ._core import linkage_merges
+
+    u, v, level = linkage_merges(int(n), np.ascontiguousarray(a, np.int32), np.ascontiguousarray(b, np.int32),
+                                 np.ascontiguousarray(s, np.float32))
+    return MergeList(u, v, level)
+
+
+def groups_at(n: int, merges: MergeList, threshold: float, exclude: set | None = None) -> np.ndarray:
+    """Group label per image (the group's lowest row) at ``threshold``, ``-1`` for images in no group.
+
+    ``exclude``: pairs ``(lo, hi)`` marked "not a duplicate"; a merge that would put both rows of
+    one into a group is not made.
+    """
+    from ._core import replay_merges
+
+    pairs = np.array(sorted(exclude or ()), np.int32).reshape(-1, 2)
+    return replay_merges(int(n), merges.u, merges.v, merges.level, float(np.float32(threshold)),
+                         np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])).astype(np.int64)
+
+
+def duplicate_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: float,
+                     exclude: set | None = None) -> np.ndarray:
+    """:func:`groups_at` of :func:`merge_list`: group label per image (its group's lowest row), ``-1``
+    in no group.
 
     Parameters
     ----------
@@ -115,21 +159,11 @@ def star_groups(n: int, a: np.ndarray, b: np.ndarray, s: np.ndarray, threshold: 
     a, b, s : numpy.ndarray
         Pairs (each once) and their scores.
     threshold : float
-        Pairs with a score at or above it are links.
+        Groups are joined by pairs scoring at least this.
     exclude : set of (int, int), optional
-        Pairs ``(lo, hi)`` that are no link whatever their score (marked "not a duplicate").
+        Pairs ``(lo, hi)`` marked "not a duplicate", never in one group.
     """
-    from ._core import star_groups as _star_groups
-
-    a = np.ascontiguousarray(a, np.int32)
-    b = np.ascontiguousarray(b, np.int32)
-    s = np.ascontiguousarray(s, np.float32)
-    skip = None
-    if exclude:
-        lo, hi = np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64)
-        skip = np.isin(lo * n + hi, np.array([x * n + y for x, y in exclude], np.int64))
-    # The compiled core runs the rule (linear in the links; see cpp/include/dupscope/grouping.hpp).
-    return _star_groups(int(n), a, b, s, float(np.float32(threshold)), skip).astype(np.int64)
+    return groups_at(n, merge_list(n, a, b, s), threshold, exclude)
 
 
 def choose_keepers(group: np.ndarray, width: np.ndarray, height: np.ndarray, keep: str = "largest",
@@ -212,7 +246,7 @@ def delete_list(h5_path: str | os.PathLike, threshold: float | None = None, keep
         threshold = float(sug.threshold)
     n = len(paths)
     a, b, s = neighbor_pairs(index, sim)
-    group = star_groups(n, a, b, s, threshold, exclude=marks.not_duplicate)
+    group = duplicate_groups(n, a, b, s, threshold, exclude=marks.not_duplicate)
     best = np.full(n, np.nan, np.float32)
     if sim.shape[1]:
         best = sim[:, 0].astype(np.float32)
