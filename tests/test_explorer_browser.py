@@ -562,11 +562,11 @@ def test_delete_list_matches_dupscope_export(page, site, t):
 
 
 def test_page_groups_equal_dupscope_export_on_a_random_graph(browser, tmp_path):
-    """The page's typed-array grouping against dupscope.export.star_groups on 300 images whose
-    scores take few distinct values (many ties), at several thresholds."""
+    """The page's replay of the merge list against dupscope.export on 300 images whose scores
+    take few distinct values (many ties), at several thresholds, without and with marks."""
     from browser import write_similarity_file
 
-    from dupscope.export import delete_list
+    from dupscope.export import Marks, delete_list
 
     rng = np.random.default_rng(11)
     n = 300
@@ -588,33 +588,55 @@ def test_page_groups_equal_dupscope_export_on_a_random_graph(browser, tmp_path):
             want = delete_list(h5, threshold=t).rows()
             assert [(r["group"], r["action"]) for r in got] == [(r["group"], r["action"]) for r in want], t
             assert sum(r["action"] == "remove" for r in got) > 10
+        # With marks: pairs inside groups marked "not a duplicate", some images marked "keep".
+        groups = delete_list(h5, threshold=0.85).group
+        inside = [(i, j) for i in range(n) for j in range(i + 1, n) if groups[i] >= 0 and groups[i] == groups[j]]
+        not_dup = {inside[q] for q in rng.choice(len(inside), 40, replace=False)}
+        keep = set(rng.choice(n, 15, replace=False).tolist())
+        p.page.evaluate("([nd, keep]) => localStorage.setItem('dupscope-marks:' + window.DUPSCOPE_DATA.identity,"
+                        " JSON.stringify({notDup: nd, keep}))", [[i * n + j for i, j in not_dup], sorted(keep)])
+        p.page.reload()
+        p.page.wait_for_selector("html[data-ready='1']")
+        for t in (0.85, 0.9, 0.95):
+            got = p.page.evaluate(f"window.dupscope.deleteList({t})")
+            want = delete_list(h5, threshold=t, marks=Marks(not_dup, keep)).rows()
+            assert [(r["group"], r["action"]) for r in got] == [(r["group"], r["action"]) for r in want], t
     finally:
         p.close()
 
 
 def test_columns_split_into_part_files(browser, site, tmp_path, monkeypatch):
     """Long columns go to data/*.js parts (tiny parts here): the page loads them and shows the
-    same groups; a missing part is reported on the page, not a blank page."""
+    same groups; the pair columns are loaded only for a pair export; a missing part is reported
+    on the page, not a blank page."""
     import dupscope.explorer.pagedata as pagedata
 
     ds = site[0]
     monkeypatch.setattr(pagedata, "PART_ELEMENTS", 4)
     index = build_explorer(ds.h5, tmp_path / "parts", progress=False, workers=2)
     files = sorted(p.name for p in (index.parent / "data").glob("*.js"))
-    assert len(files) > 4 and "pairs.a.0.js" in files
+    assert len(files) > 4 and "pairs.a.0.js" in files and "links.idx.0.js" in files
     p = Page(browser, index.as_uri() + "#t=0.900", "file://")
     try:
         assert p.rows() == [0, 3, 5] and p.dups_of(0) == [1, 2]
         assert p.text("#stat-pairs") == "5"
+        loaded = lambda: p.page.evaluate(  # noqa: E731
+            "() => Array.from(document.querySelectorAll('script[src]'), (e) => e.src.split('/').pop())")
+        assert "links.idx.0.js" in loaded() and not any(f.startswith("pairs.") for f in loaded())
+        with p.page.expect_download() as info:
+            p.page.click("#export-pairs-csv")
+        rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8"))))
+        assert {(int(r["a"]), int(r["b"])): float(r["similarity"]) for r in rows} == expected_pairs(ds.h5, 0.9)
+        assert "pairs.b.1.js" in loaded()
     finally:
         p.close()
-    (index.parent / "data" / "pairs.b.1.js").unlink()
+    (index.parent / "data" / "links.idx.1.js").unlink()
     ctx = browser.new_context()
     try:
         pg = ctx.new_page()
         pg.goto(index.as_uri())
         pg.wait_for_selector("p.empty")
-        assert "data/pairs.b.1.js is missing" in pg.text_content("p.empty")
+        assert "data/links.idx.1.js is missing" in pg.text_content("p.empty")
     finally:
         ctx.close()
 

@@ -1,10 +1,13 @@
 """Turn a similarity HDF5 file into the compact data the explorer page reads (``data.js``).
 
-The page never sees the N x N matrix: it gets the de-duplicated neighbour pairs sorted by
-similarity (so counting pairs at a threshold is a binary search), each image's highest similarity
-and the order of images by it. Numeric arrays travel as base64 of little-endian typed arrays, which
-the page turns into typed arrays without parsing millions of JSON numbers; similarities stay
-float16 (their bit patterns) as stored in the file.
+The page never sees the N x N matrix, and it does not group images itself: it gets the file's
+complete-linkage merge list (:func:`dupscope.export.merge_list`), which it replays up to the
+threshold on each slider step (linear in the images), the pairs inside the hierarchy's groups
+(the only pairs a row or the compare view can show), each image's nearest neighbour, and how many
+pairs score at least each value. All the de-duplicated neighbour pairs go to ``data/pairs.*.js``
+part files that the page loads only when asked to export them. Numeric arrays travel as base64
+of little-endian typed arrays, which the page turns into typed arrays without parsing millions of
+JSON numbers; similarities stay float16 (their bit patterns) as stored in the file.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ __all__ = [
 ]
 
 #: Version of the ``window.DUPSCOPE_DATA`` layout; the page checks it.
-PAGE_DATA_VERSION = 2
+PAGE_DATA_VERSION = 3
 
 #: Elements per part file: a column longer than this is written as several ``data/*.js`` files
 #: (4M int32 values are 22 MB of base64), so no single script comes near the browser's longest
@@ -64,6 +67,11 @@ class PageData:
     pair_inliers
         (P,) int16 geometric inliers of each pair (``-1``: not checked), or None when the file
         was written without verification.
+    merges
+        The complete-linkage merge list of the pairs (:class:`dupscope.export.MergeList`).
+    nn, nn_inliers
+        (N,) int32 each image's nearest neighbour (-1: none) and (N,) int16 that pair's inliers
+        (None without verification).
     width, height
         (N,) int32 image sizes (0 when unknown), for the delete list's keeper.
     has_paths
@@ -87,6 +95,9 @@ class PageData:
     width: np.ndarray | None = None
     height: np.ndarray | None = None
     has_paths: bool = True
+    merges: Any = None
+    nn: np.ndarray | None = None
+    nn_inliers: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -140,7 +151,11 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
     attrs = {key: file_attrs[key] for key in ("schema_version", "dupscope_version", "created", "n_images", "k",
                                               "dense", "metric", "device", "model", "annotations", "image_root",
                                               "score") if key in file_attrs}
+    from ..export import merge_list
+
     a, b, s = neighbor_pairs(index, sim)
+    nn = index[:, 0].astype(np.int32) if index.shape[1] else np.full(n, -1, np.int32)
+    nn_a, nn_b = np.minimum(np.arange(n), nn), np.maximum(np.arange(n), nn)
     max_sim = np.full(n, np.nan, dtype=np.float16)
     if index.shape[1]:
         # Lists are sorted most similar first, so column 0 is each image's highest similarity;
@@ -165,6 +180,10 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
         width=width,
         height=height,
         has_paths=has_paths,
+        merges=merge_list(n, a, b, s),
+        nn=nn,
+        nn_inliers=None if inliers is None else np.where(nn >= 0, _pair_values(index, inliers, nn_a, nn_b), -1
+                                                          ).astype(np.int16),
     )
 
 
@@ -186,14 +205,45 @@ def _pair_values(index: np.ndarray, values: np.ndarray, a: np.ndarray, b: np.nda
     return np.where(keys[pos] == want, vals[pos], -1).astype(np.int16)
 
 
-def _column(arr: np.ndarray, dtype: str, name: str, parts: dict[str, str] | None) -> Any:
+def group_links(data: PageData) -> dict[str, np.ndarray]:
+    """The pairs inside the groups of the whole hierarchy (every merge made), as per-image lists
+    (CSR: ``start`` (N + 1), ``idx``, ``bits`` (float16 bits), ``inliers``), each list from the
+    highest score down. Groups at any threshold, marks or not, lie inside these groups, so these
+    are all the pairs the page's rows and compare view can show."""
+    from ..export import groups_at
+
+    n = data.n
+    label = groups_at(n, data.merges, -np.inf) if len(data.merges) else np.full(n, -1)
+    inside = (label[data.pair_a] >= 0) & (label[data.pair_a] == label[data.pair_b])
+    a, b = data.pair_a[inside], data.pair_b[inside]
+    bits = data.pair_sim[inside].astype(np.float16).view(np.uint16)
+    inl = data.pair_inliers[inside] if data.pair_inliers is not None else np.full(len(a), -1, np.int16)
+    src, dst = np.concatenate([a, b]), np.concatenate([b, a])
+    bits2, inl2 = np.concatenate([bits, bits]), np.concatenate([inl, inl])
+    order = np.lexsort((dst, (0xFFFF - bits2.astype(np.int64)), src))  # by image, score high first, then row
+    start = np.zeros(n + 1, np.int32)
+    np.cumsum(np.bincount(src, minlength=n), out=start[1:])
+    return {"start": start, "idx": dst[order].astype(np.int32), "bits": bits2[order], "inliers": inl2[order]}
+
+
+def pair_levels(pair_sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct pair scores as float16 bits from the highest down, and how many pairs score at
+    least each (the page's pair count at a threshold)."""
+    bits = np.asarray(pair_sim, np.float16).view(np.uint16)
+    values, counts = np.unique(bits, return_counts=True)
+    values, counts = values[::-1], counts[::-1]
+    return values, np.cumsum(counts).astype(np.int32)
+
+
+def _column(arr: np.ndarray, dtype: str, name: str, parts: dict[str, str] | None, lazy: bool = False) -> Any:
     """A typed column: base64 inline when short (or without ``parts``), else
-    ``{"parts": [keys], "length": n}`` with each key's base64 slice put into ``parts``."""
+    ``{"parts": [keys], "length": n}`` with each key's base64 slice put into ``parts``; with
+    ``lazy``, always in parts (loaded by the page only when needed)."""
     a = np.ascontiguousarray(arr, dtype=dtype)
-    if parts is None or a.size <= PART_ELEMENTS:
+    if parts is None or (a.size <= PART_ELEMENTS and not lazy):
         return _b64(a, dtype)
     keys = []
-    for k, start in enumerate(range(0, a.size, PART_ELEMENTS)):
+    for k, start in enumerate(range(0, max(a.size, 1), PART_ELEMENTS)):
         key = f"{name}.{k}"
         parts[key] = _b64(a[start:start + PART_ELEMENTS], dtype)
         keys.append(key)
@@ -271,11 +321,16 @@ def page_data_json(
     Every ``<`` is written as ``\\u003c`` (only strings can contain it in JSON), so no file name
     can close the script element or open a comment; JSON encoding keeps names from being code.
 
-    With ``parts`` (a dict to fill), the longest columns (the pairs) are split into parts of
-    :data:`PART_ELEMENTS`, written by the caller as ``data/<key>.js`` (:func:`part_script`) and
-    listed in the object's ``files``, which the page loads before it starts.
+    With ``parts`` (a dict to fill), columns longer than :data:`PART_ELEMENTS` are split into
+    parts, written by the caller as ``data/<key>.js`` (:func:`part_script`) and listed in the
+    object's ``files``, which the page loads before it starts; the pair columns always go to parts,
+    listed in ``pairs.files``, which the page loads only for a pair export. Without ``parts``
+    everything is inline.
     """
     label_names, label_code = _codes(data.labels)
+    links = group_links(data)
+    levels, at_least = pair_levels(data.pair_sim)
+    lazy_parts: dict[str, str] | None = {} if parts is not None else None
     split_names, split_code = _codes(data.splits)
     flags = data.ok.astype(np.uint8) | (np.asarray(has_thumb, dtype=np.uint8) << 1)
     obj: dict[str, Any] = {
@@ -294,12 +349,27 @@ def page_data_json(
         "errors": {str(i): data.errors[i] for i in np.flatnonzero(~data.ok)},
         "maxSim": _b64(data.max_sim.view(np.uint16), "<u2"),
         "order": _b64(data.order, "<i4"),
+        "merges": {
+            "count": len(data.merges),
+            "u": _column(data.merges.u, "<i4", "merges.u", parts),
+            "v": _column(data.merges.v, "<i4", "merges.v", parts),
+            "level": _column(data.merges.level.astype(np.float16).view(np.uint16), "<u2", "merges.level", parts),
+        },
+        "links": {
+            "start": _column(links["start"], "<i4", "links.start", parts),
+            "idx": _column(links["idx"], "<i4", "links.idx", parts),
+            "bits": _column(links["bits"], "<u2", "links.bits", parts),
+            "inliers": None if data.pair_inliers is None else _column(links["inliers"], "<i2", "links.inliers", parts),
+        },
+        "nn": _b64(np.full(data.n, -1, np.int32) if data.nn is None else data.nn, "<i4"),
+        "nnInliers": None if data.nn_inliers is None else _b64(data.nn_inliers, "<i2"),
+        "pairLevels": {"bits": _b64(levels, "<u2"), "atLeast": _b64(at_least, "<i4")},
+        # Every pair, for the page's pair exports only: part files loaded on demand.
         "pairs": {
             "count": int(data.pair_a.size),
-            "a": _column(data.pair_a, "<i4", "pairs.a", parts),
-            "b": _column(data.pair_b, "<i4", "pairs.b", parts),
-            "s": _column(data.pair_sim.astype(np.float16).view(np.uint16), "<u2", "pairs.s", parts),
-            "inliers": None if data.pair_inliers is None else _column(data.pair_inliers, "<i2", "pairs.inliers", parts),
+            "a": _column(data.pair_a, "<i4", "pairs.a", lazy_parts, lazy=True),
+            "b": _column(data.pair_b, "<i4", "pairs.b", lazy_parts, lazy=True),
+            "s": _column(data.pair_sim.astype(np.float16).view(np.uint16), "<u2", "pairs.s", lazy_parts, lazy=True),
         },
         "width": _b64(np.zeros(data.n, np.int32) if data.width is None else data.width, "<i4"),
         "height": _b64(np.zeros(data.n, np.int32) if data.height is None else data.height, "<i4"),
@@ -318,6 +388,9 @@ def page_data_json(
         "suggested": _suggestion(data.max_sim),
     }
     obj["files"] = [f"data/{key}.js" for key in (parts or {})]
+    if lazy_parts:
+        obj["pairs"]["files"] = [f"data/{key}.js" for key in lazy_parts]
+        parts.update(lazy_parts)
     if predictions is not None:
         pred: dict[str, Any] = {
             "kind": "score" if predictions.top_class is None else "class",

@@ -12,7 +12,7 @@
     p.textContent = text;
     $("rows-container").appendChild(p);
   }
-  if (!D || D.version !== 2) {
+  if (!D || D.version !== 3) {
     fail(D ? "data.js was written by another dupscope version; rebuild the folder."
       : "data.js is missing or failed to load: keep it next to index.html.");
     return;
@@ -77,11 +77,9 @@
     const maxSim = f16(D.maxSim);
     const orderDesc = i32(D.order);
     const P = D.pairs.count;
-    const pa = col(D.pairs.a, Int32Array), pb = col(D.pairs.b, Int32Array);
+    let lastT = NaN, lastBits = 0;
     // Scores stay float16 bits (half the memory of float32); for scores >= 0 the bits are in the
     // order of the values, so "score >= t" is "bits >= bitsAtLeast(t)".
-    const psBits = col(D.pairs.s, Uint16Array);
-    let lastT = NaN, lastBits = 0;
     function bitsAtLeast(t) {
       if (t === lastT) return lastBits;
       let lo = 0, hi = 0x7c00;  // +infinity
@@ -90,8 +88,18 @@
       lastBits = lo;
       return lo;
     }
+    // The complete-linkage merge list (dupscope.export.merge_list), levels never increasing.
+    const M = D.merges.count;
+    const mu = col(D.merges.u, Int32Array), mv = col(D.merges.v, Int32Array), mBits = col(D.merges.level, Uint16Array);
+    // Pairs inside the hierarchy's groups, per image (CSR), each list from the highest score down.
+    const linkStart = col(D.links.start, Int32Array), linkIdx = col(D.links.idx, Int32Array);
+    const linkBits = col(D.links.bits, Uint16Array);
     // Geometric inliers per pair (-1: not checked), when phase 1 verified the pairs.
-    const pinl = D.pairs.inliers ? col(D.pairs.inliers, Int16Array) : null;
+    const verified = !!D.links.inliers;
+    const linkInl = verified ? col(D.links.inliers, Int16Array) : null;
+    const nn = i32(D.nn), nnInl = D.nnInliers ? new Int16Array(bytesOf(D.nnInliers).buffer) : null;
+    // How many pairs score at least each distinct score (float16 bits, highest first).
+    const levelBits = new Uint16Array(bytesOf(D.pairLevels.bits).buffer), levelCount = i32(D.pairLevels.atLeast);
     const width = i32(D.width), height = i32(D.height);
     const bytesOf_ = D.bytes ? new Float64Array(bytesOf(D.bytes).buffer) : new Float64Array(N).fill(-1);
     const VERIFIED_INLIERS = D.verifiedInliers || 15;
@@ -102,24 +110,8 @@
     const T = D.thumbs;
 
     performance.mark("dupscope:decoded");
-    // Per-image duplicate lists (CSR). Pairs are sorted by similarity, so each list comes out sorted.
-    const deg = new Int32Array(N + 1);
-    for (let p = 0; p < P; p++) { deg[pa[p] + 1]++; deg[pb[p] + 1]++; }
-    for (let i = 0; i < N; i++) deg[i + 1] += deg[i];
-    const adjStart = deg;
-    const adjIdx = new Int32Array(2 * P), adjInl = new Int16Array(2 * P);
-    const adjBits = new Uint16Array(2 * P);  // float16 bits of each entry's score
-    {
-      const fill = adjStart.slice(0, N);
-      for (let p = 0; p < P; p++) {
-        const a = pa[p], b = pb[p], v = pinl ? pinl[p] : -1, h = psBits[p];
-        adjIdx[fill[a]] = b; adjInl[fill[a]] = v; adjBits[fill[a]++] = h;
-        adjIdx[fill[b]] = a; adjInl[fill[b]] = v; adjBits[fill[b]++] = h;
-      }
-    }
-
     // ---------------------------------------------------------------------------------------------
-    performance.mark("dupscope:adjacency");
+
     // Marks: a person's review, kept in the browser per similarity file (D.identity). "Not a
     // duplicate" removes a pair's link at every threshold; "keep" makes an image its group's keeper.
     const MARKS_KEY = "dupscope-marks:" + (D.identity || D.source || "");
@@ -139,106 +131,143 @@
       catch (e) { /* storage full or disabled: marks last for this visit only */ }
     }
     loadMarks();
-    const score = (e) => HALF[adjBits[e]];
-    // Groups at threshold t by the rule of dupscope.export.star_groups: images visited by their
-    // number of links (then best score, then row); each unassigned image gathers its unassigned
-    // linked images from the highest score down (ties: the lower row; each adjacency list is in
-    // that order already, as the pairs are), each joining only if linked to every member so far,
-    // so two different pictures are never chained through a look-alike. Everything is typed
-    // arrays and counting sorts (scores sort by their float16 bits): linear in the links at t.
-    // Cached per threshold and marks.
-    let groupCache = null, marksVersion = 0;
-    const gDegree = new Int32Array(N), gBest = new Uint16Array(N), gActive = new Int32Array(N), gTmp = new Int32Array(N);
-    const gLinks = new Int32Array(N), gTouched = new Int32Array(N);
-    const BUCKETS = new Int32Array(65537);
-    // Stable counting sort of src[0..n) into dst, descending by key(x) in [0, nKeys).
-    function countingSortDesc(src, n, dst, key, nKeys) {
-      const c = nKeys <= 65536 ? BUCKETS.subarray(0, nKeys + 1).fill(0) : new Int32Array(nKeys + 1);
-      for (let q = 0; q < n; q++) c[nKeys - 1 - key(src[q]) + 1]++;
-      for (let b = 0; b < nKeys; b++) c[b + 1] += c[b];
-      for (let q = 0; q < n; q++) dst[c[nKeys - 1 - key(src[q])]++] = src[q];
-    }
-    function starGroups(t) {
-      if (groupCache && groupCache.t === t && groupCache.version === marksVersion) return groupCache;
-      const marked = notDup.size > 0, tb = bitsAtLeast(t);
-      let nA = 0, maxDeg = 0;
-      for (let i = 0; i < N; i++) {
-        let d = 0;
-        for (let e = adjStart[i], end = adjStart[i + 1]; e < end && adjBits[e] >= tb; e++) {
-          if (marked && notDup.has(pairKey(i, adjIdx[e]))) continue;
-          if (d++ === 0) gBest[i] = adjBits[e];
+    // Groups at threshold t by the rule of dupscope.export (groups_at): the merges with level >= t
+    // replayed in order, except a merge that would put the two images of a pair marked "not a
+    // duplicate" into one group. Whether a merge is refused does not depend on t (only on the
+    // merges before it), so the merges kept are found once per change of the marks, and they form
+    // a tree: node j is the group made by kept merge j. The groups at t are then the nodes made at
+    // a level >= t whose parent is not, found in one pass over the nodes; an image's group is its
+    // ancestor; a group's images are one slice of a leaf order. A slider step is linear in the
+    // merges and touches no per-image array.
+    let tree = null, groupCache = null, marksVersion = 0, notDupVersion = 0;
+    // Each image's "not a duplicate" partners.
+    function marksByImage() {
+      const of = new Map();
+      for (const key of notDup) {
+        const x = Math.floor(key / N), y = key % N;
+        for (const [p, q] of [[x, y], [y, x]]) {
+          if (!of.has(p)) of.set(p, []);
+          of.get(p).push(q);
         }
-        gDegree[i] = d;
-        if (d) { gActive[nA++] = i; if (d > maxDeg) maxDeg = d; }
       }
-      countingSortDesc(gActive, nA, gTmp, (i) => gBest[i], 65536);
-      countingSortDesc(gTmp, nA, gActive, (i) => gDegree[i], maxDeg + 1);
-      const group = new Int32Array(N).fill(-1);
-      const start = [0], members = new Int32Array(nA), rep = [], keeper = [], bestBits = [];
-      let nm = 0;
-      for (let q = 0; q < nA; q++) {
-        const i = gActive[q];
-        if (group[i] >= 0) continue;
-        const g0 = nm;
-        members[nm++] = i;
-        group[i] = -2;
-        let top = 0;  // the group's best score: its highest link between two members (float16 bits)
-        // gLinks[x]: links from x to the members after the representative, so a candidate's
-        // "linked to every member so far" is one comparison.
-        let nTouched = 0;
-        for (let e = adjStart[i], end = adjStart[i + 1]; e < end && adjBits[e] >= tb; e++) {
-          const j = adjIdx[e];
-          if (group[j] >= 0 || (marked && notDup.has(pairKey(i, j)))) continue;
-          if (gLinks[j] !== nm - g0 - 1) continue;
-          members[nm++] = j;
-          group[j] = -2;  // taken by the group being built
-          for (let f = adjStart[j], fend = adjStart[j + 1]; f < fend && adjBits[f] >= tb; f++) {
-            const x = adjIdx[f];
-            if (marked && notDup.has(pairKey(j, x))) continue;
-            if (group[x] === -2 && adjBits[f] > top) top = adjBits[f];  // a link inside the group
-            if (gLinks[x]++ === 0) gTouched[nTouched++] = x;
+      return of;
+    }
+    function buildTree() {
+      if (tree && tree.version === notDupVersion) return tree;
+      const marked = notDup.size > 0, partners = marked ? marksByImage() : null;
+      // Replay every merge on member chains (root, next, tail, size; the smaller group relabelled),
+      // recording each kept merge's two children: a node (>= 0) or an image (-1 - i).
+      const root = new Int32Array(N), next = new Int32Array(N).fill(-1), tail = new Int32Array(N);
+      const gsize = new Int32Array(N).fill(1), node = new Int32Array(N).fill(-1), hasMark = new Uint8Array(N);
+      for (let i = 0; i < N; i++) { root[i] = i; tail[i] = i; }
+      if (marked) for (const i of partners.keys()) hasMark[i] = 1;
+      const childA = new Int32Array(M), childB = new Int32Array(M), bits = new Uint16Array(M);
+      let K = 0;
+      for (let m = 0; m < M; m++) {
+        let x = root[mu[m]], y = root[mv[m]];
+        if (x === y) continue;
+        if (gsize[x] < gsize[y]) { const z = x; x = y; y = z; }  // y: the smaller group
+        if (marked && hasMark[x] && hasMark[y]) {
+          let refused = false;
+          for (let i = y; i !== -1 && !refused; i = next[i]) {
+            const ps = partners.get(i);
+            if (ps) for (const p of ps) if (root[p] === x) { refused = true; break; }
           }
+          if (refused) continue;
         }
-        for (let q2 = 0; q2 < nTouched; q2++) gLinks[gTouched[q2]] = 0;
-        if (nm - g0 < 2) { nm = g0; group[i] = -1; continue; }
-        bestBits.push(top);
-        const g = rep.length;
-        // Keeper: an image marked "keep", else the largest (width x height), ties to the first row.
-        let k = -1;
-        for (let m = g0; m < nm; m++) {
-          const x = members[m];
-          group[x] = g;
+        childA[K] = node[x] >= 0 ? node[x] : -1 - x;
+        childB[K] = node[y] >= 0 ? node[y] : -1 - y;
+        bits[K] = mBits[m];
+        for (let i = y; i !== -1; i = next[i]) root[i] = x;
+        next[tail[x]] = y; tail[x] = tail[y]; gsize[x] += gsize[y];
+        hasMark[x] |= hasMark[y];
+        node[x] = K++;
+      }
+      // Per node: parent (K: none), size, first merge in its subtree (its best pair), lowest row.
+      const parent = new Int32Array(K).fill(K), size = new Int32Array(K), first = new Int32Array(K);
+      const lowest = new Int32Array(K), joined = new Int32Array(N).fill(K);  // joined: the node an image first joins
+      for (let j = 0; j < K; j++) {
+        let sz = 0, f = j, lo = N;
+        for (const c of [childA[j], childB[j]]) {
+          if (c >= 0) { parent[c] = j; sz += size[c]; f = Math.min(f, first[c]); lo = Math.min(lo, lowest[c]); }
+          else { joined[-1 - c] = j; sz += 1; lo = Math.min(lo, -1 - c); }
+        }
+        size[j] = sz; first[j] = f; lowest[j] = lo;
+      }
+      // Leaf order: each node's images are one slice, from the roots (highest index first) down.
+      const leafStart = new Int32Array(K), leaves = new Int32Array(N);
+      let at = 0;
+      for (let j = K - 1; j >= 0; j--) {
+        if (parent[j] === K) { leafStart[j] = at; at += size[j]; }
+        let s0 = leafStart[j];
+        for (const c of [childA[j], childB[j]]) {
+          if (c >= 0) { leafStart[c] = s0; s0 += size[c]; } else leaves[s0++] = -1 - c;
+        }
+      }
+      // Nodes by their first merge (so by best score, highest first; ties by that merge's order).
+      const byFirst = new Int32Array(K);
+      {
+        const c = new Int32Array(K + 1);
+        for (let j = 0; j < K; j++) c[first[j] + 1]++;
+        for (let j = 0; j < K; j++) c[j + 1] += c[j];
+        for (let j = 0; j < K; j++) byFirst[c[first[j]]++] = j;
+      }
+      tree = { version: notDupVersion, K, bits, parent, size, first, lowest, joined, leafStart, leaves, byFirst };
+      return tree;
+    }
+    function duplicateGroups(t) {
+      if (groupCache && groupCache.t === t && groupCache.version === marksVersion) return groupCache;
+      const T = buildTree(), tb = bitsAtLeast(t);
+      // P: the nodes made at a level >= t (levels never increase).
+      let lo = 0, hi = T.K;
+      while (lo < hi) { const mid = (lo + hi) >> 1; if (T.bits[mid] >= tb) lo = mid + 1; else hi = mid; }
+      const P = lo;
+      const byBest = [];
+      let nDup = 0;
+      for (let q = 0; q < T.K; q++) {
+        const j = T.byFirst[q];
+        if (j < P && T.parent[j] >= P) { byBest.push(j); nDup += T.size[j]; }
+      }
+      const groupOf = (i) => {  // image i's group at t, -1 for none
+        let j = T.joined[i];
+        if (j >= P) return -1;
+        while (T.parent[j] < P) j = T.parent[j];
+        return j;
+      };
+      const memberCache = new Map(), keeperCache = new Map();
+      const members = (g) => {  // in row order
+        let m = memberCache.get(g);
+        if (!m) { m = T.leaves.slice(T.leafStart[g], T.leafStart[g] + T.size[g]).sort(); memberCache.set(g, m); }
+        return m;
+      };
+      // Keeper: an image marked "keep", else the largest (width x height), ties to the first row.
+      const keeper = (g) => {
+        let k = keeperCache.get(g);
+        if (k !== undefined) return k;
+        k = -1;
+        for (const x of members(g)) {
           if (k < 0) { k = x; continue; }
           const kx = keepMark.has(x), kk = keepMark.has(k), ax = width[x] * height[x], ak = width[k] * height[k];
-          if ((kx && !kk) || (kx === kk && (ax > ak || (ax === ak && x < k)))) k = x;
+          if ((kx && !kk) || (kx === kk && ax > ak)) k = x;
         }
-        rep.push(i); keeper.push(k); start.push(nm);
-      }
-      const count = rep.length;
-      // Groups by best score, descending; ties by the keeper's row.
-      const byKeeper = new Int32Array(count), byBest = new Int32Array(count);
-      {
-        const keeperOf = new Int32Array(N).fill(-1);
-        for (let g = 0; g < count; g++) keeperOf[keeper[g]] = g;
-        let q = 0;
-        for (let i = 0; i < N; i++) if (keeperOf[i] >= 0) byKeeper[q++] = keeperOf[i];
-      }
-      countingSortDesc(byKeeper, count, byBest, (g) => bestBits[g], 65536);
-      const get = (g) => ({ rep: rep[g], keeper: keeper[g], best: HALF[bestBits[g]],
-        members: Array.from(members.subarray(start[g], start[g + 1])) });
-      groupCache = { t, version: marksVersion, group, count, rep, keeper, bestBits, byBest, get, nDup: nm,
-        best: (g) => HALF[bestBits[g]], size: (g) => start[g + 1] - start[g],
-        members: (g) => members.subarray(start[g], start[g + 1]) };
+        keeperCache.set(g, k);
+        return k;
+      };
+      const best = (g) => HALF[T.bits[T.first[g]]];
+      groupCache = { t, version: marksVersion, count: byBest.length, byBest, nDup, groupOf, members, keeper, best,
+        inGroup: (i) => T.joined[i] < P, rep: (g) => T.lowest[g], size: (g) => T.size[g],
+        get: (g) => ({ keeper: keeper(g), best: best(g), members: Array.from(members(g)) }) };
       return groupCache;
     }
+    // "keep" marks change keepers only; "not a duplicate" marks change the tree.
     function marksChanged() { marksVersion++; groupCache = null; saveMarks(); }
 
-    // Number of pairs with similarity >= t (pairs sorted descending).
+    // Number of pairs with similarity >= t.
     function pairCount(t) {
-      let lo = 0, hi = P;
       const tb = bitsAtLeast(t);
-      while (lo < hi) { const mid = (lo + hi) >> 1; if (psBits[mid] >= tb) lo = mid + 1; else hi = mid; }
-      return lo;
+      let lo = 0, hi = levelBits.length;  // first level below t
+      while (lo < hi) { const mid = (lo + hi) >> 1; if (levelBits[mid] >= tb) lo = mid + 1; else hi = mid; }
+      return lo ? levelCount[lo - 1] : 0;
     }
     let nOk = 0;
     for (let i = 0; i < N; i++) nOk += flags[i] & 1;
@@ -285,7 +314,7 @@
     }
     function selectRows() {
       const t = state.t, want = state.rows, start = state.page * want;
-      const G = starGroups(t);
+      const G = duplicateGroups(t);
       const gl = state.cross || state.conf ? G.byBest.filter((g) => groupPasses(G.members(g))) : G.byBest;
       const singles = state.dups || state.cross || state.conf ? 0 : N - G.nDup;
       const total = gl.length + singles;
@@ -296,7 +325,7 @@
       const pick = (k) => {  // k-th row of the descending sequence, walking forward only
         while (seq.length <= k) {
           let gi = seq.gIdx || 0, si = seq.sIdx || 0;
-          while (singles && si < N && G.group[orderDesc[si]] >= 0) si++;
+          while (singles && si < N && G.inGroup(orderDesc[si])) si++;
           const gs = gi < gl.length ? G.best(gl[gi]) : -Infinity;
           const ss = singles && si < N ? maxSim[orderDesc[si]] : -Infinity;
           if (gi < gl.length && (gs >= ss || !(ss >= -1))) { seq.push(gl[gi]); gi++; }
@@ -375,20 +404,25 @@
     const MAX_DUPS = 48;  // per row before a "+N more" button: keeps big groups from flooding the DOM
     let lastRenderMs = 0;
 
-    // The entry of x's adjacency list that holds y (-1 if none).
-    function entryOf(x, y) {
-      for (let e = adjStart[x], end = adjStart[x + 1]; e < end; e++) if (adjIdx[e] === y) return e;
-      return -1;
+    // The pair (x, y) as shown: its score (and float16 bits) and inliers (-1: not checked), from the
+    // pairs inside the groups or from an image's nearest neighbour; null when neither has it.
+    function pairInfo(x, y) {
+      for (let e = linkStart[x], end = linkStart[x + 1]; e < end; e++) {
+        if (linkIdx[e] === y) return { s: HALF[linkBits[e]], bits: linkBits[e], inl: verified ? linkInl[e] : -1 };
+      }
+      for (const [p, q] of [[x, y], [y, x]]) {
+        if (nn[p] === q) return { s: maxSim[p], bits: 0, inl: nnInl ? nnInl[p] : -1 };
+      }
+      return null;
     }
-    // Group g's copies as (image, its adjacency entry from the keeper), in the row's order: the
-    // highest score to the keeper first, ties by the lower row.
+    // Group g's copies as (image, its pair with the keeper), in the row's order: the highest
+    // score to the keeper first, ties by the lower row.
     function copiesOf(G, g) {
-      const k = G.keeper[g];
-      return Array.from(G.members(g)).filter((m) => m !== k).map((m) => [m, entryOf(k, m)])
-        .sort((x, y) => adjBits[y[1]] - adjBits[x[1]] || x[0] - y[0]);
+      const k = G.keeper(g);
+      return Array.from(G.members(g)).filter((m) => m !== k).map((m) => [m, pairInfo(k, m)])
+        .sort((x, y) => y[1].bits - x[1].bits || x[0] - y[0]);
     }
-    function verifiedMark(e) {
-      const v = adjInl[e];
+    function verifiedMark(v) {
       const mark = document.createElement("span");
       mark.className = v >= VERIFIED_INLIERS ? "verified yes" : "verified no";
       mark.textContent = v >= VERIFIED_INLIERS ? " \u2713" : " ?";
@@ -424,7 +458,7 @@
         row.replaceChildren(frag);
         return 1;
       }
-      const gr = starGroups(t).get(r), k = gr.keeper;
+      const gr = duplicateGroups(t).get(r), k = gr.keeper;
       const head = card(k, `best ${gr.best.toFixed(3)}`, -1);
       head.classList.add("keeper");
       head.lastChild.appendChild(markButton(keepMark.has(k) ? "keep on" : "keep", keepMark.has(k) ? "\u2605 kept" : "keeper",
@@ -433,12 +467,12 @@
       frag.appendChild(head);
       const dups = document.createElement("div");
       dups.className = "dups";
-      const others = copiesOf(starGroups(t), r);
+      const others = copiesOf(duplicateGroups(t), r);
       const limit = expanded.has(r) ? others.length : Math.min(others.length, MAX_DUPS);
       for (let q = 0; q < limit; q++) {
         const [m, e] = others[q];
-        const c = card(m, score(e).toFixed(3), k);
-        if (pinl) c.lastChild.firstChild.appendChild(verifiedMark(e));
+        const c = card(m, e.s.toFixed(3), k);
+        if (verified) c.lastChild.firstChild.appendChild(verifiedMark(e.inl));
         c.lastChild.appendChild(markButton("keep", "keep", "Keep this one instead", { keep: m }));
         c.lastChild.appendChild(markButton("notdup", "not a duplicate", "Mark this pair as not a duplicate", { a: k, b: m }));
         dups.appendChild(c);
@@ -473,7 +507,7 @@
         const row = document.createElement("article");
         row.className = r >= 0 ? "row group" : "row single";
         row.dataset.row = r;
-        row.dataset.index = r >= 0 ? sel.G.keeper[r] : -1 - r;
+        row.dataset.index = r >= 0 ? sel.G.keeper(r) : -1 - r;
         if (cards < EAGER_CARDS || !lazyRows) cards += fillRow(row);
         else lazyRows.observe(row);
         frag.appendChild(row);
@@ -495,7 +529,7 @@
     }
 
     function renderStats() {
-      const t = state.t, G = starGroups(t);
+      const t = state.t, G = duplicateGroups(t);
       $("stat-images").textContent = fmt(N) + (nOk < N ? ` (${fmt(N - nOk)} failed)` : "");
       $("stat-dup-images").textContent = fmt(G.nDup);
       $("stat-pairs").textContent = fmt(pairCount(t));
@@ -507,7 +541,7 @@
     // The threshold's range: from the lowest score in the neighbour lists (rounded down to 0.01)
     // to 1, so the slider's width is where the scores are.
     let tLo = 1;
-    if (P) tLo = HALF[psBits[P - 1]];  // pairs are sorted, the lowest last
+    if (P) tLo = HALF[levelBits[levelBits.length - 1]];  // the lowest pair score
     tLo = P && Number.isFinite(tLo) ? Math.max(0, Math.floor(tLo * 100) / 100) : 0;
     if (tLo >= 1) tLo = 0.99;
 
@@ -676,7 +710,7 @@
 
     // Marks from the rows' buttons.
     function toggleKeep(i) {
-      const G = starGroups(state.t), g = G.group[i];
+      const G = duplicateGroups(state.t), g = G.groupOf(i);
       if (keepMark.has(i)) keepMark.delete(i);
       else {
         if (g >= 0) for (const m of G.members(g)) keepMark.delete(m);  // one keeper per group
@@ -687,6 +721,7 @@
     function toggleNotDup(x, y) {
       const key = pairKey(x, y);
       if (notDup.has(key)) notDup.delete(key); else notDup.add(key);
+      notDupVersion++;
       marksChanged();
     }
 
@@ -711,7 +746,7 @@
       const i = +thumb.closest(".card").dataset.index, r = +thumb.closest("article.row").dataset.row;
       // A copy opens its pair with the keeper, the keeper its first copy, an image in no group
       // its pair with its nearest neighbour.
-      const list = visiblePairs(), k = r >= 0 ? starGroups(state.t).keeper[r] : i;
+      const list = visiblePairs(), k = r >= 0 ? duplicateGroups(state.t).keeper(r) : i;
       openCompare(list, list.findIndex(([x, y]) => x === k && (y === i || i === k)), i);
     });
 
@@ -728,13 +763,13 @@
     // Pairs shown on this page, in page order: (keeper, copy) for each group's copies, and for an
     // image in no group, the image and its nearest neighbour.
     function visiblePairs() {
-      const G = starGroups(state.t), out = [];
+      const G = duplicateGroups(state.t), out = [];
       for (const r of shownRows) {
         if (r >= 0) {
-          for (const [m] of copiesOf(G, r)) out.push([G.keeper[r], m]);
+          for (const [m] of copiesOf(G, r)) out.push([G.keeper(r), m]);
         } else {
           const i = -1 - r;
-          out.push([i, adjStart[i + 1] > adjStart[i] ? adjIdx[adjStart[i]] : -1]);
+          out.push([i, nn[i]]);
         }
       }
       return out;
@@ -767,26 +802,26 @@
       info.querySelector(".side-tags").textContent = tags.join("  \u00b7  ");
       const keep = side.querySelector(".side-keep");
       keep.dataset.keep = i;
-      const G = starGroups(state.t), g = G.group[i];
+      const G = duplicateGroups(state.t), g = G.groupOf(i);
       keep.textContent = keepMark.has(i) ? "\u2605 kept (click to unmark)"
-        : g >= 0 && G.keeper[g] === i ? "The group keeps this one" : "Keep this one";
+        : g >= 0 && G.keeper(g) === i ? "The group keeps this one" : "Keep this one";
     }
     function renderCompare() {
       const [x, y] = compare.list[compare.at] || [compare.single, -1];
       fillSide($("side-a"), x);
       fillSide($("side-b"), y);
-      const e = y >= 0 ? entryOf(x, y) : -1;
+      const e = y >= 0 ? pairInfo(x, y) : null;
       const ev = $("compare-evidence");
       ev.replaceChildren();
-      if (e >= 0) {
-        const v = adjInl[e];
-        ev.textContent = `similarity ${score(e).toFixed(3)}` + (pinl ? (v < 0 ? " \u00b7 not verified (below the candidate bar)"
+      if (e) {
+        const v = e.inl;
+        ev.textContent = `similarity ${e.s.toFixed(3)}` + (verified ? (v < 0 ? " \u00b7 not verified (below the candidate bar)"
           : ` \u00b7 ${v} matching local features${v >= VERIFIED_INLIERS ? " (verified)" : " (not verified)"}`) : "");
         if (notDup.has(pairKey(x, y))) ev.textContent += " \u00b7 marked: not a duplicate";
       } else ev.textContent = y >= 0 ? "" : "no neighbour";
       const nd = $("compare-notdup");
-      nd.hidden = e < 0;
-      nd.textContent = e >= 0 && notDup.has(pairKey(x, y)) ? "Undo \u2018not a duplicate\u2019" : "Not a duplicate";
+      nd.hidden = !e;
+      nd.textContent = e && notDup.has(pairKey(x, y)) ? "Undo \u2018not a duplicate\u2019" : "Not a duplicate";
       $("compare-pos").textContent = compare.list.length ? `pair ${compare.at + 1} of ${compare.list.length} on this page (\u2190 \u2192)` : "";
       viewer.dataset.a = x;
       viewer.dataset.b = y;
@@ -823,8 +858,8 @@
     // ---------------------------------------------------------------------------------------------
     // Export of the duplicates at the current threshold, built in the page.
     // Groups at t as lists of rows, keeper first (the rows of the page).
-    const groupsAt = (t) => Array.from(starGroups(t).byBest, (g) => {
-      const gr = starGroups(t).get(g);
+    const groupsAt = (t) => Array.from(duplicateGroups(t).byBest, (g) => {
+      const gr = duplicateGroups(t).get(g);
       return [gr.keeper, ...gr.members.filter((m) => m !== gr.keeper)];
     });
     const csvCell = (s) => /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
@@ -837,39 +872,59 @@
       a.remove();
       setTimeout(() => URL.revokeObjectURL(a.href), 10000);
     }
-    function exportData(kind) {
-      const t = state.t, np = pairCount(t), tag = `t${t.toFixed(3)}`;
-      const kept = [];  // pairs at t, without those marked "not a duplicate"
+    // Every pair, for the pair exports: part files loaded on first use (they are most of the data).
+    let allPairs = null;
+    function loadPairs() {
+      if (allPairs) return allPairs;
+      const files = D.pairs.files || [];
+      allPairs = Promise.all(files.map((f) => new Promise((resolve, reject) => {
+        const el = document.createElement("script");
+        el.src = f;
+        el.onload = resolve;
+        el.onerror = () => reject(new Error(`${f} is missing or failed to load: keep the data/ folder next to index.html.`));
+        document.head.appendChild(el);
+      }))).then(() => ({ a: col(D.pairs.a, Int32Array), b: col(D.pairs.b, Int32Array), bits: col(D.pairs.s, Uint16Array) }));
+      allPairs.catch((err) => { allPairs = null; alert(err.message); });
+      return allPairs;
+    }
+    async function exportData(kind) {
+      const t = state.t, tag = `t${t.toFixed(3)}`;
+      if (kind === "groups") {
+        const lines = ["group,index,path"];
+        groupsAt(t).forEach((g, k) => { for (const i of g) lines.push(`${k},${i},${csvCell(paths[i])}`); });
+        download(`duplicate-groups-${tag}.csv`, lines.join("\n") + "\n", "text/csv");
+        return;
+      }
+      const { a: pa, b: pb, bits } = await loadPairs();
+      const np = pairCount(t), kept = [];  // pairs at t (sorted by score), without those marked "not a duplicate"
       for (let p = 0; p < np; p++) if (!notDup.has(pairKey(pa[p], pb[p]))) kept.push(p);
       if (kind === "json") {
-        const pairs = kept.map((p) => ({ a: pa[p], b: pb[p], path_a: paths[pa[p]], path_b: paths[pb[p]], similarity: HALF[psBits[p]] }));
+        const pairs = kept.map((p) => ({ a: pa[p], b: pb[p], path_a: paths[pa[p]], path_b: paths[pb[p]], similarity: HALF[bits[p]] }));
         const groups = groupsAt(t).map((g) => g.map((i) => ({ index: i, path: paths[i] })));
         const doc = { source: D.source, metric: (D.attrs && D.attrs.metric) || "(1+cos)/2", threshold: t,
           n_images: N, n_pairs: pairs.length, n_groups: groups.length, pairs, groups };
         download(`duplicates-${tag}.json`, JSON.stringify(doc, null, 1), "application/json");
-      } else if (kind === "pairs") {
-        const lines = ["a,b,path_a,path_b,similarity"];
-        for (const p of kept) lines.push(`${pa[p]},${pb[p]},${csvCell(paths[pa[p]])},${csvCell(paths[pb[p]])},${HALF[psBits[p]]}`);
-        download(`duplicate-pairs-${tag}.csv`, lines.join("\n") + "\n", "text/csv");
       } else {
-        const lines = ["group,index,path"];
-        groupsAt(t).forEach((g, k) => { for (const i of g) lines.push(`${k},${i},${csvCell(paths[i])}`); });
-        download(`duplicate-groups-${tag}.csv`, lines.join("\n") + "\n", "text/csv");
+        const lines = ["a,b,path_a,path_b,similarity"];
+        for (const p of kept) lines.push(`${pa[p]},${pb[p]},${csvCell(paths[pa[p]])},${csvCell(paths[pb[p]])},${HALF[bits[p]]}`);
+        download(`duplicate-pairs-${tag}.csv`, lines.join("\n") + "\n", "text/csv");
       }
     }
     // The delete list, by the rule of dupscope.export (dupscope export --marks writes the same
-    // rows): the star groups above, marks applied, each keeping its keeper; groups numbered by
-    // their representative's row, as dupscope export numbers them.
+    // rows): the groups above, marks applied, each keeping its keeper; groups numbered by their
+    // first row, as dupscope export numbers them.
     function deleteList(t) {
-      const G = starGroups(t);
-      const order = Array.from({ length: G.count }, (_, g) => g).sort((x, y) => G.rep[x] - G.rep[y]);
-      const number = new Int32Array(G.count);
-      order.forEach((g, k) => { number[g] = k + 1; });
+      const G = duplicateGroups(t);
+      const number = new Int32Array(N), keepers = new Uint8Array(N);  // number: group of each image, 1-based
+      Array.from(G.byBest).sort((x, y) => G.rep(x) - G.rep(y)).forEach((g, k) => {
+        for (const i of G.members(g)) number[i] = k + 1;
+        keepers[G.keeper(g)] = 1;
+      });
       const rows = [];
       for (let i = 0; i < N; i++) {
-        const g = G.group[i], m = maxSim[i];
-        rows.push({ path: paths[i], group: g >= 0 ? number[g] : null,
-          action: g < 0 || G.keeper[g] === i ? "keep" : "remove", width: width[i], height: height[i],
+        const m = maxSim[i];
+        rows.push({ path: paths[i], group: number[i] || null,
+          action: !number[i] || keepers[i] ? "keep" : "remove", width: width[i], height: height[i],
           best_score: Number.isFinite(m) ? Math.round(m * 1e4) / 1e4 : null });
       }
       return rows;
@@ -886,7 +941,7 @@
     $("export-marks").addEventListener("click", () =>
       download("marks.json", JSON.stringify(marksDocument(), null, 1) + "\n", "application/json"));
     $("clear-marks").addEventListener("click", () => {
-      notDup.clear(); keepMark.clear(); marksChanged(); update();
+      notDup.clear(); keepMark.clear(); notDupVersion++; marksChanged(); update();
     });
     $("export-delete-csv").addEventListener("click", () => {
       const lines = ["path,group,action,width,height,best_score"];
@@ -933,13 +988,13 @@
     performance.mark("dupscope:set-up");
     readHash();
     // "Show only duplicates" starts on when there are duplicates (unless the address says otherwise).
-    if (!new URLSearchParams(location.hash.slice(1)).has("dups")) state.dups = starGroups(state.t).count > 0;
+    if (!new URLSearchParams(location.hash.slice(1)).has("dups")) state.dups = duplicateGroups(state.t).count > 0;
     update();
     // For tests and benchmarks: the page is ready, and how long the last row render took.
     window.dupscope = {
       state, set, exportData, deleteList,
       get lastRenderMs() { return lastRenderMs; },
-      counts: () => ({ pairs: pairCount(state.t), groups: starGroups(state.t).count, dupImages: starGroups(state.t).nDup }),
+      counts: () => ({ pairs: pairCount(state.t), groups: duplicateGroups(state.t).count, dupImages: duplicateGroups(state.t).nDup }),
       groups: () => groupsAt(state.t), marksDocument, range: () => [tLo, 1],
     };
     document.documentElement.dataset.ready = "1";
