@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from dupscope.scoring import VERIFIED_INLIERS, pair_score, raw_cosines, score_neighbors
-from dupscope.verify import VerifyConfig, image_features, match_features, verify_pairs
+from dupscope.verify import VerifyConfig, image_features, match_features, mirrored_features, prepared_grey, verify_pairs
 
 
 def scene(seed: int, size=(320, 240)) -> Image.Image:
@@ -60,6 +60,25 @@ def test_edited_copies_verify(images, name):
     assert ev.checked[0]
     assert ev.inliers[0] >= VERIFIED_INLIERS, (name, int(ev.inliers[0]))
     assert ev.mirrored[0] == (name == "mirror")
+
+
+def test_mirrored_features_match_detection_on_the_flipped_image(images):
+    """The mirror image's features from the direct keypoints (mirrored, descriptors recomputed)
+    sit at the mirrored positions and match a mirrored copy about as well as detecting again."""
+    grey = prepared_grey(images["orig"])
+    direct = image_features(grey)
+    fast = mirrored_features(grey, direct)
+    again = image_features(grey, mirror=True)
+    w = grey.shape[1]
+    assert fast.size == again.size == direct.size and len(fast.points) > 100
+    # Every keypoint ORB keeps is a mirrored direct one (ORB drops those too near the border).
+    mirrored = {(round(w - 1 - x, 2), round(y, 2)) for x, y in direct.points.tolist()}
+    assert all((round(x, 2), round(y, 2)) in mirrored for x, y in fast.points.tolist())
+    copy = image_features(images["mirror"])
+    n_fast, _ = match_features(copy, fast)
+    n_again, _ = match_features(copy, again)
+    assert n_fast >= VERIFIED_INLIERS and n_fast >= 0.8 * n_again, (n_fast, n_again)
+    assert match_features(image_features(images["other"]), fast)[0] < VERIFIED_INLIERS
 
 
 @pytest.mark.parametrize("name", ["other", "other2"])

@@ -15,7 +15,8 @@ transform. This module checks exactly that, for the candidate pairs phase 1 find
    and described by at most ``features`` ORB keypoints (OpenCV: FAST corners with binary
    descriptors; on the realistic benchmark they found 8 or more inliers for all but 5 of 111 true
    pairs where SIFT at 256-384 px missed 6-24, at a tenth of SIFT's time per image). The mirror
-   image's features are computed the same way, only for images whose pair fails the direct check.
+   image's features, only for images whose pair fails the direct check, are the direct keypoints
+   mirrored, with their descriptors computed on the flipped image.
 2. For a pair, descriptors are matched both ways (Hamming distance) with Lowe's ratio test
    (``ratio``) and kept when mutual; a similarity transform is fitted to the matched positions with RANSAC
    (``cv2.estimateAffinePartial2D``, reprojection threshold ``ransac_px`` pixels at ``side``).
@@ -48,7 +49,8 @@ import numpy as np
 from .defaults import usable_cpus
 from .errors import VerificationUnavailable
 
-__all__ = ["VerifyConfig", "Evidence", "Features", "image_features", "match_features", "verify_pairs",
+__all__ = ["VerifyConfig", "Evidence", "Features", "image_features", "mirrored_features", "match_features",
+           "verify_pairs",
            "VerificationUnavailable"]
 
 
@@ -96,15 +98,17 @@ class VerifyConfig:
 @dataclass
 class Features:
     """Keypoint positions (K, 2) float32 and ORB descriptors (K, 32) uint8 of one image (resized to
-    ``side``), and that resized image's size."""
+    ``side``), that resized image's size, and the keypoints' other attributes."""
 
     points: np.ndarray
     descriptors: np.ndarray
     size: tuple[int, int]
+    #: (K, 4) float32 size, angle, response and octave of each keypoint (for the mirror image's features)
+    shape: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.points.nbytes + self.descriptors.nbytes + 64
+        return self.points.nbytes + self.descriptors.nbytes + (0 if self.shape is None else self.shape.nbytes) + 64
 
 
 @dataclass
@@ -178,10 +182,18 @@ def prepared_grey(path: str | os.PathLike, config: VerifyConfig = VerifyConfig()
     return _stretch(_grey_resized(os.fspath(path), config.side))
 
 
+def _features(kps, desc, grey: np.ndarray) -> Features:
+    size = (grey.shape[1], grey.shape[0])
+    if desc is None or not kps:
+        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), size, np.zeros((0, 4), np.float32))
+    return Features(np.asarray(_cv2().KeyPoint_convert(kps), np.float32).reshape(-1, 2), desc, size,
+                    np.array([(k.size, k.angle, k.response, k.octave) for k in kps], np.float32))
+
+
 def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = VerifyConfig(), *,
                    mirror: bool = False) -> Features:
     """ORB keypoints of one image: a path, or the array :func:`prepared_grey` returns for it
-    (``mirror`` then flips that array).
+    (``mirror`` then flips that array and detects on the flipped image).
 
     Raises
     ------
@@ -192,11 +204,32 @@ def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = 
     grey = path if isinstance(path, np.ndarray) else prepared_grey(path, config)
     if mirror:
         grey = np.ascontiguousarray(grey[:, ::-1])
-    kps, desc = cv2.ORB_create(nfeatures=config.features, nlevels=config.levels, fastThreshold=10).detectAndCompute(grey, None)
-    if desc is None or not kps:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), (grey.shape[1], grey.shape[0]))
-    pts = np.array([k.pt for k in kps], np.float32)
-    return Features(pts, desc, (grey.shape[1], grey.shape[0]))
+    kps, desc = _orb(config).detectAndCompute(grey, None)
+    return _features(kps, desc, grey)
+
+
+def mirrored_features(grey: np.ndarray, direct: Features, config: VerifyConfig = VerifyConfig()) -> Features:
+    """Features of the mirror image of ``grey`` (the array :func:`prepared_grey` returns) from its
+    direct features: the keypoints are mirrored and only their descriptors computed again (FAST
+    corners and their strength do not change under a mirror; the orientation mirrors to 180
+    degrees minus itself). About half the time of detecting on the flipped image, and as many
+    inliers within a few percent against a mirrored copy (measured on 80 stellarium photos)."""
+    cv2 = _cv2()
+    flipped = np.ascontiguousarray(grey[:, ::-1])
+    w = grey.shape[1]
+    # Columns as Python lists first: building keypoints from numpy scalars costs more than ORB.
+    sh = direct.shape
+    kps = [cv2.KeyPoint(x, y, size, angle, response, octave) for x, y, size, angle, response, octave in zip(
+        (w - 1 - direct.points[:, 0]).tolist(), direct.points[:, 1].tolist(), sh[:, 0].tolist(),
+        ((180.0 - sh[:, 1]) % 360.0).tolist(), sh[:, 2].tolist(), sh[:, 3].astype(np.int32).tolist())]
+    if not kps:
+        return _features((), None, flipped)
+    kps, desc = _orb(config).compute(flipped, kps)
+    return _features(kps, desc, flipped)
+
+
+def _orb(config: VerifyConfig):
+    return _cv2().ORB_create(nfeatures=config.features, nlevels=config.levels, fastThreshold=10)
 
 
 def mutual_matches(d1: np.ndarray, d2: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +318,11 @@ class _Cache:
             return self.get(i, mirror)  # computed by the other thread (recomputed if already evicted)
         try:
             grey = self._grey(i)
-            feats = image_features(grey, self.config, mirror=mirror)
+            if mirror:
+                direct = self.get(i, False)
+                feats = None if direct is None else mirrored_features(grey, direct, self.config)
+            else:
+                feats = image_features(grey, self.config)
         except Exception:  # unreadable now (removed, changed): no evidence for its pairs
             feats = None
         with self.lock:
