@@ -266,3 +266,32 @@ def test_dupscope_v3_fusion():
     few = fuse_embeddings(_copies(5, 8, d=1952), None, DUPSCOPE_V3)
     assert not few.whitened and few.embeddings.shape == (40, 1952)
     assert "not whitened: 5 distinct pictures in 40 images give fewer than 8 axes" in few.description
+
+
+def test_a_stored_fit_treats_new_rows_as_the_fitted_ones(tmp_path):
+    """apply_fit reproduces fuse_embeddings on the rows it was fitted on (exactly), the fit
+    survives an HDF5 round trip, and augment_rows gives a row the augmentation the whole run gave
+    it (the same neighbours, so the same row)."""
+    import h5py
+
+    from dupscope.fusion import FusionFit, apply_fit, augment_rows
+
+    x = _random(60, 17, seed=3)
+    ok = np.ones(60, bool)
+    ok[[4, 9]] = False
+    r = fuse_embeddings(x, ok, SMALL, device="cpu")
+    assert r.whitened and r.fit is not None
+    with h5py.File(tmp_path / "fit.h5", "w") as f:
+        r.fit.to_group(f.create_group("fusion"))
+    with h5py.File(tmp_path / "fit.h5", "r") as f:
+        fit = FusionFit.from_group(f["fusion"], SMALL)
+        with pytest.raises(ValueError, match="not of 'dupscope-v3'"):
+            FusionFit.from_group(f["fusion"], DUPSCOPE_V3)
+    np.testing.assert_array_equal(apply_fit(x, fit, ok), r.embeddings)
+
+    aug = dataclasses.replace(SMALL, neighbours=3)
+    ra = fuse_embeddings(x, None, aug, device="cpu")
+    base = apply_fit(x, ra.fit)
+    rows = np.array([0, 17, 59])
+    got = augment_rows(base[rows], base, ra.fit, self_rows=rows)
+    np.testing.assert_allclose(got, ra.embeddings[rows], atol=1e-5)

@@ -48,7 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Branch", "Fusion", "FusionResult", "fuse_embeddings", "count_pictures", "DUPSCOPE_V3"]
+__all__ = ["Branch", "Fusion", "FusionFit", "FusionResult", "fuse_embeddings", "apply_fit", "augment_rows",
+           "count_pictures", "DUPSCOPE_V3"]
 
 _CHUNK = 8192  # rows per block of the row-wise passes: bounds float64 temporaries (~80 MB at D = 1280)
 # Above this many valid images the distinct pictures are first counted in a random sample of this
@@ -153,6 +154,124 @@ DUPSCOPE_V3 = Fusion(
 
 
 @dataclass
+class FusionFit:
+    """What :func:`fuse_embeddings` fitted on one data set, so that rows added later (an append
+    run, a query set checked against a reference) get exactly the same treatment
+    (:func:`apply_fit`, :func:`augment_rows`) instead of a refit that would move every score.
+
+    Attributes
+    ----------
+    fusion : Fusion
+        The rule (branches, weights, neighbour augmentation).
+    means : list of numpy.ndarray
+        Per branch, float64 (dim,): the mean of the valid unit rows (step 2).
+    whitening : list
+        Per branch, None (only centred) or ``(mean, axes, singular)``: float64 (dim,), float64
+        (dim, d), float64 (d,) of step 3.
+    """
+
+    fusion: Fusion
+    means: list
+    whitening: list
+
+    def to_group(self, group) -> None:
+        """Store in an HDF5 group (``fusion/`` of a similarity file, docs/SCHEMA.md)."""
+        group.attrs["name"] = self.fusion.name
+        for k, (b, mean, wh) in enumerate(zip(self.fusion.branches, self.means, self.whitening)):
+            g = group.create_group(f"branch{k}")
+            g.attrs.update({"name": b.name, "dim": b.dim, "weight": b.weight})
+            g["mean"] = mean
+            if wh is not None:
+                g["whiten_mean"], g["whiten_axes"], g["whiten_singular"] = wh
+
+    @classmethod
+    def from_group(cls, group, fusion: Fusion) -> "FusionFit":
+        """Read what :meth:`to_group` stored, for ``fusion`` (which must be the one it was made by)."""
+        if group.attrs.get("name") != fusion.name or len(group) != len(fusion.branches):
+            raise ValueError(f"the stored fit is of {group.attrs.get('name')!r}, not of {fusion.name!r}")
+        means, whitening = [], []
+        for k, b in enumerate(fusion.branches):
+            g = group[f"branch{k}"]
+            if int(g.attrs["dim"]) != b.dim:
+                raise ValueError(f"the stored fit's branch {k} has {g.attrs['dim']} columns, not {b.dim}")
+            means.append(np.asarray(g["mean"], np.float64))
+            whitening.append(None if "whiten_axes" not in g else (
+                np.asarray(g["whiten_mean"], np.float64), np.asarray(g["whiten_axes"], np.float64),
+                np.asarray(g["whiten_singular"], np.float64)))
+        return cls(fusion, means, whitening)
+
+    @property
+    def width(self) -> int:
+        """Columns of the fused embedding."""
+        return sum(b.dim if w is None else w[1].shape[1] for b, w in zip(self.fusion.branches, self.whitening))
+
+
+def _fit_block(x: np.ndarray, fit: FusionFit) -> np.ndarray:
+    """Steps 1-4 and the concatenation for a block of raw rows (float16/32, all valid): float32
+    (rows, fit.width), each branch of norm equal to its weight."""
+    out = np.empty((len(x), fit.width), np.float32)
+    lo = start = 0
+    for b, mean, wh in zip(fit.fusion.branches, fit.means, fit.whitening):
+        u = _l2_rows(x[:, start:start + b.dim].astype(np.float32))
+        u -= mean
+        _l2_rows_inplace(u, weight=b.weight)
+        if wh is not None:
+            u = (((u.astype(np.float64) - wh[0]) @ wh[1]) / wh[2]).astype(np.float32)
+        out[:, lo:lo + u.shape[1]] = _l2_rows(u) * np.float32(b.weight)
+        lo += u.shape[1]
+        start += b.dim
+    return out
+
+
+def apply_fit(raw: np.ndarray, fit: FusionFit, ok: np.ndarray | None = None) -> np.ndarray:
+    """The fused rows of ``raw`` (N, fusion.dim) before neighbour augmentation, by a stored fit:
+    float32 (N, fit.width), zero where ``ok`` is False. For the rows a fit was made on, this is
+    exactly what :func:`fuse_embeddings` computed for them."""
+    x = np.asarray(raw)
+    if x.ndim != 2 or x.shape[1] != fit.fusion.dim:
+        raise ValueError(f"{fit.fusion.name}: expected embeddings of shape (N, {fit.fusion.dim}), got {x.shape}")
+    rows = np.flatnonzero(np.ones(len(x), bool) if ok is None else np.asarray(ok, bool))
+    out = np.zeros((len(x), fit.width), np.float32)
+    for i in range(0, len(rows), _CHUNK):
+        sl = rows[i:i + _CHUNK]
+        out[sl] = _fit_block(x[sl], fit)
+    return out
+
+
+def augment_rows(new: np.ndarray, pool: np.ndarray, fit: FusionFit, *, self_rows: np.ndarray | None = None,
+                 device: str = "auto", threads: int | None = None) -> np.ndarray:
+    """Neighbour augmentation of ``new`` rows (fused, before augmentation) against ``pool`` (the
+    same kind of rows of the whole data set they belong to), as :func:`fuse_embeddings` does for
+    its own rows: each row plus its ``fusion.neighbours`` nearest pool rows weighted
+    ``max(cos, 0) ** power``, L2-normalised. ``self_rows[i]`` is new row i's own row in the pool
+    (left out of its neighbours). All rows must be valid (non-zero)."""
+    f = fit.fusion
+    x = _l2_rows(np.asarray(new, np.float32))
+    if f.neighbours <= 0 or len(pool) < 2:
+        return x
+    p = _l2_rows(np.asarray(pool, np.float32))
+    k = min(f.neighbours, len(p) - 1)
+    idx, cos = _cross_topk(x, p, k + 1, self_rows)
+    idx, cos = idx[:, :k], cos[:, :k]
+    weight = np.maximum(np.nan_to_num(cos, nan=0.0), 0.0) ** np.float32(f.neighbour_power)
+    weight[idx < 0] = 0.0
+    out = x + np.einsum("rk,rkd->rd", weight, p[np.where(idx < 0, 0, idx)])
+    _l2_rows_inplace(out)
+    return out
+
+
+def _cross_topk(q: np.ndarray, p: np.ndarray, k: int, self_rows: np.ndarray | None, block: int = 1024
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit row of ``q``'s ``k`` nearest unit rows of ``p`` (its own row ``self_rows[i]`` left
+    out), best first, ties by lower row: (index, cosine), the cosine read back from the engine's
+    float16 ``(1 + cos) / 2`` as :func:`_neighbour_cosines` does, so the weights are the same."""
+    from .search import query_topk
+
+    index, sim = query_topk(q, p, k, exclude=self_rows, block=block, metric="engine")
+    return index, 2.0 * sim.astype(np.float32) - 1.0
+
+
+@dataclass
 class FusionResult:
     """Output of :func:`fuse_embeddings`.
 
@@ -173,6 +292,8 @@ class FusionResult:
         Whitened dimensions kept per branch (0: that branch was only centred).
     neighbours : int
         Neighbours of the neighbour augmentation (0: none).
+    fit : FusionFit or None
+        The fitted statistics, to treat rows added later the same way.
     """
 
     embeddings: np.ndarray
@@ -182,6 +303,7 @@ class FusionResult:
     n_pictures: int = 0
     axes: tuple = ()
     neighbours: int = 0
+    fit: FusionFit | None = None
 
 
 def _l2_rows(x: np.ndarray) -> np.ndarray:
@@ -315,20 +437,17 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
     elif any(b.whiten for b in fusion.branches) and n_valid > 1:
         n_pictures, sampled = _count_for_axes(joined_rows, n_valid, fusion, device=device, threads=threads)
         axes_kept = fusion.axes_for(n_pictures, n_valid)
-    parts = []
     kept_axes = []
+    whitening = []
     for k, b in enumerate(fusion.branches):
         step = "L2, centred"
-        part = None
+        wh = None
         if b.whiten and axes_kept:
             # Every row of the branch has norm b.weight here, so each image weighs the same in the fit.
             mean, scatter = _centred_moments_of(lambda i, j, k=k: branch_rows(k, slice(i, j)), n_valid, b.dim)
             axes, sing = _whitening(scatter, axes_kept)
             if axes.shape[1]:
-                part = np.empty((n_valid, axes.shape[1]), np.float32)
-                for i in range(0, n_valid, _CHUNK):
-                    blk = branch_rows(k, slice(i, i + _CHUNK)).astype(np.float64)
-                    part[i:i + _CHUNK] = ((blk - mean) @ axes) / sing
+                wh = (mean, axes, sing)
                 step += f", L2, centred, PCA-whitened to {axes.shape[1]}-d"
             else:  # every valid row is the same: nothing to whiten
                 step += " (not whitened: no variance)"
@@ -337,19 +456,14 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
         elif b.whiten:
             step += (f" (not whitened: {n_pictures} distinct pictures in {n_valid} images give fewer than "
                      f"{fusion.min_whiten_dims} axes)")
-        parts.append(part)  # None: the branch is only centred, its rows are recomputed below
-        kept_axes.append(0 if part is None else int(part.shape[1]))
+        whitening.append(wh)
+        kept_axes.append(0 if wh is None else int(wh[1].shape[1]))
         notes.append(f"{b.name}[{b.dim}]: {step}, L2, x{b.weight:g}")
-    widths = [b.dim if part is None else part.shape[1] for b, part in zip(fusion.branches, parts)]
-    fused = np.zeros((n, sum(widths)), np.float32)
-    lo = 0
-    for k, (b, part, width) in enumerate(zip(fusion.branches, parts, widths)):
-        for i in range(0, n_valid, _CHUNK):
-            sl = slice(i, i + _CHUNK)
-            blk = branch_rows(k, sl) if part is None else part[sl]
-            fused[rows[sl], lo:lo + width] = _l2_rows(blk) * np.float32(b.weight)
-        lo += width
-    del parts
+    fit = FusionFit(fusion, means, whitening)
+    fused = np.zeros((n, fit.width), np.float32)
+    for i in range(0, n_valid, _CHUNK):
+        sl = rows[i:i + _CHUNK]
+        fused[sl] = _fit_block(x[sl], fit)
     if n_pictures:
         where = f" in a random sample of {sampled} images, enough for {fusion.whiten_dims} axes" if sampled else ""
         notes.insert(0, f"~{n_pictures} distinct pictures{where} (neighbours at cosine >= "
@@ -368,7 +482,7 @@ def fuse_embeddings(embeddings: np.ndarray, ok: np.ndarray | None, fusion: Fusio
                  f"weighted max(cos, 0)^{fusion.neighbour_power:g}, L2")
     used_neighbours = min(fusion.neighbours, n_valid - 1) if fusion.neighbours > 0 and n_valid > 1 else 0
     return FusionResult(fused, desc, whitened, n_valid, n_pictures=int(n_pictures), axes=tuple(kept_axes),
-                        neighbours=int(used_neighbours))
+                        neighbours=int(used_neighbours), fit=fit)
 
 
 def _count_for_axes(joined_rows, n: int, fusion: Fusion, *, device: str, threads: int | None) -> tuple[int, int]:
