@@ -91,7 +91,10 @@ def test_neighbours_only(dataset, tmp_path):
     compute_similarity(ann, out, model="dct32", k=3, dense=False, progress=False)
     with SimilarityFile(out) as f:
         assert f.similarity is None and f.neighbors()[0].shape == (11, 3)
-        assert f.embeddings is None
+        # Schema 2: the embeddings and the verification's inputs are kept for later appends.
+        assert f.attrs["schema_version"] == 2 and f.embeddings.shape[0] == 11
+        assert f.h5["engine/index"].shape == (11, 3) and f.h5["layout/descriptor"].shape == (11, 256)
+        assert "verified/a" in f.h5 and f.h5["neighbors/coverage"].shape == (11, 3)
 
 
 def test_cli_success_and_summary(dataset, tmp_path, capsys):

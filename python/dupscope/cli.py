@@ -64,7 +64,7 @@ def _phase1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dense", dest="dense", action="store_false",
                    help="write neighbours only (default when the matrix would need over 8 GiB or "
                    "25%% of the free disk space)")
-    p.add_argument("--keep-embeddings", action="store_true", help="also store the embeddings (float16)")
+    p.add_argument("--keep-embeddings", action="store_true", help=argparse.SUPPRESS)  # always stored since schema 2
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the geometric check of candidate pairs: neighbours keep the embedding "
                    "similarity as their score (faster, cannot tell look-alikes from copies)")

@@ -145,8 +145,9 @@ def compute_similarity(
         Write the full (N, N) matrix. None decides by size (:func:`decide_dense`): dense when it
         needs less than 8 GiB and less than 25% of the free disk space, else neighbours only.
     keep_embeddings : bool
-        Also store the embeddings (float16): the model's raw output, or for a model with a
-        fusion (``dupscope-v3``) the fused embedding the similarities were computed from.
+        Ignored (kept for old callers): since schema version 2 the embeddings are always stored
+        (float16): what the engine compared (``embeddings``) and, for a model with a fusion
+        (``dupscope-v3``), its raw output (``embeddings_raw``) and fit (``fusion/``).
     path_column, label_column, split_column : str, optional
         Column names for CSV/JSON Lines input.
     progress : bool
@@ -260,18 +261,19 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
                 "check the paths and --image-root"
             )
         # Data-set level post-processing of multi-branch models (dupscope-v3): the fused
-        # embedding is what the engine compares and what --keep-embeddings stores.
+        # embedding is what the engine compares and what the file keeps as `embeddings`.
         t_post = time.perf_counter()
         sim_device = device.engine  # the same GPU as the model's, index included
-        embeddings, postprocess, fusion_attrs = result.embeddings, "none", {}
-        raw = result.embeddings if verify else None  # the pair score reads the raw cosines
+        embeddings, postprocess, fusion_attrs, fit = result.embeddings, "none", {}, None
+        raw = result.embeddings  # the pair score reads the raw cosines; a fused model's is stored
         if spec.fusion is not None:
             fused = fuse_embeddings(result.embeddings, result.ok, spec.fusion, device=sim_device)
             embeddings, postprocess = fused.embeddings, fused.description
             fusion_attrs = {"fusion_pictures": fused.n_pictures,
                             "fusion_axes": np.asarray(fused.axes, np.int32),
                             "fusion_neighbours": fused.neighbours}
-            result.embeddings = embeddings  # without verification the raw output is freed here
+            fit = fused.fit
+            result.embeddings = embeddings
             console.print(f"embedding post-processing: {postprocess}", markup=False, highlight=False)
         postprocess_seconds = time.perf_counter() - t_post
         sim_task = bar.add_task("similarity", total=None, unit="tile") if bar else None
@@ -286,8 +288,14 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
                 w.write_images(paths=table.paths, resolved=table.resolved, labels=table.labels,
                                splits=table.splits, ok=result.ok, errors=result.errors,
                                widths=result.widths, heights=result.heights)
-                if keep_embeddings:
-                    w.write_embeddings(embeddings)
+                # Schema 2: the embeddings (and a fused model's raw output and fit) are always
+                # kept, so rows can be added later without embedding the old images again.
+                w.write_embeddings(embeddings)
+                if fit is not None:
+                    w.write_embeddings(raw, "embeddings_raw")
+                    fit.to_group(w.h5.create_group("fusion"))
+                if not verify:
+                    del raw
                 metadata_seconds = time.perf_counter() - t_meta
                 t_sim = time.perf_counter()
                 neighbours = w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=sim_device,
@@ -298,7 +306,7 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
                 if verify:
                     n_checked = _verify(w, neighbours, raw, table.resolved, spec, bar, result=result,
                                         embeddings=embeddings, device=sim_device)
-                del raw
+                    del raw
                 verify_seconds = time.perf_counter() - t_ver
                 w.attrs.update({
                     "model": spec.name,
@@ -364,9 +372,18 @@ def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar, *,
     """Verify the candidate pairs among the engine's neighbour lists ``(index, similarity)``, and
     those the layout descriptors propose, and store the final scores in the file being written;
     returns the number of pairs checked."""
-    from .scoring import candidate_bar, layout_candidates, score_neighbors
+    from .scoring import candidate_bar, layout_lists, layout_pairs, score_neighbors
 
-    extra = layout_candidates(result.layout, result.ok, device=device) if result.layout is not None else None
+    extra = None
+    if result.layout is not None:
+        lists = layout_lists(result.layout, result.ok, device=device)
+        extra = layout_pairs(*lists)
+        writer.write_array("layout/descriptor", np.asarray(result.layout, np.float16))
+        writer.write_array("layout/index", lists[0])
+        writer.write_array("layout/similarity", lists[1])
+    # The engine's own lists, before re-ranking: what an append run merges new rows into.
+    writer.write_array("engine/index", neighbours[0])
+    writer.write_array("engine/similarity", neighbours[1])
 
     task = bar.add_task("verifying", total=None, unit="pair") if bar else None
     columns = spec.fusion.branches[0].dim if spec.fusion is not None else None

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["COEFFICIENTS", "CANDIDATE_BAR", "CANDIDATE_RANK", "VERIFIED_INLIERS", "ScoredNeighbors", "candidate_bar", "layout_candidates", "pair_score", "raw_cosines",
+__all__ = ["COEFFICIENTS", "CANDIDATE_BAR", "CANDIDATE_RANK", "VERIFIED_INLIERS", "ScoredNeighbors", "VerifiedPairs",
+           "candidate_bar", "layout_candidates", "layout_lists", "layout_pairs", "layout_valid", "pair_score", "raw_cosines",
            "score_neighbors"]
 
 #: (b0, b1, b2, b3) of the formula in the module docstring.
@@ -126,7 +127,9 @@ class ScoredNeighbors:
     embedding_similarity : float16, the engine's similarity of the same pairs
     inliers : int16, geometric inliers; ``-1`` where the pair was not checked
     mirrored : bool, whether the inliers map onto the mirror image
-    n_checked : int, pairs (each once) that were verified
+    n_checked : int, pairs (each once) that were verified by this call
+    coverage : float16, the inliers' coverage (0 where not checked)
+    pairs : VerifiedPairs, every candidate pair checked (by this call or before) and its evidence
     """
 
     index: np.ndarray
@@ -135,6 +138,29 @@ class ScoredNeighbors:
     inliers: np.ndarray
     mirrored: np.ndarray
     n_checked: int
+    coverage: np.ndarray | None = None
+    pairs: "VerifiedPairs | None" = None
+
+
+@dataclass
+class VerifiedPairs:
+    """Candidate pairs ``(a, b)``, ``a < b``, sorted by ``a * n + b``, each checked once, and what
+    the check found: int64, int64, int16 inliers, float32 coverage, bool mirrored (stored in
+    ``verified/`` so an append run never checks them again)."""
+
+    a: np.ndarray
+    b: np.ndarray
+    inliers: np.ndarray
+    coverage: np.ndarray
+    mirrored: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "VerifiedPairs":
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, np.float32),
+                   np.zeros(0, bool))
+
+    def __len__(self) -> int:
+        return len(self.a)
 
 
 def candidate_bar(model: str) -> tuple[float, int | None]:
@@ -146,7 +172,7 @@ def candidate_bar(model: str) -> tuple[float, int | None]:
 def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, paths, *, bar: float,
                     rank: int | None = None, columns: int | None = None, config=None,
                     progress=None, extra: tuple[np.ndarray, np.ndarray] | None = None,
-                    embeddings: np.ndarray | None = None) -> ScoredNeighbors:
+                    embeddings: np.ndarray | None = None, known: VerifiedPairs | None = None) -> ScoredNeighbors:
     """Verify the neighbour pairs at or above ``bar`` and give every neighbour entry its final score.
 
     Parameters
@@ -174,13 +200,16 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
     embeddings : numpy.ndarray, optional
         The engine's input (N, D), needed with ``extra`` for the engine similarity
         ``(1 + cos) / 2`` of the entries it adds.
+    known : VerifiedPairs, optional
+        Pairs checked before (an append run's old pairs): their evidence is reused, not
+        checked again.
 
     Returns
     -------
     ScoredNeighbors
     """
     from .pairs import entry_pair_keys, neighbor_pairs
-    from .verify import VerifyConfig, verify_pairs
+    from .verify import Evidence, VerifyConfig, verify_pairs
 
     index = np.asarray(index, np.int32)
     similarity = np.asarray(similarity, np.float16)
@@ -196,11 +225,24 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
         if embeddings is None:
             raise ValueError("extra candidate pairs need the engine's embeddings")
         index, similarity, a, b = _with_extra(index, similarity, embeddings, a, b, extra)
-    total = len(a)
-    ev = verify_pairs(paths, a, b, config or VerifyConfig(),
-                      progress=(lambda done: progress(done, total)) if progress else None)
-    # Evidence of each neighbour entry, looked up by its pair key.
+    # Candidate pairs checked before keep their evidence; the others are checked now.
     keys = a * n + b
+    ka = np.asarray(known.a, np.int64) * n + np.asarray(known.b, np.int64) if known is not None else np.zeros(0, np.int64)
+    seen = np.isin(keys, ka)
+    todo = np.flatnonzero(~seen)
+    total = len(todo)
+    fresh = verify_pairs(paths, a[todo], b[todo], config or VerifyConfig(),
+                         progress=(lambda done: progress(done, total)) if progress else None)
+    ev = Evidence.empty(len(a))
+    for name in ("inliers", "coverage", "mirrored", "checked"):
+        getattr(ev, name)[todo] = getattr(fresh, name)
+    if seen.any():
+        pos = np.searchsorted(ka, keys[seen])  # known pairs are sorted by key
+        ev.inliers[seen] = known.inliers[pos]
+        ev.coverage[seen] = known.coverage[pos]
+        ev.mirrored[seen] = known.mirrored[pos]
+        ev.checked[seen] = True
+    # Evidence of each neighbour entry, looked up by its pair key.
     order = np.argsort(keys)
     keys = keys[order]
     valid = index >= 0
@@ -225,12 +267,17 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
     def take(x):
         return np.take_along_axis(x, rank, axis=1)
 
+    checked = ev.checked
+    pairs = VerifiedPairs(a[order][checked[order]], b[order][checked[order]], ev.inliers[order][checked[order]].astype(np.int16),
+                          ev.coverage[order][checked[order]].astype(np.float32), ev.mirrored[order][checked[order]])
     return ScoredNeighbors(take(index)[:, :k], take(score).astype(np.float16)[:, :k], take(similarity)[:, :k],
-                           take(inliers)[:, :k], take(mirrored)[:, :k], int(ev.checked.sum()))
+                           take(inliers)[:, :k], take(mirrored)[:, :k], int(fresh.checked.sum()),
+                           coverage=take(coverage).astype(np.float16)[:, :k], pairs=pairs)
 
 
 def layout_candidates(layout: np.ndarray, ok: np.ndarray, *, nearest: int = 2, bar: float = 0.94,
-                      device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                      device: str = "cpu", lists: tuple[np.ndarray, np.ndarray] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(a, b)`` where ``b`` is among ``a``'s ``nearest`` by layout descriptor
     (:func:`dupscope.images.layout_descriptor`) with a cosine of at least ``bar``.
 
@@ -238,14 +285,33 @@ def layout_candidates(layout: np.ndarray, ok: np.ndarray, *, nearest: int = 2, b
     top-k search over 256-d vectors. On the realistic benchmark it proposed every true pair the
     embedding's lists missed (a quarter-size copy of a faint nebula at embedding similarity 0.605,
     a watermarked star field at 0.689) for 264 extra candidates of 758 images.
+    ``lists``: the layout neighbour lists (index, similarity) when already known
+    (:func:`layout_lists`; an append run merges them instead of searching again).
     """
+    idx, sim = layout_lists(layout, ok, nearest=nearest, device=device) if lists is None else lists
+    return layout_pairs(idx, sim, bar)
+
+
+def layout_lists(layout: np.ndarray, ok: np.ndarray, *, nearest: int = 2, device: str = "cpu"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's ``nearest`` images by layout descriptor: (index int32, engine similarity float16)."""
     from .engine import topk
 
     layout = np.asarray(layout, np.float32)
-    valid = np.asarray(ok, bool) & np.any(layout, axis=1)  # flat images have no layout
+    valid = layout_valid(layout, ok)
+    n = len(layout)
     if valid.sum() < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    idx, sim = topk(layout, nearest, device=device, valid=valid)
+        return np.full((n, nearest), -1, np.int32), np.full((n, nearest), np.nan, np.float16)
+    return topk(layout, nearest, device=device, valid=valid)
+
+
+def layout_valid(layout: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Images that have a layout (decoded, not flat)."""
+    return np.asarray(ok, bool) & np.any(np.asarray(layout) != 0, axis=1)
+
+
+def layout_pairs(idx: np.ndarray, sim: np.ndarray, bar: float = 0.94) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pairs of layout lists: entries at cosine ``bar`` or more."""
     rows = np.repeat(np.arange(len(idx)), idx.shape[1])
     cols = idx.ravel().astype(np.int64)
     keep = (cols >= 0) & (sim.ravel().astype(np.float32) >= np.float32((1 + bar) / 2))

@@ -21,7 +21,7 @@ from ._version import __version__
 from .engine import DEFAULT_K, Progress, SimilarityJob
 from .errors import IncompleteFileError, OutputBusyError, OutputError, SimilarityFileError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 METRIC = "(1+cos)/2"
 
 
@@ -287,11 +287,19 @@ class SimilarityWriter:
             g.create_dataset(name, data=data)
         self.attrs["n_images"] = n
 
-    def write_embeddings(self, embeddings: np.ndarray) -> None:
-        """Keep the embeddings (float16) so similarity can be recomputed without decoding."""
-        e = np.asarray(embeddings)
-        self.h5.create_dataset("embeddings", data=e.astype(np.float16),
-                               chunks=(min(len(e), 4096), e.shape[1]) if len(e) else None)
+    def write_embeddings(self, embeddings: np.ndarray, name: str = "embeddings") -> None:
+        """Keep embeddings (float16) so similarity can be recomputed, or rows added, without
+        decoding: ``embeddings`` (what the engine compared) or ``embeddings_raw`` (a fused
+        model's raw output)."""
+        self.write_array(name, np.asarray(embeddings).astype(np.float16, copy=False))
+
+    def write_array(self, name: str, data: np.ndarray) -> None:
+        """One dataset (replacing any of that name), chunked by blocks of rows when 2-D."""
+        data = np.asarray(data)
+        if name in self.h5:
+            del self.h5[name]
+        chunks = (max(1, min(len(data), 4096)),) + data.shape[1:] if data.ndim == 2 and data.size else None
+        self.h5.create_dataset(name, data=data, chunks=chunks)
 
     def write_similarity(
         self,
@@ -354,14 +362,23 @@ class SimilarityWriter:
     def write_scores(self, scored) -> None:
         """Replace ``neighbors/`` with lists ranked by the final score
         (:class:`dupscope.scoring.ScoredNeighbors`): ``index`` and ``similarity`` (the final
-        score), plus ``embedding_similarity``, ``inliers`` and ``mirrored``."""
+        score), plus ``embedding_similarity``, ``inliers``, ``mirrored`` and ``coverage``; and
+        ``verified/`` with every pair checked."""
         g = self.h5.require_group("neighbors")
         for name, data in (("index", scored.index), ("similarity", scored.score),
                            ("embedding_similarity", scored.embedding_similarity),
-                           ("inliers", scored.inliers), ("mirrored", scored.mirrored)):
+                           ("inliers", scored.inliers), ("mirrored", scored.mirrored),
+                           ("coverage", scored.coverage)):
+            if data is None:
+                continue
             if name in g:
                 del g[name]
             g.create_dataset(name, data=data)
+        if scored.pairs is not None:
+            v = scored.pairs
+            for name, data in (("a", v.a), ("b", v.b), ("inliers", v.inliers), ("coverage", v.coverage),
+                               ("mirrored", v.mirrored)):
+                self.write_array(f"verified/{name}", data)
 
 
 class SimilarityFile:
