@@ -117,9 +117,33 @@ def _add_similarity(sub: argparse._SubParsersAction) -> None:
         "cannot be read are recorded with the reason and do not stop the run.",
     )
     p.add_argument("annotations", metavar="ANNOTATIONS", help="annotation file or image folder")
-    p.add_argument("-o", "--output", required=True, metavar="SIM_H5", help="HDF5 file to write")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", metavar="SIM_H5", help="HDF5 file to write")
+    out.add_argument("--append", metavar="SIM_H5",
+                     help="add the images of ANNOTATIONS to this existing file instead: only they are "
+                     "embedded, with the file's model and fit; the file is replaced when the new one is "
+                     "complete")
     _phase1_arguments(p)
-    p.set_defaults(handler=lambda args: _run_phase1(args, args.annotations, args.output, "similarity"))
+    p.set_defaults(handler=lambda args: _run_append(args) if args.append else
+                   _run_phase1(args, args.annotations, args.output, "similarity"))
+
+
+def _run_append(args: argparse.Namespace) -> int:
+    """`similarity NEW --append FILE`: the model, k, density and verification are the file's."""
+    from .append import append_similarity
+    from .errors import AppendError
+
+    for name, default in (("model", DEFAULT_MODEL), ("k", defaults.K), ("dense", None), ("input_size", None),
+                          ("mean", None), ("std", None), ("resize", None)):
+        if getattr(args, name, default) != default:
+            raise AppendError(f"--{name.replace('_', '-')} cannot be given with --append: the file's own is used")
+    if not args.verify:
+        raise AppendError("--no-verify cannot be given with --append: the file's own setting is used")
+    summary = append_similarity(args.annotations, args.append, image_root=args.image_root, device=args.device,
+                                batch_size=args.batch_size, workers=args.workers, path_column=args.path_column,
+                                label_column=args.label_column, split_column=args.split_column,
+                                progress=not args.quiet)
+    return 0 if summary["n_ok_new"] else 2
 
 
 def _add_visualize(sub: argparse._SubParsersAction) -> None:

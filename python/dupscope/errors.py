@@ -69,3 +69,7 @@ class VerificationUnavailable(DupscopeError, RuntimeError):
 
 class VisualizeError(DupscopeError, ValueError):
     """The HTML tool cannot be written where asked."""
+
+
+class AppendError(PipelineError):
+    """Images cannot be added to this similarity file (another model or schema, a repeated path)."""
