@@ -94,12 +94,8 @@ def append_similarity(annotations: str | os.PathLike, target: str | os.PathLike,
     if not target.is_file():
         raise AppendError(f"cannot append to {target}: no such file")
     with OutputLock(target) as lock:
-        old = _read_old(target)
-        spec = get_model(old["attrs"]["model"]) if old["attrs"].get("model") else None
-        if spec is None or spec.sha256 != old["attrs"].get("model_sha256"):
-            raise AppendError(f"{target} was made by model {old['attrs'].get('model')!r} "
-                              f"({str(old['attrs'].get('model_sha256', ''))[:12]}...), which this dupscope "
-                              "does not have in that version: run the whole set again")
+        old = read_stored(target)
+        spec = check_model(target, old)
         table = load_annotations(annotations, image_root=image_root, path_column=path_column,
                                  label_column=label_column, split_column=split_column)
         known = {os.path.normcase(os.path.abspath(p)): i for i, p in enumerate(old["resolved"])}
@@ -114,18 +110,9 @@ def append_similarity(annotations: str | os.PathLike, target: str | os.PathLike,
         console.print(f"appending [bold]{m}[/bold] images from {table.source} to {target} ({n0} images, "
                       f"model {spec.name})")
         t0 = time.perf_counter()
-        dtype = "float16" if spec.fusion is not None else "float32"
-        from .pipeline import _progress_bars
-
-        with (_progress_bars(console) if progress else nullcontext(None)) as bar:
-            task = bar.add_task("embedding", total=m, unit="img") if bar else None
-            result = embed_images(table.resolved, spec, batch_size=batch_size, workers=workers, device=device,
-                                  threads=threads, dtype=dtype, layout=verify,
-                                  progress=(lambda done: bar.update(task, completed=done)) if bar else None)
+        result = embed_new(table, spec, verify, device=device, batch_size=batch_size, workers=workers,
+                           threads=threads, progress=progress, console=console)
         embed_seconds = time.perf_counter() - t0
-        if not result.ok.any():
-            raise PipelineError(f"none of the {m} new images could be read (e.g. {table.resolved[0]}: "
-                                f"{result.errors[0]}); check the paths and --image-root")
         summary = _combine_and_write(target, lock, old, table, result, spec, verify, device=device, console=console)
     summary.update({"n_old": n0, "n_new": m, "n_images": n0 + m, "n_ok_new": int(result.ok.sum()),
                     "embed_seconds": embed_seconds, "seconds": time.perf_counter() - t_start,
@@ -135,8 +122,8 @@ def append_similarity(annotations: str | os.PathLike, target: str | os.PathLike,
     return summary
 
 
-def _read_old(target: Path) -> dict[str, Any]:
-    """Everything of the old file an append needs, checked."""
+def read_stored(target: Path) -> dict[str, Any]:
+    """Everything of a finished file that an append or reference run needs, checked."""
     with SimilarityFile(target) as f:
         attrs = f.attrs
         if int(attrs.get("schema_version", 1)) < 2 or f.embeddings is None:
@@ -168,37 +155,75 @@ def _read_old(target: Path) -> dict[str, Any]:
     return out
 
 
-def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verify: bool, *, device, console) -> dict:
+def fused_new_rows(target: Path, old: dict, result, spec, device):
+    """The engine's rows for newly embedded images: a fused model's stored fit applied, with
+    neighbour augmentation among the old and new rows; else the model's output. Returns
+    (rows float32, the new raw output as float16 or None, the fit or None)."""
     from .fusion import FusionFit, apply_fit, augment_rows
+
+    if spec.fusion is None:
+        return np.asarray(result.embeddings, np.float32), None, None
+    import h5py
+
+    with h5py.File(target, "r") as h5:
+        try:
+            fit = FusionFit.from_group(h5["fusion"], spec.fusion)
+        except (KeyError, ValueError) as exc:
+            raise AppendError(f"{target}: the stored fusion fit cannot be used ({exc})") from None
+    ok_old, ok_new = old["ok"], result.ok
+    raw_new = np.asarray(result.embeddings)
+    base_old, base_new = apply_fit(old["raw"], fit, ok_old), apply_fit(raw_new, fit, ok_new)
+    rows = np.zeros_like(base_new)
+    vn = np.flatnonzero(ok_new)
+    ok = np.concatenate([ok_old, ok_new])
+    keep = np.flatnonzero(ok)
+    where = np.full(len(ok), -1)
+    where[keep] = np.arange(len(keep))
+    if len(vn):
+        pool = np.concatenate([base_old, base_new])[keep]
+        rows[vn] = augment_rows(base_new[vn], pool, fit, self_rows=where[len(ok_old) + vn], device=str(device))
+    return rows, raw_new.astype(np.float16), fit
+
+
+def check_model(target: Path, old: dict):
+    """The model that made ``target``, or AppendError when this installation lacks it (or has
+    another version of it)."""
+    attrs = old["attrs"]
+    try:
+        spec = get_model(attrs["model"]) if attrs.get("model") else None
+    except Exception:  # noqa: BLE001 - an unknown model name or file: said below
+        spec = None
+    if spec is None or spec.sha256 != attrs.get("model_sha256"):
+        raise AppendError(f"{target} was made by model {attrs.get('model')!r} "
+                          f"({str(attrs.get('model_sha256', ''))[:12]}...), which this dupscope "
+                          "does not have in that version: run the whole set again")
+    return spec
+
+
+def embed_new(table, spec, verify: bool, *, device, batch_size, workers, threads, progress, console):
+    """Embed the images of ``table`` as a full run would (raw output, layout when verifying)."""
+    from .pipeline import _progress_bars
+
+    dtype = "float16" if spec.fusion is not None else "float32"
+    with (_progress_bars(console) if progress else nullcontext(None)) as bar:
+        task = bar.add_task("embedding", total=len(table), unit="img") if bar else None
+        result = embed_images(table.resolved, spec, batch_size=batch_size, workers=workers, device=device,
+                              threads=threads, dtype=dtype, layout=verify,
+                              progress=(lambda done: bar.update(task, completed=done)) if bar else None)
+    if not result.ok.any():
+        raise PipelineError(f"none of the {len(table)} new images could be read (e.g. {table.resolved[0]}: "
+                            f"{result.errors[0]}); check the paths and --image-root")
+    return result
+
+
+def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verify: bool, *, device, console) -> dict:
     from .scoring import VerifiedPairs, candidate_bar, layout_pairs, layout_valid, score_neighbors
-    from .search import column_topk, query_topk
 
     n0, m, k = old["n"], len(table), old["k"]
     ok_old, ok_new = old["ok"], result.ok
     ok = np.concatenate([ok_old, ok_new])
-    fit = None
-    if spec.fusion is not None:
-        import h5py
-
-        with h5py.File(target, "r") as h5:
-            try:
-                fit = FusionFit.from_group(h5["fusion"], spec.fusion)
-            except (KeyError, ValueError) as exc:
-                raise AppendError(f"{target}: the stored fusion fit cannot be used ({exc})") from None
-        raw_old, raw_new = old["raw"], np.asarray(result.embeddings)
-        base_old, base_new = apply_fit(raw_old, fit, ok_old), apply_fit(raw_new, fit, ok_new)
-        new_rows = np.zeros_like(base_new)
-        vn = np.flatnonzero(ok_new)
-        pool = np.concatenate([base_old, base_new])
-        keep = np.flatnonzero(ok)
-        where = np.full(len(ok), -1)
-        where[keep] = np.arange(len(keep))
-        if len(vn):
-            new_rows[vn] = augment_rows(base_new[vn], pool[keep], fit, self_rows=where[n0 + vn], device=str(device))
-        raw_union = np.concatenate([raw_old.astype(np.float16), raw_new.astype(np.float16)])
-    else:
-        new_rows = np.asarray(result.embeddings, np.float32)
-        raw_union = None
+    new_rows, raw_new, fit = fused_new_rows(target, old, result, spec, device)
+    raw_union = None if raw_new is None else np.concatenate([old["raw"].astype(np.float16), raw_new])
     emb_union = np.concatenate([old["embeddings"], new_rows.astype(np.float16).astype(np.float32)])
     if raw_union is None:
         raw_union = emb_union

@@ -200,7 +200,6 @@ def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = 
     dupscope.images.ImageLoadError
         The image cannot be read.
     """
-    cv2 = _cv2()
     grey = path if isinstance(path, np.ndarray) else prepared_grey(path, config)
     if mirror:
         grey = np.ascontiguousarray(grey[:, ::-1])
