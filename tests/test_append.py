@@ -163,3 +163,16 @@ def test_cli_append(tmp_path, capsys):
     assert main(["similarity", str(_list(tmp_path / "new.txt", paths[6:])), "--append", str(h5), "--quiet"]) == 0
     with SimilarityFile(h5) as f:
         assert f.n == len(paths) and f.paths[6:] == paths[6:]
+
+
+def test_compute_similarity_append_and_reference_from_python(tmp_path):
+    paths = _collection(tmp_path / "img", n_pictures=8)
+    h5 = tmp_path / "sim.h5"
+    compute_similarity(_list(tmp_path / "old.txt", paths[:8]), h5, model="dct32", k=3, progress=False)
+    new = _list(tmp_path / "new.txt", paths[8:])
+    out = compute_similarity(new, reference=h5, output=tmp_path / "q.h5", progress=False)
+    assert out["n_query"] == len(paths) - 8 and out["query_reference_pairs"] >= 4
+    with pytest.raises(AppendError, match="k cannot be given with append"):
+        compute_similarity(new, append=h5, k=7, progress=False)
+    grown = compute_similarity(new, append=h5, progress=False)
+    assert grown["n_images"] == len(paths)

@@ -123,22 +123,36 @@ def _add_similarity(sub: argparse._SubParsersAction) -> None:
                      help="add the images of ANNOTATIONS to this existing file instead: only they are "
                      "embedded, with the file's model and fit; the file is replaced when the new one is "
                      "complete")
+    p.add_argument("--reference", metavar="REF_H5",
+                   help="compare the images of ANNOTATIONS with those of this similarity file (its model and "
+                   "fit; it is only read) and write the query images with their neighbours to -o")
     _phase1_arguments(p)
-    p.set_defaults(handler=lambda args: _run_append(args) if args.append else
+    p.set_defaults(handler=lambda args: _run_append(args) if args.append or args.reference else
                    _run_phase1(args, args.annotations, args.output, "similarity"))
 
 
 def _run_append(args: argparse.Namespace) -> int:
-    """`similarity NEW --append FILE`: the model, k, density and verification are the file's."""
+    """`similarity NEW --append FILE` and `similarity QUERY --reference FILE -o OUT`: the model, k,
+    density and verification are the stored file's."""
     from .append import append_similarity
     from .errors import AppendError
+    from .reference import reference_similarity
 
+    flag = "--append" if args.append else "--reference"
+    if args.append and args.reference:
+        raise AppendError("--append and --reference cannot be given together")
     for name, default in (("model", DEFAULT_MODEL), ("k", defaults.K), ("dense", None), ("input_size", None),
                           ("mean", None), ("std", None), ("resize", None)):
         if getattr(args, name, default) != default:
-            raise AppendError(f"--{name.replace('_', '-')} cannot be given with --append: the file's own is used")
+            raise AppendError(f"--{name.replace('_', '-')} cannot be given with {flag}: the file's own is used")
     if not args.verify:
-        raise AppendError("--no-verify cannot be given with --append: the file's own setting is used")
+        raise AppendError(f"--no-verify cannot be given with {flag}: the file's own setting is used")
+    if args.reference:
+        summary = reference_similarity(args.annotations, args.reference, args.output, image_root=args.image_root,
+                                       device=args.device, batch_size=args.batch_size, workers=args.workers,
+                                       path_column=args.path_column, label_column=args.label_column,
+                                       split_column=args.split_column, progress=not args.quiet)
+        return 0
     summary = append_similarity(args.annotations, args.append, image_root=args.image_root, device=args.device,
                                 batch_size=args.batch_size, workers=args.workers, path_column=args.path_column,
                                 label_column=args.label_column, split_column=args.split_column,

@@ -99,8 +99,10 @@ def _annotations_sha256(path: str, table: ImageTable) -> str:
 
 def compute_similarity(
     annotations: str | os.PathLike,
-    output: str | os.PathLike,
+    output: str | os.PathLike | None = None,
     *,
+    append: str | os.PathLike | None = None,
+    reference: str | os.PathLike | None = None,
     image_root: str | os.PathLike | None = None,
     model: str | os.PathLike | ModelSpec = DEFAULT_MODEL,
     device: str = "auto",
@@ -126,7 +128,15 @@ def compute_similarity(
         COCO JSON, CSV/TSV, JSON Lines, a list of paths, or a folder (see
         :func:`dupscope.annotations.load_annotations`).
     output : path-like
-        HDF5 file to write (written as ``<output>.partial`` and renamed when complete).
+        HDF5 file to write (written as ``<output>.partial`` and renamed when complete); None
+        with ``append``.
+    append : path-like, optional
+        Add the images to this existing file instead (:func:`dupscope.append.append_similarity`:
+        only they are embedded; the file's model, fit, k and verification are used, and the
+        options that would change them must be left at their defaults).
+    reference : path-like, optional
+        Compare the images with this file's instead, writing ``output``
+        (:func:`dupscope.reference.reference_similarity`; the reference is only read).
     image_root : path-like, optional
         Folder that relative image paths are relative to (default: the annotation file's folder).
     model : str, path or ModelSpec
@@ -184,6 +194,13 @@ def compute_similarity(
     PipelineError
         No image at all could be read, or the output cannot be written.
     """
+    if append is not None or reference is not None:
+        return _incremental(annotations, output, append, reference, image_root=image_root, model=model,
+                            device=device, batch_size=batch_size, workers=workers, threads=threads, k=k,
+                            dense=dense, path_column=path_column, label_column=label_column,
+                            split_column=split_column, progress=progress, overwrite=overwrite, verify=verify)
+    if output is None:
+        raise OutputError("compute_similarity needs an output file")
     t_start = time.perf_counter()
     # The output is checked and locked before anything else, so that a bad output or a second
     # run writing the same file fails at once rather than after the embedding.
@@ -196,6 +213,33 @@ def compute_similarity(
                                    dense=dense, keep_embeddings=keep_embeddings, path_column=path_column,
                                    label_column=label_column, split_column=split_column, progress=progress,
                                    overwrite=overwrite, tile=tile, verify=verify)
+
+
+def _incremental(annotations, output, append, reference, *, image_root, model, device, batch_size, workers,
+                 threads, k, dense, path_column, label_column, split_column, progress, overwrite, verify):
+    """compute_similarity with ``append`` or ``reference``: the stored file decides the model and
+    the rest, so options that would change them are refused rather than ignored."""
+    from .append import append_similarity
+    from .errors import AppendError
+    from .reference import reference_similarity
+
+    if append is not None and reference is not None:
+        raise AppendError("append and reference cannot be given together")
+    changed = [name for name, value, default in (("model", model, DEFAULT_MODEL), ("k", k, defaults.K),
+                                                 ("dense", dense, None), ("verify", verify, True))
+               if value != default]
+    if changed:
+        raise AppendError(f"{', '.join(changed)} cannot be given with {'append' if append else 'reference'}: "
+                          "the stored file's own is used")
+    common = dict(image_root=image_root, device=device, batch_size=batch_size, workers=workers, threads=threads,
+                  path_column=path_column, label_column=label_column, split_column=split_column, progress=progress)
+    if append is not None:
+        if output is not None and os.path.abspath(output) != os.path.abspath(append):
+            raise AppendError("with append, the output is the appended file: leave output out")
+        return append_similarity(annotations, append, **common)
+    if output is None:
+        raise OutputError("a reference run needs an output file")
+    return reference_similarity(annotations, reference, output, overwrite=overwrite, **common)
 
 
 def _refuse_inputs_as_output(output: Path, table) -> None:
