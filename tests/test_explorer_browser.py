@@ -669,3 +669,36 @@ def test_originals_under_listed_paths_are_not_repeated(browser, tmp_path):
         assert _natural(p, "side-a") == (81, 60) and _natural(p, "side-b") == (80, 60)
     finally:
         p.close()
+
+
+def test_reference_run_shows_query_reference_groups_first(browser, tmp_path):
+    """A reference run's file: the group of a query image and its reference original comes before
+    a higher-scoring group of two query images, and cards say which set an image is from."""
+    import imagegen
+
+    from dupscope.pipeline import compute_similarity
+    from dupscope.reference import reference_similarity
+
+    root = tmp_path / "img"
+    ref = [str(imagegen.save(imagegen.scene(s, (160, 120)), root / f"r{s}.png")) for s in range(10)]
+    query = [str(imagegen.save(imagegen.jpeg(imagegen.scene(0, (160, 120))), root / "q_copy.png")),
+             str(imagegen.save(imagegen.scene(100, (160, 120)), root / "q_new.png")),
+             str(imagegen.save(imagegen.scene(100, (160, 120)), root / "q_new_again.png"))]
+    (tmp_path / "ref.txt").write_text("\n".join(ref) + "\n")
+    (tmp_path / "q.txt").write_text("\n".join(query) + "\n")
+    compute_similarity(tmp_path / "ref.txt", tmp_path / "ref.h5", model="dct32", k=4, progress=False)
+    reference_similarity(tmp_path / "q.txt", tmp_path / "ref.h5", tmp_path / "q.h5", progress=False)
+    index = build_explorer(tmp_path / "q.h5", tmp_path / "site", progress=False)
+    p = Page(browser, index.as_uri() + "#t=0.500", "file://")
+    try:
+        rows = p.rows()
+        groups = p.page.evaluate("window.dupscope.groups()")
+        assert len(groups) == 2 and sorted(groups[1]) == [1, 2]  # the two query images, scored 1.0
+        first = set(groups[0])
+        assert 0 in first and len(first) == 2  # the query copy and its reference original
+        assert rows[0] in first
+        tags = [p.text(f"article.row[data-index='{rows[0]}'] .card[data-index='{i}'] .split") for i in sorted(first)]
+        assert tags == ["query", "reference"]
+        assert "query-reference groups before the rest" in p.text("#order-now")
+    finally:
+        p.close()

@@ -34,7 +34,7 @@ def _digest(path):
 
 
 @pytest.mark.parametrize("model", ["dct32", "dupscope-v3"])
-def test_reference_finds_planted_copies_and_only_reads_the_reference(tmp_path, model):
+def test_reference_finds_planted_copies_and_only_reads_the_reference(tmp_path, model, capsys):
     ref, query, planted = _sets(tmp_path / "img")
     ref_h5 = tmp_path / "train.h5"
     compute_similarity(_write(tmp_path / "train.txt", ref), ref_h5, model=model, k=5, progress=False)
@@ -58,6 +58,15 @@ def test_reference_finds_planted_copies_and_only_reads_the_reference(tmp_path, m
         for q in range(len(planted), len(query)):  # new pictures: no reference image scores 0.5
             assert not any(sets[j] == "reference" and s >= 0.5 for j, s in zip(idx[q], sim[q]) if j >= 0)
         assert f.attrs["reference_images"] == len(ref) and f.attrs["query_images"] == len(query)
+    # The report puts the query-reference duplicates first.
+    from dupscope.report import summarize
+
+    rep = summarize(out, threshold=0.5)["reference"]
+    assert rep["count"] == len(planted) and rep["queries"] == len(planted) and rep["n_query"] == len(query)
+    assert {(p["path_a"], p["path_b"]) for p in rep["pairs"]} == {(query[q], ref[o]) for q, o in enumerate(planted)}
+    assert main(["report", str(out), "--threshold", "0.5"]) == 0
+    text = capsys.readouterr().out
+    assert text.index(f"{len(planted)} of {len(query)} query images have a duplicate") < text.index("Duplicates by threshold")
 
 
 def test_reference_refusals(tmp_path, capsys):

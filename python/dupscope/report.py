@@ -42,6 +42,7 @@ def summarize(path: "os.PathLike[str] | str", thresholds: Sequence[float] = DEFA
         ok, errors = f.ok, f.errors
         idx, sim = f.neighbors()
         attrs = f.attrs
+        sets = f.sets
     k = idx.shape[1]
     a, b, s = neighbor_pairs(idx, sim)
     s32 = s.astype(np.float32)
@@ -75,6 +76,15 @@ def summarize(path: "os.PathLike[str] | str", thresholds: Sequence[float] = DEFA
     conflict = (label_arr[sa] != label_arr[sb]) & (label_arr[sa] != "") & (label_arr[sb] != "")
     failed = [{"index": int(i), "path": paths[i], "error": errors[i]}
               for i in np.flatnonzero(~ok)]
+    reference = None
+    if sets is not None:  # a reference run: query-reference duplicates, the leak check, first
+        is_ref = np.array([v == "reference" for v in sets])
+        qr = is_ref[sa] != is_ref[sb]
+        # each pair as (query, reference)
+        qa, qb = np.where(is_ref[sa[qr]], sb[qr], sa[qr]), np.where(is_ref[sa[qr]], sa[qr], sb[qr])
+        reference = {"file": str(attrs.get("reference", "")), "count": int(qr.sum()),
+                     "queries": int(len(np.unique(qa))), "n_query": int((~is_ref).sum()),
+                     "pairs": [pair(i, j, v) for i, j, v in zip(qa[:top], qb[:top], ss[qr][:top])]}
     return {
         "file": str(path),
         "n_images": n,
@@ -96,6 +106,7 @@ def summarize(path: "os.PathLike[str] | str", thresholds: Sequence[float] = DEFA
                            sorted(np.argsort(np.abs(s32 - chosen), kind="stable")[:top].tolist(),
                                   key=lambda p: -s32[p])],
         "verified": attrs.get("score", "") == "verified",
+        "reference": reference,
         "cross_split": {"count": int(cross.sum()),
                         "pairs": [pair(i, j, v) for i, j, v in
                                   zip(sa[cross][:top], sb[cross][:top], ss[cross][:top])]},
@@ -122,6 +133,23 @@ def print_report(summary: Dict[str, Any], console=None) -> None:
         console.print(f"suggested threshold [bold]{s['suggested_threshold']['threshold']:.3f}[/bold]: "
                       f"{s['suggested_threshold']['reasoning']}")
 
+    def pair_table(title: str, pairs: List[Dict[str, Any]]) -> None:
+        if not pairs:
+            return
+        pt = Table(title=title)
+        for col in ("similarity", "image", "duplicate", "labels", "splits"):
+            pt.add_column(col, overflow="fold")
+        for p in pairs:
+            pt.add_row(f"{p['similarity']:.4f}", p["path_a"], p["path_b"],
+                       f"{p['label_a']} / {p['label_b']}", f"{p['split_a']} / {p['split_b']}")
+        console.print(pt)
+
+    ref = s.get("reference")
+    if ref:
+        console.print(f"[bold]{ref['queries']}[/bold] of {ref['n_query']} query images have a duplicate in the "
+                      f"reference {ref['file']} at threshold {s['threshold']:.3f} ({ref['count']} pairs)")
+        pair_table("Query images duplicated in the reference (possible leaks)", ref["pairs"])
+
     t = Table(title="Duplicates by threshold")
     for col in ("threshold", "pairs", "groups", "images in groups"):
         t.add_column(col, justify="right")
@@ -135,17 +163,6 @@ def print_report(summary: Dict[str, Any], console=None) -> None:
         console.print(f"[yellow]note:[/yellow] at {limited[-1]['threshold']:.3f}, "
                       f"{limited[-1]['rows_at_k_limit']} images have all {s['k']} kept neighbours "
                       "above the threshold, so counts there are lower bounds (use a larger --k)")
-
-    def pair_table(title: str, pairs: List[Dict[str, Any]]) -> None:
-        if not pairs:
-            return
-        pt = Table(title=title)
-        for col in ("similarity", "image", "duplicate", "labels", "splits"):
-            pt.add_column(col, overflow="fold")
-        for p in pairs:
-            pt.add_row(f"{p['similarity']:.4f}", p["path_a"], p["path_b"],
-                       f"{p['label_a']} / {p['label_b']}", f"{p['split_a']} / {p['split_b']}")
-        console.print(pt)
 
     pair_table("Most similar pairs", s["most_similar"])
     pair_table(f"Pairs nearest the threshold {s['threshold']:.3f} (the ones worth a look)", s["near_threshold"])

@@ -568,6 +568,16 @@ class SimilarityFile:
         return ds
 
     @property
+    def sets(self) -> Optional[list[str]]:
+        """Per image ``"query"`` or ``"reference"`` in a reference run's file, else None."""
+        if "images" not in self.h5 or "set" not in self.h5["images"]:
+            return None
+        values = self._text("set")
+        if any(v not in ("query", "reference") for v in values):
+            raise self._bad("images/set holds values other than query and reference")
+        return values
+
+    @property
     def embeddings(self) -> Optional[h5py.Dataset]:
         return self._dataset("embeddings", "f", 2, required=False)
 

@@ -69,6 +69,8 @@ class PageData:
         was written without verification.
     merges
         The complete-linkage merge list of the pairs (:class:`dupscope.export.MergeList`).
+    sets
+        (N,) uint8 1 for a query image, 2 for a reference image (a reference run's file), or None.
     nn, nn_inliers
         (N,) int32 each image's nearest neighbour (-1: none) and (N,) int16 that pair's inliers
         (None without verification).
@@ -96,6 +98,7 @@ class PageData:
     height: np.ndarray | None = None
     has_paths: bool = True
     merges: Any = None
+    sets: np.ndarray | None = None
     nn: np.ndarray | None = None
     nn_inliers: np.ndarray | None = None
 
@@ -148,6 +151,7 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
         width, height = f.widths, f.heights
         file_attrs = f.attrs
         has_paths = f.has_paths
+        sets = f.sets
     attrs = {key: file_attrs[key] for key in ("schema_version", "dupscope_version", "created", "n_images", "k",
                                               "dense", "metric", "device", "model", "annotations", "image_root",
                                               "score") if key in file_attrs}
@@ -181,6 +185,7 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
         height=height,
         has_paths=has_paths,
         merges=merge_list(n, a, b, s),
+        sets=None if sets is None else np.array([1 if v == "query" else 2 for v in sets], np.uint8),
         nn=nn,
         nn_inliers=None if inliers is None else np.where(nn >= 0, _pair_values(index, inliers, nn_a, nn_b), -1
                                                           ).astype(np.int16),
@@ -362,6 +367,8 @@ def page_data_json(
             "inliers": None if data.pair_inliers is None else _column(links["inliers"], "<i2", "links.inliers", parts),
         },
         "nn": _b64(np.full(data.n, -1, np.int32) if data.nn is None else data.nn, "<i4"),
+        # A reference run: 1 query, 2 reference; groups holding both are shown first.
+        "sets": None if data.sets is None else _b64(data.sets, "u1"),
         "nnInliers": None if data.nn_inliers is None else _b64(data.nn_inliers, "<i2"),
         "pairLevels": {"bits": _b64(levels, "<u2"), "atLeast": _b64(at_least, "<i4")},
         # Every pair, for the page's pair exports only: part files loaded on demand.

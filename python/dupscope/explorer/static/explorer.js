@@ -98,6 +98,8 @@
     const verified = !!D.links.inliers;
     const linkInl = verified ? col(D.links.inliers, Int16Array) : null;
     const nn = i32(D.nn), nnInl = D.nnInliers ? new Int16Array(bytesOf(D.nnInliers).buffer) : null;
+    // A reference run's file: 1 query image, 2 reference image.
+    const sets = D.sets ? bytesOf(D.sets) : null;
     // How many pairs score at least each distinct score (float16 bits, highest first).
     const levelBits = new Uint16Array(bytesOf(D.pairLevels.bits).buffer), levelCount = i32(D.pairLevels.atLeast);
     const width = i32(D.width), height = i32(D.height);
@@ -186,13 +188,14 @@
       // Per node: parent (K: none), size, first merge in its subtree (its best pair), lowest row.
       const parent = new Int32Array(K).fill(K), size = new Int32Array(K), first = new Int32Array(K);
       const lowest = new Int32Array(K), joined = new Int32Array(N).fill(K);  // joined: the node an image first joins
+      const setBits = new Uint8Array(K);  // which sets a node's images come from (3: query and reference)
       for (let j = 0; j < K; j++) {
-        let sz = 0, f = j, lo = N;
+        let sz = 0, f = j, lo = N, bits = 0;
         for (const c of [childA[j], childB[j]]) {
-          if (c >= 0) { parent[c] = j; sz += size[c]; f = Math.min(f, first[c]); lo = Math.min(lo, lowest[c]); }
-          else { joined[-1 - c] = j; sz += 1; lo = Math.min(lo, -1 - c); }
+          if (c >= 0) { parent[c] = j; sz += size[c]; f = Math.min(f, first[c]); lo = Math.min(lo, lowest[c]); bits |= setBits[c]; }
+          else { joined[-1 - c] = j; sz += 1; lo = Math.min(lo, -1 - c); bits |= sets ? sets[-1 - c] : 0; }
         }
-        size[j] = sz; first[j] = f; lowest[j] = lo;
+        size[j] = sz; first[j] = f; lowest[j] = lo; setBits[j] = bits;
       }
       // Leaf order: each node's images are one slice, from the roots (highest index first) down.
       const leafStart = new Int32Array(K), leaves = new Int32Array(N);
@@ -212,7 +215,7 @@
         for (let j = 0; j < K; j++) c[j + 1] += c[j];
         for (let j = 0; j < K; j++) byFirst[c[first[j]]++] = j;
       }
-      tree = { version: notDupVersion, K, bits, parent, size, first, lowest, joined, leafStart, leaves, byFirst };
+      tree = { version: notDupVersion, K, bits, parent, size, first, lowest, joined, leafStart, leaves, byFirst, setBits };
       return tree;
     }
     function duplicateGroups(t) {
@@ -224,9 +227,12 @@
       const P = lo;
       const byBest = [];
       let nDup = 0;
-      for (let q = 0; q < T.K; q++) {
-        const j = T.byFirst[q];
-        if (j < P && T.parent[j] >= P) { byBest.push(j); nDup += T.size[j]; }
+      // In a reference run's file, the groups holding a query and a reference image come first.
+      for (const pass of sets ? [true, false] : [null]) {
+        for (let q = 0; q < T.K; q++) {
+          const j = T.byFirst[q];
+          if (j < P && T.parent[j] >= P && (pass === null || (T.setBits[j] === 3) === pass)) { byBest.push(j); nDup += T.size[j]; }
+        }
       }
       const groupOf = (i) => {  // image i's group at t, -1 for none
         let j = T.joined[i];
@@ -383,6 +389,7 @@
       const li = labelCode[i], si = splitCode[i];
       if (li) lab.textContent = labelNames[li];
       if (si) { spl.textContent = splitNames[si]; spl.className = "tag split split-" + splitNames[si]; }
+      if (sets) spl.textContent = (si ? splitNames[si] + " \u00b7 " : "") + (sets[i] === 2 ? "reference" : "query");
       if (pred) prd.textContent = predText(i);
       if (!(flags[i] & 1)) {
         el.className = "card failed";
@@ -664,7 +671,8 @@
       ctl.order.textContent = state.order === "desc" ? "Descending order" : "Ascending order";
       ctl.order.title = state.order === "desc"
         ? "Now: highest score first. Click for lowest first (o)" : "Now: lowest score first. Click for highest first (o)";
-      $("order-now").textContent = state.order === "desc" ? "highest score first" : "lowest score first";
+      $("order-now").textContent = (state.order === "desc" ? "highest score first" : "lowest score first") +
+        (sets ? (state.order === "desc" ? ", query-reference groups before the rest" : ", query-reference groups last") : "");
       ctl.order.setAttribute("aria-pressed", String(state.order === "asc"));
       ctl.dups.setAttribute("aria-pressed", String(state.dups));
       ctl.cross.setAttribute("aria-pressed", String(state.cross));
