@@ -58,6 +58,15 @@ def _same_lists(a, b, tol=2e-3):
                 assert len(other) == ia.shape[1] and s <= min(other.values()) + tol, (r, i, s)
 
 
+def _old_scores_kept(i0, s0, i1, s1, rows):
+    """No pair of the first ``rows`` images that was listed before the append moved its score."""
+    for r in range(rows):
+        before = {int(i): float(s) for i, s in zip(i0[r], s0[r]) if i >= 0}
+        for i, s in zip(i1[r], s1[r]):
+            if int(i) in before:
+                assert abs(before[int(i)] - float(s)) <= 1e-3, (r, int(i))
+
+
 @pytest.mark.parametrize("model", ["dct32", "efficientnet-lite0"])
 def test_append_equals_a_run_on_the_union(tmp_path, model):
     """Models without a data-set fit: appending 9 images (copies of old pictures among them) gives
@@ -84,14 +93,8 @@ def test_append_equals_a_run_on_the_union(tmp_path, model):
         if f.similarity is not None:
             np.testing.assert_allclose(f.similarity[()].astype(np.float32), g.similarity[()].astype(np.float32),
                                        atol=2e-3)
-    # An old pair's score did not move.
-    _, i0, s0 = before
     _, i1, s1 = _lists(grown)
-    for r in range(20):
-        old_scores = {int(i): float(s) for i, s in zip(i0[r], s0[r]) if i >= 0}
-        for i, s in zip(i1[r], s1[r]):
-            if int(i) in old_scores:
-                assert abs(old_scores[int(i)] - float(s)) <= 1e-3
+    _old_scores_kept(before[1], before[2], i1, s1, 20)
 
 
 def test_append_with_a_fused_model_keeps_the_fit_and_finds_planted_copies(tmp_path):
@@ -113,11 +116,7 @@ def test_append_with_a_fused_model_keeps_the_fit_and_finds_planted_copies(tmp_pa
             copy = f.paths.index(paths[{0: 30, 1: 31, 2: 32, 3: 33, 10: 34}[orig]])
             assert idx[copy, 0] == orig and sim[copy, 0] >= 0.5 and inl[copy, 0] >= 15, (orig, idx[copy], sim[copy])
             assert copy in idx[orig].tolist()  # the old image's list took its new copy in
-        for r in range(30):
-            old_scores = {int(i): float(s) for i, s in zip(i0[r], s0[r]) if i >= 0}
-            for i, s in zip(idx[r], sim[r]):
-                if int(i) in old_scores:
-                    assert abs(old_scores[int(i)] - float(s)) <= 1e-3
+        _old_scores_kept(i0, s0, idx, sim, 30)
 
 
 def _digest(path):

@@ -94,10 +94,8 @@ def append_similarity(annotations: str | os.PathLike, target: str | os.PathLike,
     if not target.is_file():
         raise AppendError(f"cannot append to {target}: no such file")
     with OutputLock(target) as lock:
-        old = read_stored(target)
-        spec = check_model(target, old)
-        table = load_annotations(annotations, image_root=image_root, path_column=path_column,
-                                 label_column=label_column, split_column=split_column)
+        old, spec, table = open_stored(target, annotations, image_root=image_root, path_column=path_column,
+                                       label_column=label_column, split_column=split_column)
         known = {os.path.normcase(os.path.abspath(p)): i for i, p in enumerate(old["resolved"])}
         repeated = [(p, known[os.path.normcase(os.path.abspath(r))]) for p, r in zip(table.paths, table.resolved)
                     if os.path.normcase(os.path.abspath(r)) in known]
@@ -109,10 +107,8 @@ def append_similarity(annotations: str | os.PathLike, target: str | os.PathLike,
         m, n0 = len(table), old["n"]
         console.print(f"appending [bold]{m}[/bold] images from {table.source} to {target} ({n0} images, "
                       f"model {spec.name})")
-        t0 = time.perf_counter()
-        result = embed_new(table, spec, verify, device=device, batch_size=batch_size, workers=workers,
-                           threads=threads, progress=progress, console=console)
-        embed_seconds = time.perf_counter() - t0
+        result, embed_seconds = embed_new(table, spec, verify, device=device, batch_size=batch_size,
+                                          workers=workers, threads=threads, progress=progress, console=console)
         summary = _combine_and_write(target, lock, old, table, result, spec, verify, device=device, console=console)
     summary.update({"n_old": n0, "n_new": m, "n_images": n0 + m, "n_ok_new": int(result.ok.sum()),
                     "embed_seconds": embed_seconds, "seconds": time.perf_counter() - t_start,
@@ -185,6 +181,14 @@ def fused_new_rows(target: Path, old: dict, result, spec, device):
     return rows, raw_new.astype(np.float16), fit
 
 
+def open_stored(path: Path, annotations, **columns):
+    """A stored file's contents (:func:`read_stored`), its model (:func:`check_model`) and the
+    new annotations (``columns``: image_root and the column names of load_annotations)."""
+    stored = read_stored(path)
+    spec = check_model(path, stored)
+    return stored, spec, load_annotations(annotations, **columns)
+
+
 def check_model(target: Path, old: dict):
     """The model that made ``target``, or AppendError when this installation lacks it (or has
     another version of it)."""
@@ -201,9 +205,11 @@ def check_model(target: Path, old: dict):
 
 
 def embed_new(table, spec, verify: bool, *, device, batch_size, workers, threads, progress, console):
-    """Embed the images of ``table`` as a full run would (raw output, layout when verifying)."""
+    """Embed the images of ``table`` as a full run would (raw output, layout when verifying);
+    returns the result and the seconds it took."""
     from .pipeline import _progress_bars
 
+    t0 = time.perf_counter()
     dtype = "float16" if spec.fusion is not None else "float32"
     with (_progress_bars(console) if progress else nullcontext(None)) as bar:
         task = bar.add_task("embedding", total=len(table), unit="img") if bar else None
@@ -213,7 +219,7 @@ def embed_new(table, spec, verify: bool, *, device, batch_size, workers, threads
     if not result.ok.any():
         raise PipelineError(f"none of the {len(table)} new images could be read (e.g. {table.resolved[0]}: "
                             f"{result.errors[0]}); check the paths and --image-root")
-    return result
+    return result, time.perf_counter() - t0
 
 
 def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verify: bool, *, device, console) -> dict:

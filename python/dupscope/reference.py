@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import load_annotations
-from .append import _merge_lists, check_model, embed_new, fused_new_rows, read_stored
+from .append import _merge_lists, embed_new, fused_new_rows, open_stored
 from .device import parse_device, require_gpu
 from .errors import AppendError
 from .store import OutputLock, SimilarityWriter, check_output, printable
@@ -72,17 +71,13 @@ def reference_similarity(annotations: str | os.PathLike, reference: str | os.Pat
             os.path.abspath(output) == os.path.abspath(reference):
         raise AppendError(f"the output {output} is the reference file, which is only read: choose another output")
     with OutputLock(output) as lock:
-        ref = read_stored(reference)
-        spec = check_model(reference, ref)
-        table = load_annotations(annotations, image_root=image_root, path_column=path_column,
-                                 label_column=label_column, split_column=split_column)
+        ref, spec, table = open_stored(reference, annotations, image_root=image_root, path_column=path_column,
+                                       label_column=label_column, split_column=split_column)
         verify, n0, m, k = ref["verified"], ref["n"], len(table), ref["k"]
         console.print(f"checking [bold]{m}[/bold] images from {table.source} against {reference} ({n0} images, "
                       f"model {spec.name})")
-        t0 = time.perf_counter()
-        result = embed_new(table, spec, verify, device=device, batch_size=batch_size, workers=workers,
-                           threads=threads, progress=progress, console=console)
-        embed_seconds = time.perf_counter() - t0
+        result, embed_seconds = embed_new(table, spec, verify, device=device, batch_size=batch_size,
+                                          workers=workers, threads=threads, progress=progress, console=console)
         rows, raw_new, fit = fused_new_rows(reference, ref, result, spec, device)
         ok = np.concatenate([ref["ok"], result.ok])
         emb = np.concatenate([ref["embeddings"], rows.astype(np.float16).astype(np.float32)])
