@@ -27,6 +27,7 @@ JPEG draft.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
@@ -246,11 +247,20 @@ def decode_image(
     path = os.fspath(path)
     if path == "":
         raise ImageLoadError("missing file: no path given")
+    from .shards import is_member_address, read_member
+
+    source = path
     try:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None  # reported by the open below, with the usual reason
+        if is_member_address(path):  # a member of a tar shard: its bytes, read in place
+            source = io.BytesIO(read_member(path))
+            st = None
+            if not source.getbuffer().nbytes:
+                raise ImageLoadError("empty file: 0 bytes")
+        else:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None  # reported by the open below, with the usual reason
         if st is not None and not stat.S_ISREG(st.st_mode):
             # Opening a FIFO or a device would block or read forever.
             kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
@@ -259,7 +269,7 @@ def decode_image(
             raise ImageLoadError(f"not a file: {path} is {kind}")
         if st is not None and st.st_size == 0:
             raise ImageLoadError("empty file: 0 bytes")
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             width, height = img.size
             try:
                 orientation = int(img.getexif().get(0x0112, 1))

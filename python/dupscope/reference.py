@@ -116,7 +116,7 @@ def reference_similarity(annotations: str | os.PathLike, reference: str | os.Pat
         sim = np.concatenate([qs, np.where(ri[shown] >= 0, rs[shown], np.nan).astype(np.float16)])
         sub_ok = ok[keep]
         sub_emb = emb[keep]
-        raw = np.concatenate([ref["raw"], raw_new])[keep] if raw_new is not None else sub_emb
+        raw = np.concatenate([raw_new, ref["raw"][shown]]) if raw_new is not None else sub_emb  # rows as `keep`
         paths = [ref["resolved"][i] for i in shown]
         resolved = list(table.resolved) + paths
         scored = None

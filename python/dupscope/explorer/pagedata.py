@@ -288,9 +288,12 @@ def originals(resolved: list[str], target: str | os.PathLike[str], has_paths: bo
     """Where the page finds the original images: their common folder (the data set root), each
     image's path under it (``/``-separated, for URLs), and each file's size in bytes (-1 when it
     cannot be read now). ``(None, [], sizes)`` when the images have no usable paths."""
+    from ..shards import is_member_address
+
     n = len(resolved)
     sizes = np.full(n, -1, np.float64)
-    if not has_paths or not n:
+    if not has_paths or not n or any(is_member_address(p) for p in resolved):
+        # Members of tar shards have no file of their own to show: the compare view shows thumbnails.
         return None, [], sizes
     absolute = [os.path.abspath(p) for p in resolved]
     for i, p in enumerate(absolute):

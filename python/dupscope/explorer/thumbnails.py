@@ -35,8 +35,10 @@ def thumbnail_relpath(index: int, ext: str) -> str:
 
 
 def _source_key(path: str) -> list | None:
+    from ..shards import file_of
+
     try:
-        st = os.stat(path)
+        st = os.stat(file_of(path))  # a shard member: its shard's size and time
     except OSError:
         return None
     return [path, st.st_size, st.st_mtime_ns]
