@@ -83,3 +83,18 @@ def test_phase1_on_shards_finds_the_copy_across_shards(shards):
         inl = f.inliers()
         assert idx[10, 0] == 0 and sim[10, 0] >= 0.5 and inl[10, 0] >= 15
         assert np.all(f.widths[:10] == 160) and f.widths[10] == 136  # the copy is a crop
+
+
+def test_explorer_of_a_shards_file_has_thumbnails_and_no_originals(shards):
+    import json
+
+    from dupscope.explorer import build_explorer
+
+    out = shards / "sim.h5"
+    compute_similarity(str(shards / "train-{0..1}.tar"), out, model="dct32", k=3, progress=False)
+    index = build_explorer(out, shards / "site", progress=False, workers=2)
+    thumbs = sorted(p.name for p in (index.parent / "thumbs").rglob("*.webp"))
+    assert len(thumbs) == 11  # every image but the broken one
+    text = (index.parent / "data.js").read_text(encoding="utf-8")
+    data = json.loads(text[text.index("{"):].rstrip().rstrip(";"))
+    assert data["originals"] is None and data["paths"][10] == "train-1.tar/copy0.png"
