@@ -98,3 +98,41 @@ def test_explorer_of_a_shards_file_has_thumbnails_and_no_originals(shards):
     text = (index.parent / "data.js").read_text(encoding="utf-8")
     data = json.loads(text[text.index("{"):].rstrip().rstrip(";"))
     assert data["originals"] is None and data["paths"][10] == "train-1.tar/copy0.png"
+
+
+pa = pytest.importorskip("pyarrow")
+
+
+def _parquet(path, columns, row_group_size=3):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
+    return path
+
+
+def test_parquet_with_image_bytes_and_with_paths(tmp_path):
+    pics = [imagegen.scene(s, (160, 120)) for s in range(7)]
+    _parquet(tmp_path / "part-0.parquet", {"image": [_png(p) for p in pics[:4]], "label": ["a", "b", "a", None]})
+    _parquet(tmp_path / "part-1.parquet", {"image": [_png(p) for p in pics[4:]] + [_png(imagegen.jpeg(pics[1])), None],
+                                           "label": ["c"] * 5})
+    table = load_annotations(str(tmp_path / "part-{0..1}.parquet"))
+    assert table.format == "parquet" and len(table) == 9
+    assert table.paths[:2] == ["part-0.parquet/0", "part-0.parquet/1"] and table.labels[:4] == ["a", "b", "a", ""]
+    img, w, h = decode_image(table.resolved[5])  # row 1 of the second file, in its first row group
+    assert (w, h) == (160, 120)
+    out = tmp_path / "sim.h5"
+    summary = compute_similarity(str(tmp_path / "part-{0..1}.parquet"), out, model="dct32", k=3, progress=False)
+    assert summary["n_failed"] == 1  # the empty cell
+    with SimilarityFile(out) as f:
+        idx, sim = f.neighbors()
+        assert idx[7, 0] == 1 and sim[7, 0] >= 0.5 and "no image" in f.errors[8]
+    # A column of paths instead of bytes, relative to the file's folder.
+    for i in range(3):
+        pics[i].save(tmp_path / f"x{i}.png")
+    _parquet(tmp_path / "paths.parquet", {"file_name": [f"x{i}.png" for i in range(3)], "split": ["training", "val", "test"]})
+    table = load_annotations(tmp_path / "paths.parquet")
+    assert table.resolved == [str(tmp_path / f"x{i}.png") for i in range(3)] and table.splits == ["train", "val", "test"]
+    with pytest.raises(AnnotationError, match="no image column"):
+        load_annotations(_parquet(tmp_path / "none.parquet", {"n": [1, 2]}))
+    with pytest.raises(AnnotationError, match="no column 'pic'"):
+        load_annotations(tmp_path / "paths.parquet", path_column="pic")

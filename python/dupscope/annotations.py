@@ -13,8 +13,8 @@ Supported inputs, detected from the file's extension and, when that is ambiguous
 - **JSON Lines** (``.jsonl``/``.ndjson``, or a JSON file holding a list of objects): one object per
   image with the same keys as the CSV columns.
 - **plain text list**: one path per line; blank lines and lines starting with ``#`` are skipped.
-- **WebDataset tar shards**: a ``.tar`` file or a brace pattern of them
-  (``shards/{00000..00099}.tar``), read without unpacking (:mod:`dupscope.shards`).
+- **WebDataset tar shards and Parquet files**: a ``.tar`` or ``.parquet`` file or a brace
+  pattern of them (``shards/{00000..00099}.tar``), images read in place (:mod:`dupscope.shards`).
 - **a folder**: every image file below it (recursively, hidden files and folders skipped) in sorted
   path order. An image's label is the name of its parent folder (``""`` directly in the root) and
   its split is ``train``/``val``/``test`` when a folder on its path has such a name (the usual
@@ -76,7 +76,7 @@ class ImageTable:
     source : str
         Absolute path of the annotation file or folder.
     format : str
-        ``"coco"``, ``"csv"``, ``"jsonl"``, ``"list"``, ``"folder"`` or ``"webdataset"``.
+        ``"coco"``, ``"csv"``, ``"jsonl"``, ``"list"``, ``"folder"``, ``"webdataset"`` or ``"parquet"``.
     """
 
     paths: list[str]
@@ -377,7 +377,7 @@ def load_annotations(
     from .shards import is_shard_spec, load_shards
 
     if is_shard_spec(os.path.expanduser(os.fspath(path))):
-        return load_shards(path)
+        return load_shards(path, path_column=path_column, label_column=label_column, split_column=split_column)
     p = Path(os.path.expanduser(os.fspath(path))).absolute()
     src = str(p)
     cols = dict(path_column=path_column, label_column=label_column, split_column=split_column)

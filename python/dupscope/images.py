@@ -251,8 +251,11 @@ def decode_image(
 
     source = path
     try:
-        if is_member_address(path):  # a member of a tar shard: its bytes, read in place
-            source = io.BytesIO(read_member(path))
+        if is_member_address(path):  # a member of a shard: its bytes, read in place
+            try:
+                source = io.BytesIO(read_member(path))
+            except FileNotFoundError as exc:
+                raise ImageLoadError(f"missing file: {exc}") from None
             st = None
             if not source.getbuffer().nbytes:
                 raise ImageLoadError("empty file: 0 bytes")

@@ -1,4 +1,4 @@
-"""WebDataset tar shards as input: every image in the shards is a row, read without unpacking.
+"""Sharded inputs: WebDataset tar shards and Parquet files, every image a row, read in place.
 
 ``dupscope similarity 'shards/train-{00000..00099}.tar' -o sim.h5`` takes a shard file, or a
 brace pattern of them (``{00000..00099}`` ranges keep their zero padding, ``{a,b}`` lists),
@@ -12,6 +12,13 @@ A row's identity is its shard and key: ``images/path`` holds ``<shard file name>
 (:func:`member_address`). Reading an image looks up the member's offset in the shard's index
 (built once per shard by reading its headers) and reads just those bytes (:func:`read_member`),
 so decoding streams from the tar and nothing is unpacked to disk.
+
+**Parquet** (``data/part-{0000..0009}.parquet``, pyarrow needed: ``pip install pyarrow``): one row
+per table row. The image is a binary column (``image``, ``bytes``, ``jpg``, ``png``, ... or
+``--path-column``), read in place: ``images/path`` is ``<file name>/<row>`` and the resolved
+path ``parquet://<absolute file>#<row>:<column>`` (:func:`read_member` reads that row's row group,
+the last few kept). A string column of paths (the CSV path columns) is read as paths instead,
+relative to the file's folder. Label and split columns are those of CSV input.
 """
 
 from __future__ import annotations
@@ -26,9 +33,12 @@ from pathlib import Path
 from .errors import AnnotationError
 
 __all__ = ["expand_shards", "is_shard_spec", "load_shards", "member_address", "is_member_address", "file_of",
-           "read_member"]
+           "read_member", "BYTES_COLUMNS"]
 
 PREFIX = "tar://"
+PARQUET = "parquet://"
+#: Binary columns taken as the image, in this order, when no column is named.
+BYTES_COLUMNS = ("image", "img", "bytes", "image_bytes", "jpg", "jpeg", "png", "webp", "content", "data")
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
 
@@ -57,9 +67,9 @@ def expand_shards(spec: str) -> list[str]:
 
 
 def is_shard_spec(path: str | os.PathLike) -> bool:
-    """Whether an input names tar shards (a ``.tar`` file, or a brace pattern of them)."""
+    """Whether an input names tar shards or Parquet files (one, or a brace pattern of them)."""
     s = os.fspath(path)
-    return s.lower().endswith(".tar") and (_BRACE.search(s) is not None or os.path.isfile(s))
+    return s.lower().endswith((".tar", ".parquet")) and (_BRACE.search(s) is not None or os.path.isfile(s))
 
 
 def member_address(shard: str | os.PathLike, member: str) -> str:
@@ -68,12 +78,21 @@ def member_address(shard: str | os.PathLike, member: str) -> str:
 
 
 def is_member_address(path: str) -> bool:
-    return path.startswith(PREFIX)
+    return path.startswith((PREFIX, PARQUET))
 
 
 def file_of(path: str) -> str:
     """The file on disk that holds ``path``: its shard for a member address, else itself."""
+    if path.startswith(PARQUET):
+        return _split_parquet(path)[0]
     return _split(path)[0] if is_member_address(path) else path
+
+
+def _split_parquet(address: str) -> tuple[str, int, str]:
+    body = address[len(PARQUET):]
+    cut = body.rfind("#")
+    row, _, column = body[cut + 1:].partition(":")
+    return body[:cut], int(row), column
 
 
 def _split(address: str) -> tuple[str, str]:
@@ -124,6 +143,8 @@ def read_member(address: str) -> bytes:
     tarfile.ReadError
         The shard is not a readable tar file.
     """
+    if address.startswith(PARQUET):
+        return _parquet_cell(*_split_parquet(address))
     shard, member = _split(address)
     index = _INDEXES.get(shard)
     if member not in index:
@@ -139,9 +160,131 @@ def read_member(address: str) -> bytes:
     return data
 
 
-def load_shards(spec: str | os.PathLike):
-    """The :class:`dupscope.annotations.ImageTable` of a shard file or brace pattern (see the
-    module docstring)."""
+class _RowGroups:
+    """The last few row groups' image columns read from Parquet files, as Python bytes lists,
+    with each file's row-group start rows."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self.lock = threading.Lock()
+        self.items: OrderedDict = OrderedDict()
+        self.starts: dict = {}
+
+    def cell(self, path: str, row: int, column: str) -> bytes:
+        pq = _pyarrow()
+        with self.lock:
+            starts = self.starts.get(path)
+        if starts is None:
+            meta = pq.ParquetFile(path).metadata
+            starts = [0]
+            for g in range(meta.num_row_groups):
+                starts.append(starts[-1] + meta.row_group(g).num_rows)
+            with self.lock:
+                self.starts[path] = starts
+        import bisect
+
+        g = bisect.bisect_right(starts, row) - 1
+        if not 0 <= g < len(starts) - 1:
+            raise FileNotFoundError(f"row {row} is not in {path}")
+        key = (path, g, column)
+        with self.lock:
+            values = self.items.get(key)
+            if values is not None:
+                self.items.move_to_end(key)
+        if values is None:
+            values = pq.ParquetFile(path).read_row_group(g, columns=[column]).column(0).to_pylist()
+            with self.lock:
+                self.items[key] = values
+                while len(self.items) > self.keep:
+                    self.items.popitem(last=False)
+        value = values[row - starts[g]]
+        if value is None:
+            raise FileNotFoundError(f"row {row} of {path} has no image")
+        return bytes(value)
+
+
+_ROW_GROUPS = _RowGroups()
+
+
+def _parquet_cell(path: str, row: int, column: str) -> bytes:
+    return _ROW_GROUPS.cell(path, row, column)
+
+
+def _pyarrow():
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise AnnotationError("Parquet input needs pyarrow: pip install pyarrow") from None
+    return pq
+
+
+def _load_parquet(files: list[str], spec: str, path_column, label_column, split_column):
+    from .annotations import LABEL_COLUMNS, PATH_COLUMNS, SPLIT_COLUMNS, ImageTable, _normalise_split
+
+    pq = _pyarrow()
+    import pyarrow as pa
+
+    paths, resolved, labels, splits = [], [], [], []
+    for file in files:
+        try:
+            schema = pq.read_schema(file)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
+            raise AnnotationError(f"{file} is not a readable Parquet file ({exc})") from None
+        names = {n.lower(): n for n in schema.names}
+
+        def pick(wanted, candidates, kind=None):
+            if wanted is not None:
+                if wanted not in schema.names:
+                    raise AnnotationError(f"{file}: no column {wanted!r} (columns: {', '.join(schema.names)})")
+                return wanted
+            for c in candidates:
+                if c in names and (kind is None or kind(schema.field(names[c]).type)):
+                    return names[c]
+            return None
+
+        def binary(t):
+            return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+        def text(t):
+            return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+        col = path_col = None
+        if path_column is not None:
+            kind = schema.field(pick(path_column, ())).type
+            if binary(kind):
+                col = path_column
+            elif text(kind):
+                path_col = path_column
+            else:
+                raise AnnotationError(f"{file}: column {path_column!r} holds neither image bytes nor paths ({kind})")
+        else:
+            col = pick(None, BYTES_COLUMNS, binary)
+            path_col = None if col is not None else pick(None, PATH_COLUMNS, text)
+        if col is None and path_col is None:
+            raise AnnotationError(f"{file}: no image column (bytes: {', '.join(BYTES_COLUMNS)}; or paths: "
+                                  f"{', '.join(PATH_COLUMNS)}); name it with --path-column")
+        lab, spl = pick(label_column, LABEL_COLUMNS), pick(split_column, SPLIT_COLUMNS)
+        table = pq.read_table(file, columns=[c for c in (path_col, lab, spl) if c])
+        n = pq.ParquetFile(file).metadata.num_rows
+        name, base = Path(file).name, Path(file).parent
+        if col is not None:
+            paths += [f"{name}/{r}" for r in range(n)]
+            resolved += [f"{PARQUET}{os.path.abspath(file)}#{r}:{col}" for r in range(n)]
+        else:
+            values = ["" if v is None else str(v) for v in table.column(path_col).to_pylist()]
+            paths += values
+            resolved += [str(base / v) if v and not os.path.isabs(v) else v for v in values]
+        labels += ["" if v is None else str(v) for v in table.column(lab).to_pylist()] if lab else [""] * n
+        splits += [_normalise_split(v) for v in table.column(spl).to_pylist()] if spl else [""] * n
+    if not paths:
+        raise AnnotationError(f"{spec}: the Parquet files hold no rows")
+    return ImageTable(paths=paths, resolved=resolved, labels=labels, splits=splits,
+                      source=os.path.abspath(spec), format="parquet")
+
+
+def load_shards(spec: str | os.PathLike, *, path_column=None, label_column=None, split_column=None):
+    """The :class:`dupscope.annotations.ImageTable` of a shard file or brace pattern, tar or
+    Parquet (see the module docstring)."""
     from .annotations import ImageTable
     from .images import IMAGE_EXTENSIONS
 
@@ -150,6 +293,8 @@ def load_shards(spec: str | os.PathLike):
     missing = [s for s in shards if not os.path.isfile(s)]
     if missing:
         raise AnnotationError(f"{len(missing)} of {len(shards)} shards do not exist (e.g. {missing[0]})")
+    if spec.lower().endswith(".parquet"):
+        return _load_parquet(shards, spec, path_column, label_column, split_column)
     paths, resolved, labels = [], [], []
     for shard in shards:
         try:
