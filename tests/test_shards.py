@@ -136,3 +136,21 @@ def test_parquet_with_image_bytes_and_with_paths(tmp_path):
         load_annotations(_parquet(tmp_path / "none.parquet", {"n": [1, 2]}))
     with pytest.raises(AnnotationError, match="no column 'pic'"):
         load_annotations(tmp_path / "paths.parquet", path_column="pic")
+
+
+def test_shards_through_fsspec_urls(tmp_path):
+    """Shards named by URL (fsspec's in-memory filesystem here) are read by seeking, like files."""
+    fsspec = pytest.importorskip("fsspec")
+    pics = [imagegen.scene(s, (160, 120)) for s in range(4)]
+    local = _shard(tmp_path / "remote-0.tar", [(f"{i:03d}", {"png": _png(p)}) for i, p in enumerate(pics)])
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/remote-0.tar", local.read_bytes())
+    _parquet(tmp_path / "remote-1.parquet", {"image": [_png(p) for p in pics]})
+    fs.pipe("/bucket/remote-1.parquet", (tmp_path / "remote-1.parquet").read_bytes())
+    table = load_annotations("memory://bucket/remote-{0..0}.tar")
+    assert table.paths[0] == "remote-0.tar/000.png" and table.resolved[0].startswith("tar://memory://bucket/")
+    assert decode_image(table.resolved[3])[0].size == (160, 120)
+    table = load_annotations("memory://bucket/remote-1.parquet")
+    assert len(table) == 4 and decode_image(table.resolved[2])[0].size == (160, 120)
+    with pytest.raises(AnnotationError, match="do not exist"):
+        load_annotations("memory://bucket/remote-{0..1}.tar")

@@ -54,7 +54,20 @@ std::vector<Merge> linkage_merges(int64_t n, const int32_t* a, const int32_t* b,
     if (x.s != y.s) return x.s > y.s;
     return x.lo != y.lo ? x.lo < y.lo : x.hi < y.hi;
   };
-  if (!std::is_sorted(edges.begin(), edges.end(), before)) std::sort(edges.begin(), edges.end(), before);
+  // Pairs usually come sorted by score already (dupscope.pairs.neighbor_pairs), ties in another
+  // order: then only each run of equal scores needs sorting, which is much cheaper than a full sort.
+  const bool by_score = std::is_sorted(edges.begin(), edges.end(), [](const Edge& x, const Edge& y) { return x.s > y.s; });
+  if (by_score) {
+    for (size_t i = 0; i < edges.size();) {
+      size_t j = i + 1;
+      while (j < edges.size() && edges[j].s == edges[i].s) ++j;
+      if (j - i > 1 && !std::is_sorted(edges.begin() + i, edges.begin() + j, before))
+        std::sort(edges.begin() + i, edges.begin() + j, before);
+      i = j;
+    }
+  } else {
+    std::sort(edges.begin(), edges.end(), before);
+  }
   if (edges.size() >= static_cast<size_t>(INT32_MAX)) throw std::invalid_argument("too many pairs (2^31 or more)");
   // Each image's links, sorted by the other row, with the rank at which each is taken (CSR).
   std::vector<int64_t> start(static_cast<size_t>(n) + 1, 0);

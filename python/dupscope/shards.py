@@ -11,7 +11,9 @@ A row's identity is its shard and key: ``images/path`` holds ``<shard file name>
 ``images/resolved_path`` the address the image is read from, ``tar://<absolute shard path>#<member>``
 (:func:`member_address`). Reading an image looks up the member's offset in the shard's index
 (built once per shard by reading its headers) and reads just those bytes (:func:`read_member`),
-so decoding streams from the tar and nothing is unpacked to disk.
+so decoding streams from the tar and nothing is unpacked to disk. Shards may also be fsspec URLs
+(``s3://bucket/shards/{000..099}.tar``, with fsspec and the filesystem's package installed):
+they are read the same way, by seeking.
 
 **Parquet** (``data/part-{0000..0009}.parquet``, pyarrow needed: ``pip install pyarrow``): one row
 per table row. The image is a binary column (``image``, ``bytes``, ``jpg``, ``png``, ... or
@@ -42,6 +44,40 @@ BYTES_COLUMNS = ("image", "img", "bytes", "image_bytes", "jpg", "jpeg", "png", "
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _is_url(path: str) -> bool:
+    """An fsspec URL (``s3://``, ``gs://``, ``https://``, ``memory://``, ...), not a local path."""
+    return bool(_URL.match(path)) and not path.startswith(("tar://", "parquet://"))
+
+
+def _fs_open(path: str):
+    """A readable, seekable binary file: local, or through fsspec for a URL."""
+    if not _is_url(path):
+        return open(path, "rb")
+    try:
+        import fsspec
+    except ImportError:
+        raise AnnotationError(f"reading {path} needs fsspec (and its filesystem): pip install fsspec") from None
+    return fsspec.open(path, "rb").open()
+
+
+def _exists(path: str) -> bool:
+    if not _is_url(path):
+        return os.path.isfile(path)
+    try:
+        import fsspec
+    except ImportError:
+        raise AnnotationError(f"reading {path} needs fsspec (and its filesystem): pip install fsspec") from None
+    fs, _, (p,) = fsspec.get_fs_token_paths(path)
+    return fs.isfile(p)
+
+
+def _absolute(path: str) -> str:
+    return path if _is_url(path) else os.path.abspath(path)
+
+
 def expand_shards(spec: str) -> list[str]:
     """``a/{000..002}.tar`` -> ``a/000.tar a/001.tar a/002.tar``; ``{x,y}`` lists; several braces
     multiply out, left to right."""
@@ -69,12 +105,13 @@ def expand_shards(spec: str) -> list[str]:
 def is_shard_spec(path: str | os.PathLike) -> bool:
     """Whether an input names tar shards or Parquet files (one, or a brace pattern of them)."""
     s = os.fspath(path)
-    return s.lower().endswith((".tar", ".parquet")) and (_BRACE.search(s) is not None or os.path.isfile(s))
+    return s.lower().endswith((".tar", ".parquet")) and (_BRACE.search(s) is not None or _is_url(s)
+                                                          or os.path.isfile(s))
 
 
 def member_address(shard: str | os.PathLike, member: str) -> str:
     """The resolved path of one member: ``tar://<absolute shard path>#<member>``."""
-    return f"{PREFIX}{os.path.abspath(os.fspath(shard))}#{member}"
+    return f"{PREFIX}{_absolute(os.fspath(shard))}#{member}"
 
 
 def is_member_address(path: str) -> bool:
@@ -119,7 +156,7 @@ class _Indexes:
                 self.items.move_to_end(shard)
                 return hit
         index = {}
-        with tarfile.open(shard, "r:") as tf:  # headers only: member data is skipped by seeking
+        with _fs_open(shard) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:  # headers only: data is seeked over
             for info in tf:
                 if info.isfile():
                     index[info.name] = (info.offset_data, info.size)
@@ -150,11 +187,16 @@ def read_member(address: str) -> bytes:
     if member not in index:
         raise FileNotFoundError(f"{member} is not in {shard}")
     offset, size = index[member]
-    fd = os.open(shard, os.O_RDONLY)
-    try:
-        data = os.pread(fd, size, offset)
-    finally:
-        os.close(fd)
+    if _is_url(shard):
+        with _fs_open(shard) as fh:
+            fh.seek(offset)
+            data = fh.read(size)
+    else:
+        fd = os.open(shard, os.O_RDONLY)
+        try:
+            data = os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
     if len(data) != size:
         raise EOFError(f"{shard} ends inside {member}")
     return data
@@ -175,7 +217,8 @@ class _RowGroups:
         with self.lock:
             starts = self.starts.get(path)
         if starts is None:
-            meta = pq.ParquetFile(path).metadata
+            with _fs_open(path) as fh:
+                meta = pq.ParquetFile(fh).metadata
             starts = [0]
             for g in range(meta.num_row_groups):
                 starts.append(starts[-1] + meta.row_group(g).num_rows)
@@ -192,7 +235,8 @@ class _RowGroups:
             if values is not None:
                 self.items.move_to_end(key)
         if values is None:
-            values = pq.ParquetFile(path).read_row_group(g, columns=[column]).column(0).to_pylist()
+            with _fs_open(path) as fh:
+                values = pq.ParquetFile(fh).read_row_group(g, columns=[column]).column(0).to_pylist()
             with self.lock:
                 self.items[key] = values
                 while len(self.items) > self.keep:
@@ -227,7 +271,8 @@ def _load_parquet(files: list[str], spec: str, path_column, label_column, split_
     paths, resolved, labels, splits = [], [], [], []
     for file in files:
         try:
-            schema = pq.read_schema(file)
+            with _fs_open(file) as fh:
+                schema = pq.read_schema(fh)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
             raise AnnotationError(f"{file} is not a readable Parquet file ({exc})") from None
         names = {n.lower(): n for n in schema.names}
@@ -264,22 +309,25 @@ def _load_parquet(files: list[str], spec: str, path_column, label_column, split_
             raise AnnotationError(f"{file}: no image column (bytes: {', '.join(BYTES_COLUMNS)}; or paths: "
                                   f"{', '.join(PATH_COLUMNS)}); name it with --path-column")
         lab, spl = pick(label_column, LABEL_COLUMNS), pick(split_column, SPLIT_COLUMNS)
-        table = pq.read_table(file, columns=[c for c in (path_col, lab, spl) if c])
-        n = pq.ParquetFile(file).metadata.num_rows
-        name, base = Path(file).name, Path(file).parent
+        with _fs_open(file) as fh:
+            pf = pq.ParquetFile(fh)
+            n = pf.metadata.num_rows
+            table = pf.read(columns=[c for c in (path_col, lab, spl) if c])
+        name = file.rstrip("/").rsplit("/", 1)[-1]
+        base = None if _is_url(file) else Path(file).parent  # paths listed in a remote file are used as written
         if col is not None:
             paths += [f"{name}/{r}" for r in range(n)]
-            resolved += [f"{PARQUET}{os.path.abspath(file)}#{r}:{col}" for r in range(n)]
+            resolved += [f"{PARQUET}{_absolute(file)}#{r}:{col}" for r in range(n)]
         else:
             values = ["" if v is None else str(v) for v in table.column(path_col).to_pylist()]
             paths += values
-            resolved += [str(base / v) if v and not os.path.isabs(v) else v for v in values]
+            resolved += [str(base / v) if base is not None and v and not os.path.isabs(v) else v for v in values]
         labels += ["" if v is None else str(v) for v in table.column(lab).to_pylist()] if lab else [""] * n
         splits += [_normalise_split(v) for v in table.column(spl).to_pylist()] if spl else [""] * n
     if not paths:
         raise AnnotationError(f"{spec}: the Parquet files hold no rows")
     return ImageTable(paths=paths, resolved=resolved, labels=labels, splits=splits,
-                      source=os.path.abspath(spec), format="parquet")
+                      source=_absolute(spec), format="parquet")
 
 
 def load_shards(spec: str | os.PathLike, *, path_column=None, label_column=None, split_column=None):
@@ -288,9 +336,10 @@ def load_shards(spec: str | os.PathLike, *, path_column=None, label_column=None,
     from .annotations import ImageTable
     from .images import IMAGE_EXTENSIONS
 
-    spec = os.path.expanduser(os.fspath(spec))
+    spec = os.fspath(spec)
+    spec = spec if _is_url(spec) else os.path.expanduser(spec)
     shards = expand_shards(spec)
-    missing = [s for s in shards if not os.path.isfile(s)]
+    missing = [s for s in shards if not _exists(s)]
     if missing:
         raise AnnotationError(f"{len(missing)} of {len(shards)} shards do not exist (e.g. {missing[0]})")
     if spec.lower().endswith(".parquet"):
@@ -298,7 +347,7 @@ def load_shards(spec: str | os.PathLike, *, path_column=None, label_column=None,
     paths, resolved, labels = [], [], []
     for shard in shards:
         try:
-            with tarfile.open(shard, "r:") as tf:
+            with _fs_open(shard) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
                 samples: OrderedDict = OrderedDict()
                 for info in tf:
                     if not info.isfile():
@@ -313,7 +362,7 @@ def load_shards(spec: str | os.PathLike, *, path_column=None, label_column=None,
                         s["cls"] = tf.extractfile(info).read().decode("utf-8", "replace").strip()
         except tarfile.TarError as exc:
             raise AnnotationError(f"{shard} is not a readable tar shard ({exc})") from None
-        name = Path(shard).name
+        name = shard.rstrip("/").rsplit("/", 1)[-1]
         for key, s in samples.items():
             if "image" not in s:
                 continue
@@ -323,4 +372,4 @@ def load_shards(spec: str | os.PathLike, *, path_column=None, label_column=None,
     if not paths:
         raise AnnotationError(f"{spec}: the shards hold no images")
     return ImageTable(paths=paths, resolved=resolved, labels=labels, splits=[""] * len(paths),
-                      source=os.path.abspath(spec), format="webdataset")
+                      source=_absolute(spec), format="webdataset")
