@@ -31,16 +31,16 @@ from _machine import cpu_model, reexec_without_blas_overrides  # noqa: E402
 
 
 def quick_picture(seed: int):
-    """A cheap distinct picture (for large N, where dupscope.demo.scene's 100 ms per image would
-    dominate the run): a random colour grid, smoothly upsampled, with random boxes on it."""
+    """A cheap distinct 224x168 picture (for large N, where dupscope.demo.scene's 100 ms per image
+    would dominate the run): a random colour grid, smoothly upsampled, with random boxes on it."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
-    img = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((320, 240), Image.Resampling.BICUBIC)
+    img = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((224, 168), Image.Resampling.BICUBIC)
     d = ImageDraw.Draw(img)
     for _ in range(12):
-        x, y = int(rng.integers(0, 300)), int(rng.integers(0, 220))
-        d.rectangle((x, y, x + int(rng.integers(8, 60)), y + int(rng.integers(8, 40))),
+        x, y = int(rng.integers(0, 204)), int(rng.integers(0, 150))
+        d.rectangle((x, y, x + int(rng.integers(8, 50)), y + int(rng.integers(8, 30))),
                     fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
     return img
 
@@ -50,6 +50,7 @@ def make(root: Path, n: int, m: int, quick: bool = False) -> tuple[list[str], li
     from dupscope.demo import scene as slow_scene
 
     scene = quick_picture if quick else slow_scene
+    ext = "jpg" if quick else "png"  # JPEG: PNG compression alone takes 20 ms an image
 
     root.mkdir(parents=True)
     old = []
@@ -57,14 +58,14 @@ def make(root: Path, n: int, m: int, quick: bool = False) -> tuple[list[str], li
         img = scene(s)
         if s % 20 == 5:  # 5% of the pictures come with an edited copy in the old set
             img = jpeg(scene(s - 1))
-        p = root / f"o{s:06d}.png"
+        p = root / f"o{s:06d}.{ext}"
         img.save(p)
         old.append(str(p))
     new = []
     edits = (cropped, resized, jpeg)
     for j in range(m):
         img = edits[j % 3](scene(j * 7 % n)) if j % 2 == 0 else scene(10_000_000 + j)
-        p = root / f"n{j:06d}.png"
+        p = root / f"n{j:06d}.{ext}"
         img.save(p)
         new.append(str(p))
     return old, new
