@@ -86,3 +86,10 @@ def test_reference_refusals(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc != 0 and "was made by model 'efficientnet-lite0'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.h5").exists()
+    with h5py.File(ref_h5, "r+") as f:  # a schema-1 file: no stored embeddings
+        f.attrs["model"] = "dct32"
+        f.attrs["schema_version"] = 1
+        del f["embeddings"]
+    rc = main(["similarity", str(q), "--reference", str(ref_h5), "-o", str(tmp_path / "o.h5")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "schema-1 file without stored embeddings" in err and not (tmp_path / "o.h5").exists()
