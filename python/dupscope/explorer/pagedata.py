@@ -64,11 +64,12 @@ class PageData:
         without neighbours last).
     attrs
         Root attributes of the file worth showing (model, metric, ...).
-    pair_inliers
-        (P,) int16 geometric inliers of each pair (``-1``: not checked), or None when the file
-        was written without verification.
     merges
         The complete-linkage merge list of the pairs (:class:`dupscope.export.MergeList`).
+    in_group, in_group_inliers
+        (P,) bool: the pairs inside the groups of the whole hierarchy (every merge made), the only
+        pairs a row or the compare view can show; and their geometric inliers, int16 (``-1``: not
+        checked), or None when the file was written without verification.
     sets
         (N,) uint8 1 for a query image, 2 for a reference image (a reference run's file), or None.
     nn, nn_inliers
@@ -93,11 +94,12 @@ class PageData:
     order: np.ndarray
     k: int
     attrs: dict[str, Any] = field(default_factory=dict)
-    pair_inliers: np.ndarray | None = None
     width: np.ndarray | None = None
     height: np.ndarray | None = None
     has_paths: bool = True
     merges: Any = None
+    in_group: np.ndarray | None = None
+    in_group_inliers: np.ndarray | None = None
     sets: np.ndarray | None = None
     nn: np.ndarray | None = None
     nn_inliers: np.ndarray | None = None
@@ -155,11 +157,18 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
     attrs = {key: file_attrs[key] for key in ("schema_version", "dupscope_version", "created", "n_images", "k",
                                               "dense", "metric", "device", "model", "annotations", "image_root",
                                               "score") if key in file_attrs}
-    from ..export import merge_list
+    from ..export import groups_at, merge_list
 
     a, b, s = neighbor_pairs(index, sim)
+    merges = merge_list(n, a, b, s)
+    label = groups_at(n, merges, -np.inf) if len(merges) else np.full(n, -1)
+    in_group = (label[a] >= 0) & (label[a] == label[b])
     nn = index[:, 0].astype(np.int32) if index.shape[1] else np.full(n, -1, np.int32)
     nn_a, nn_b = np.minimum(np.arange(n), nn), np.maximum(np.arange(n), nn)
+    in_group_inliers = nn_inliers = None
+    if inliers is not None:  # one look-up for the pairs in groups and the nearest-neighbour pairs
+        found = _pair_values(index, inliers, np.r_[a[in_group], nn_a], np.r_[b[in_group], nn_b])
+        in_group_inliers, nn_inliers = found[:int(in_group.sum())], np.where(nn >= 0, found[int(in_group.sum()):], -1)
     max_sim = np.full(n, np.nan, dtype=np.float16)
     if index.shape[1]:
         # Lists are sorted most similar first, so column 0 is each image's highest similarity;
@@ -180,15 +189,15 @@ def read_page_data(h5_path: str | os.PathLike[str]) -> PageData:
         order=order_by_max_similarity(max_sim),
         k=int(index.shape[1]),
         attrs={k: (v if isinstance(v, (str, int, float, bool)) else str(v)) for k, v in attrs.items()},
-        pair_inliers=None if inliers is None else _pair_values(index, inliers, a, b),
         width=width,
         height=height,
         has_paths=has_paths,
-        merges=merge_list(n, a, b, s),
+        merges=merges,
+        in_group=in_group,
+        in_group_inliers=in_group_inliers,
         sets=None if sets is None else np.array([1 if v == "query" else 2 for v in sets], np.uint8),
         nn=nn,
-        nn_inliers=None if inliers is None else np.where(nn >= 0, _pair_values(index, inliers, nn_a, nn_b), -1
-                                                          ).astype(np.int16),
+        nn_inliers=None if nn_inliers is None else nn_inliers.astype(np.int16),
     )
 
 
@@ -211,18 +220,13 @@ def _pair_values(index: np.ndarray, values: np.ndarray, a: np.ndarray, b: np.nda
 
 
 def group_links(data: PageData) -> dict[str, np.ndarray]:
-    """The pairs inside the groups of the whole hierarchy (every merge made), as per-image lists
-    (CSR: ``start`` (N + 1), ``idx``, ``bits`` (float16 bits), ``inliers``), each list from the
-    highest score down. Groups at any threshold, marks or not, lie inside these groups, so these
-    are all the pairs the page's rows and compare view can show."""
-    from ..export import groups_at
-
+    """The pairs inside the groups of the whole hierarchy (:attr:`PageData.in_group`) as per-image
+    lists (CSR: ``start`` (N + 1), ``idx``, ``bits`` (float16 bits), ``inliers``), each list from
+    the highest score down. Groups at any threshold, marks or not, lie inside these groups."""
     n = data.n
-    label = groups_at(n, data.merges, -np.inf) if len(data.merges) else np.full(n, -1)
-    inside = (label[data.pair_a] >= 0) & (label[data.pair_a] == label[data.pair_b])
-    a, b = data.pair_a[inside], data.pair_b[inside]
-    bits = data.pair_sim[inside].astype(np.float16).view(np.uint16)
-    inl = data.pair_inliers[inside] if data.pair_inliers is not None else np.full(len(a), -1, np.int16)
+    a, b = data.pair_a[data.in_group], data.pair_b[data.in_group]
+    bits = data.pair_sim[data.in_group].astype(np.float16).view(np.uint16)
+    inl = data.in_group_inliers if data.in_group_inliers is not None else np.full(len(a), -1, np.int16)
     src, dst = np.concatenate([a, b]), np.concatenate([b, a])
     bits2, inl2 = np.concatenate([bits, bits]), np.concatenate([inl, inl])
     order = np.lexsort((dst, (0xFFFF - bits2.astype(np.int64)), src))  # by image, score high first, then row
@@ -367,7 +371,7 @@ def page_data_json(
             "start": _column(links["start"], "<i4", "links.start", parts),
             "idx": _column(links["idx"], "<i4", "links.idx", parts),
             "bits": _column(links["bits"], "<u2", "links.bits", parts),
-            "inliers": None if data.pair_inliers is None else _column(links["inliers"], "<i2", "links.inliers", parts),
+            "inliers": None if data.in_group_inliers is None else _column(links["inliers"], "<i2", "links.inliers", parts),
         },
         "nn": _b64(np.full(data.n, -1, np.int32) if data.nn is None else data.nn, "<i4"),
         # A reference run: 1 query, 2 reference; groups holding both are shown first.
