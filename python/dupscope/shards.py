@@ -160,11 +160,15 @@ class _Indexes:
             for info in tf:
                 if info.isfile():
                     index[info.name] = (info.offset_data, info.size)
+        self.put(shard, index)
+        return index
+
+    def put(self, shard: str, index: dict) -> None:
         with self.lock:
             self.items[shard] = index
+            self.items.move_to_end(shard)
             while len(self.items) > self.keep:
                 self.items.popitem(last=False)
-        return index
 
 
 _INDEXES = _Indexes()
@@ -268,49 +272,48 @@ def _load_parquet(files: list[str], spec: str, path_column, label_column, split_
     pq = _pyarrow()
     import pyarrow as pa
 
+    def binary(t):
+        return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+    def text(t):
+        return pa.types.is_string(t) or pa.types.is_large_string(t)
+
     paths, resolved, labels, splits = [], [], [], []
     for file in files:
-        try:
-            with _fs_open(file) as fh:
-                schema = pq.read_schema(fh)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
-            raise AnnotationError(f"{file} is not a readable Parquet file ({exc})") from None
-        names = {n.lower(): n for n in schema.names}
+        with _fs_open(file) as fh:  # one open per file: the schema, then the small columns
+            try:
+                pf = pq.ParquetFile(fh)
+                schema = pf.schema_arrow
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
+                raise AnnotationError(f"{file} is not a readable Parquet file ({exc})") from None
+            names = {n.lower(): n for n in schema.names}
 
-        def pick(wanted, candidates, kind=None):
-            if wanted is not None:
-                if wanted not in schema.names:
-                    raise AnnotationError(f"{file}: no column {wanted!r} (columns: {', '.join(schema.names)})")
-                return wanted
-            for c in candidates:
-                if c in names and (kind is None or kind(schema.field(names[c]).type)):
-                    return names[c]
-            return None
+            def pick(wanted, candidates, kind=None):
+                if wanted is not None:
+                    if wanted not in schema.names:
+                        raise AnnotationError(f"{file}: no column {wanted!r} (columns: {', '.join(schema.names)})")
+                    return wanted
+                for c in candidates:
+                    if c in names and (kind is None or kind(schema.field(names[c]).type)):
+                        return names[c]
+                return None
 
-        def binary(t):
-            return pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-        def text(t):
-            return pa.types.is_string(t) or pa.types.is_large_string(t)
-
-        col = path_col = None
-        if path_column is not None:
-            kind = schema.field(pick(path_column, ())).type
-            if binary(kind):
-                col = path_column
-            elif text(kind):
-                path_col = path_column
+            col = path_col = None
+            if path_column is not None:
+                kind = schema.field(pick(path_column, ())).type
+                if binary(kind):
+                    col = path_column
+                elif text(kind):
+                    path_col = path_column
+                else:
+                    raise AnnotationError(f"{file}: column {path_column!r} holds neither image bytes nor paths ({kind})")
             else:
-                raise AnnotationError(f"{file}: column {path_column!r} holds neither image bytes nor paths ({kind})")
-        else:
-            col = pick(None, BYTES_COLUMNS, binary)
-            path_col = None if col is not None else pick(None, PATH_COLUMNS, text)
-        if col is None and path_col is None:
-            raise AnnotationError(f"{file}: no image column (bytes: {', '.join(BYTES_COLUMNS)}; or paths: "
-                                  f"{', '.join(PATH_COLUMNS)}); name it with --path-column")
-        lab, spl = pick(label_column, LABEL_COLUMNS), pick(split_column, SPLIT_COLUMNS)
-        with _fs_open(file) as fh:
-            pf = pq.ParquetFile(fh)
+                col = pick(None, BYTES_COLUMNS, binary)
+                path_col = None if col is not None else pick(None, PATH_COLUMNS, text)
+            if col is None and path_col is None:
+                raise AnnotationError(f"{file}: no image column (bytes: {', '.join(BYTES_COLUMNS)}; or paths: "
+                                      f"{', '.join(PATH_COLUMNS)}); name it with --path-column")
+            lab, spl = pick(label_column, LABEL_COLUMNS), pick(split_column, SPLIT_COLUMNS)
             n = pf.metadata.num_rows
             table = pf.read(columns=[c for c in (path_col, lab, spl) if c])
         name = file.rstrip("/").rsplit("/", 1)[-1]
@@ -344,24 +347,28 @@ def load_shards(spec: str | os.PathLike, *, path_column=None, label_column=None,
         raise AnnotationError(f"{len(missing)} of {len(shards)} shards do not exist (e.g. {missing[0]})")
     if spec.lower().endswith(".parquet"):
         return _load_parquet(shards, spec, path_column, label_column, split_column)
+    image_ext = {e.lstrip(".") for e in IMAGE_EXTENSIONS}
     paths, resolved, labels = [], [], []
     for shard in shards:
+        index = {}  # the member offsets, kept for reading the images later (one pass over the headers)
         try:
             with _fs_open(shard) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
                 samples: OrderedDict = OrderedDict()
                 for info in tf:
                     if not info.isfile():
                         continue
+                    index[info.name] = (info.offset_data, info.size)
                     folder, _, base = info.name.rpartition("/")
                     key = (folder + "/" if folder else "") + base.split(".", 1)[0]
                     ext = base.split(".", 1)[1].lower() if "." in base else ""
                     s = samples.setdefault(key, {})
-                    if ext.rsplit(".", 1)[-1] in {e.lstrip(".") for e in IMAGE_EXTENSIONS} and "image" not in s:
+                    if ext.rsplit(".", 1)[-1] in image_ext and "image" not in s:
                         s["image"] = info.name
                     elif ext == "cls" and info.size <= 4096:
                         s["cls"] = tf.extractfile(info).read().decode("utf-8", "replace").strip()
         except tarfile.TarError as exc:
             raise AnnotationError(f"{shard} is not a readable tar shard ({exc})") from None
+        _INDEXES.put(_absolute(shard), index)
         name = shard.rstrip("/").rsplit("/", 1)[-1]
         for key, s in samples.items():
             if "image" not in s:
