@@ -109,7 +109,7 @@ def append_similarity(annotations: str | os.PathLike, target: str | os.PathLike,
                       f"model {spec.name})")
         result, embed_seconds = embed_new(table, spec, verify, device=device, batch_size=batch_size,
                                           workers=workers, threads=threads, progress=progress, console=console)
-        summary = _combine_and_write(target, lock, old, table, result, spec, verify, device=device, console=console)
+        summary = _combine_and_write(target, lock, old, table, result, spec, verify, console=console)
     summary.update({"n_old": n0, "n_new": m, "n_images": n0 + m, "n_ok_new": int(result.ok.sum()),
                     "embed_seconds": embed_seconds, "seconds": time.perf_counter() - t_start,
                     "output": str(target)})
@@ -136,11 +136,8 @@ def read_stored(target: Path) -> dict[str, Any]:
             "embeddings": np.asarray(f.embeddings[()], np.float32), "verified": verified,
             "dense": f.similarity is not None, "k": int(attrs.get("k", 0)),
         }
-        out["neighbors"] = {name: np.asarray(h5[f"neighbors/{name}"][()]) for name in h5["neighbors"]}
         if "embeddings_raw" in h5:
             out["raw"] = np.asarray(h5["embeddings_raw"][()])
-        if "fusion" in h5:
-            out["fusion_group"] = True
         if verified:
             for name in ("engine/index", "engine/similarity", "layout/descriptor", "layout/index",
                          "layout/similarity", "verified/a", "verified/b", "verified/inliers", "verified/coverage",
@@ -148,10 +145,21 @@ def read_stored(target: Path) -> dict[str, Any]:
                 if name not in h5:
                     raise AppendError(f"{target} lacks {name}: appending needs a complete schema-2 file")
                 out[name] = np.asarray(h5[name][()])
+            out["engine"] = (out["engine/index"], out["engine/similarity"])
+        else:  # an unverified file's neighbour lists are the engine's
+            out["engine"] = f.neighbors()
     return out
 
 
-def fused_new_rows(target: Path, old: dict, result, spec, device):
+def carry_attrs(w, attrs: dict, skip: tuple = ()) -> None:
+    """Copy a stored file's root attributes into the file being written, except the writer's own
+    (completion, creation time, versions) and ``skip``."""
+    for key, value in attrs.items():
+        if key not in ("complete", "created", "schema_version", "dupscope_version") + tuple(skip):
+            w.attrs[key] = value
+
+
+def fused_new_rows(target: Path, old: dict, result, spec):
     """The engine's rows for newly embedded images: a fused model's stored fit applied, with
     neighbour augmentation among the old and new rows; else the model's output. Returns
     (rows float32, the new raw output as float16 or None, the fit or None)."""
@@ -177,7 +185,7 @@ def fused_new_rows(target: Path, old: dict, result, spec, device):
     where[keep] = np.arange(len(keep))
     if len(vn):
         pool = np.concatenate([base_old, base_new])[keep]
-        rows[vn] = augment_rows(base_new[vn], pool, fit, self_rows=where[len(ok_old) + vn], device=str(device))
+        rows[vn] = augment_rows(base_new[vn], pool, fit, self_rows=where[len(ok_old) + vn])
     return rows, raw_new.astype(np.float16), fit
 
 
@@ -222,21 +230,19 @@ def embed_new(table, spec, verify: bool, *, device, batch_size, workers, threads
     return result, time.perf_counter() - t0
 
 
-def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verify: bool, *, device, console) -> dict:
+def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verify: bool, *, console) -> dict:
     from .scoring import VerifiedPairs, candidate_bar, layout_pairs, layout_valid, score_neighbors
 
     n0, m, k = old["n"], len(table), old["k"]
     ok_old, ok_new = old["ok"], result.ok
     ok = np.concatenate([ok_old, ok_new])
-    new_rows, raw_new, fit = fused_new_rows(target, old, result, spec, device)
-    raw_union = None if raw_new is None else np.concatenate([old["raw"].astype(np.float16), raw_new])
+    new_rows, raw_new, fit = fused_new_rows(target, old, result, spec)
+    raw_union = None if raw_new is None else np.concatenate([old["raw"], raw_new])  # both float16
     emb_union = np.concatenate([old["embeddings"], new_rows.astype(np.float16).astype(np.float32)])
     if raw_union is None:
         raw_union = emb_union
     # The engine's lists of the union.
-    engine_old = (old["engine/index"], old["engine/similarity"]) if verify else \
-        (old["neighbors"]["index"], old["neighbors"]["similarity"])
-    e_index, e_sim = _union_lists(*engine_old, new_rows, emb_union, old["embeddings"], k,
+    e_index, e_sim = _union_lists(*old["engine"], new_rows, emb_union, old["embeddings"], k,
                                   valid_new=ok_new, valid_all=ok, valid_old=ok_old)
     n_checked = 0
     scored = None
@@ -272,7 +278,6 @@ def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verif
             fit.to_group(w.h5.create_group("fusion"))
         if old["dense"]:
             _write_dense(w, target, emb_union, ok, n0, attrs)
-        g = w.h5.require_group("neighbors")
         if verify:
             w.write_array("engine/index", e_index)
             w.write_array("engine/similarity", e_sim)
@@ -281,13 +286,9 @@ def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verif
             w.write_array("layout/similarity", lists[1])
             w.write_scores(scored)
         else:
-            g.create_dataset("index", data=e_index)
-            g.create_dataset("similarity", data=e_sim)
-        created = w.attrs["created"]
-        for key, value in attrs.items():
-            if key not in ("complete", "created", "schema_version", "dupscope_version"):
-                w.attrs[key] = value
-        w.attrs["created"] = created
+            w.write_array("neighbors/index", e_index)
+            w.write_array("neighbors/similarity", e_sim)
+        carry_attrs(w, attrs)
         w.attrs["n_images"] = n0 + m
         w.attrs["appended"] = int(attrs.get("appended", 0)) + 1
         w.attrs["annotations"] = f"{attrs.get('annotations', '')}; + {printable(table.source)}"

@@ -148,10 +148,10 @@ def _run_append(args: argparse.Namespace) -> int:
     if not args.verify:
         raise AppendError(f"--no-verify cannot be given with {flag}: the file's own setting is used")
     if args.reference:
-        summary = reference_similarity(args.annotations, args.reference, args.output, image_root=args.image_root,
-                                       device=args.device, batch_size=args.batch_size, workers=args.workers,
-                                       path_column=args.path_column, label_column=args.label_column,
-                                       split_column=args.split_column, progress=not args.quiet)
+        reference_similarity(args.annotations, args.reference, args.output, image_root=args.image_root,
+                             device=args.device, batch_size=args.batch_size, workers=args.workers,
+                             path_column=args.path_column, label_column=args.label_column,
+                             split_column=args.split_column, progress=not args.quiet)
         return 0
     summary = append_similarity(args.annotations, args.append, image_root=args.image_root, device=args.device,
                                 batch_size=args.batch_size, workers=args.workers, path_column=args.path_column,

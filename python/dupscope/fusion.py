@@ -238,8 +238,8 @@ def apply_fit(raw: np.ndarray, fit: FusionFit, ok: np.ndarray | None = None) -> 
     return out
 
 
-def augment_rows(new: np.ndarray, pool: np.ndarray, fit: FusionFit, *, self_rows: np.ndarray | None = None,
-                 device: str = "auto", threads: int | None = None) -> np.ndarray:
+def augment_rows(new: np.ndarray, pool: np.ndarray, fit: FusionFit, *, self_rows: np.ndarray | None = None
+                 ) -> np.ndarray:
     """Neighbour augmentation of ``new`` rows (fused, before augmentation) against ``pool`` (the
     same kind of rows of the whole data set they belong to), as :func:`fuse_embeddings` does for
     its own rows: each row plus its ``fusion.neighbours`` nearest pool rows weighted
@@ -250,12 +250,22 @@ def augment_rows(new: np.ndarray, pool: np.ndarray, fit: FusionFit, *, self_rows
     if f.neighbours <= 0 or len(pool) < 2:
         return x
     p = _l2_rows(np.asarray(pool, np.float32))
-    k = min(f.neighbours, len(p) - 1)
-    idx, cos = _cross_topk(x, p, k + 1, self_rows)
-    idx, cos = idx[:, :k], cos[:, :k]
-    weight = np.maximum(np.nan_to_num(cos, nan=0.0), 0.0) ** np.float32(f.neighbour_power)
-    weight[idx < 0] = 0.0
-    out = x + np.einsum("rk,rkd->rd", weight, p[np.where(idx < 0, 0, idx)])
+    idx, cos = _cross_topk(x, p, min(f.neighbours, len(p) - 1), self_rows)
+    return _blend(x, p, idx, cos, f.neighbour_power)
+
+
+def _blend(x: np.ndarray, pool: np.ndarray, index: np.ndarray, cos: np.ndarray, power: float) -> np.ndarray:
+    """``x_i + sum_j max(cos_ij, 0)^power pool_j`` over the rows ``index[i]`` names (-1: none),
+    L2-normalised, in blocks of rows (the gathered (rows, k, D) temporary stays ~52 MB at k = 10,
+    D = 320). ``x`` is not changed."""
+    weight = np.maximum(np.nan_to_num(cos, nan=0.0), 0.0) ** np.float32(power)
+    weight[index < 0] = 0.0
+    index = np.where(index < 0, 0, index)
+    out = x.copy()  # every row's sum reads the original rows
+    step = 4096
+    for i in range(0, x.shape[0], step):
+        sl = slice(i, i + step)
+        out[sl] += np.einsum("rk,rkd->rd", weight[sl], pool[index[sl]])
     _l2_rows_inplace(out)
     return out
 
@@ -537,13 +547,4 @@ def _neighbour_augment(x: np.ndarray, k: int, power: float, *, device: str, thre
     ``x`` holds unit rows (all valid).
     """
     index, cos = _neighbour_cosines(x, min(k, x.shape[0] - 1), device=device, threads=threads)
-    weight = np.maximum(np.nan_to_num(cos, nan=0.0), 0.0) ** np.float32(power)
-    weight[index < 0] = 0.0
-    index = np.where(index < 0, 0, index)
-    out = x.copy()  # the one copy: every row's sum reads the original neighbours
-    step = 4096  # rows per block: bounds the (rows, k, D) gathered temporary (~52 MB at k=10, D=320)
-    for i in range(0, x.shape[0], step):
-        sl = slice(i, i + step)
-        out[sl] += np.einsum("rk,rkd->rd", weight[sl], x[index[sl]])
-    _l2_rows_inplace(out)
-    return out
+    return _blend(x, x, index, cos, power)

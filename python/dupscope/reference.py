@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .append import _merge_lists, embed_new, fused_new_rows, open_stored
+from .append import _union_lists, carry_attrs, embed_new, fused_new_rows, open_stored
 from .device import parse_device, require_gpu
 from .errors import AppendError
 from .store import OutputLock, SimilarityWriter, check_output, printable
@@ -57,7 +57,6 @@ def reference_similarity(annotations: str | os.PathLike, reference: str | os.Pat
     from rich.console import Console
 
     from .scoring import candidate_bar, layout_pairs, layout_valid, score_neighbors
-    from .search import column_topk, query_topk
 
     t_start = time.perf_counter()
     console = Console(stderr=True, quiet=not progress)
@@ -78,31 +77,27 @@ def reference_similarity(annotations: str | os.PathLike, reference: str | os.Pat
                       f"model {spec.name})")
         result, embed_seconds = embed_new(table, spec, verify, device=device, batch_size=batch_size,
                                           workers=workers, threads=threads, progress=progress, console=console)
-        rows, raw_new, fit = fused_new_rows(reference, ref, result, spec, device)
+        rows, raw_new, fit = fused_new_rows(reference, ref, result, spec)
         ok = np.concatenate([ref["ok"], result.ok])
         emb = np.concatenate([ref["embeddings"], rows.astype(np.float16).astype(np.float32)])
         ids = n0 + np.arange(m)
-        # Query rows against everything; reference rows' lists of the union, their query entries only.
-        qi, qs = query_topk(rows, emb, k, exclude=ids, valid=ok)
-        ci, cs = column_topk(rows, ref["embeddings"], k, query_ids=ids, valid_q=result.ok, valid_p=ref["ok"])
-        engine_ref = (ref["engine/index"], ref["engine/similarity"]) if verify else \
-            (ref["neighbors"]["index"], ref["neighbors"]["similarity"])
-        ri, rs = _merge_lists(*engine_ref, ci, cs, k)
-        ri = np.where(ri >= n0, ri, -1)
+        # The lists of the union, as an append makes them; reference rows keep their query entries only.
+        ui, us = _union_lists(*ref["engine"], rows, emb, ref["embeddings"], k,
+                              valid_new=result.ok, valid_all=ok, valid_old=ref["ok"])
+        qi, qs, rs = ui[n0:], us[n0:], us[:n0]
+        ri = np.where(ui[:n0] >= n0, ui[:n0], -1)
         lay_pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         layout = None
         if verify:
             lay_ref = ref["layout/descriptor"].astype(np.float32)
             layout = np.concatenate([lay_ref, np.asarray(result.layout, np.float32)])
             lv = layout_valid(layout, ok)
-            near = ref["layout/index"].shape[1]
-            li, ls = query_topk(layout[n0:], layout, near, exclude=ids, valid=lv)
-            lci, lcs = column_topk(layout[n0:], lay_ref, near, query_ids=ids, valid_q=lv[n0:], valid_p=lv[:n0])
-            lri, lrs = _merge_lists(ref["layout/index"], ref["layout/similarity"], lci, lcs, near)
-            a1, b1 = layout_pairs(li, ls)
-            a2, b2 = layout_pairs(np.where(lri >= n0, lri, -1), lrs)
-            lay_pairs = (np.r_[a1 + n0, a2], np.r_[b1, b2])
-            lay_lists = (li, ls, np.where(lri >= n0, lri, -1), lrs)
+            li, ls = _union_lists(ref["layout/index"], ref["layout/similarity"], layout[n0:], layout, lay_ref,
+                                  ref["layout/index"].shape[1], valid_new=lv[n0:], valid_all=lv, valid_old=lv[:n0])
+            li[:n0] = np.where(li[:n0] >= n0, li[:n0], -1)
+            a, b = layout_pairs(li, ls)  # pairs with a query image (a reference row names only queries now)
+            lay_pairs = (a, b)
+            lay_lists = (li[n0:], ls[n0:], li[:n0], ls[:n0])
         # The rows written: the queries, then every reference image paired with one.
         touched = np.zeros(n0, bool)
         for x in (qi[qi >= 0][qi[qi >= 0] < n0], lay_pairs[1][lay_pairs[1] < n0], lay_pairs[0][lay_pairs[0] < n0]):
@@ -155,14 +150,11 @@ def reference_similarity(annotations: str | os.PathLike, reference: str | os.Pat
                                                                    ]).astype(np.float16))
                 w.write_scores(scored)
             else:
-                w.h5.create_dataset("neighbors/index", data=index)
-                w.h5.create_dataset("neighbors/similarity", data=sim)
-            created = w.attrs["created"]
-            for key, value in ref["attrs"].items():
-                if key not in ("complete", "created", "schema_version", "dupscope_version", "annotations",
-                               "annotations_sha256", "annotations_format", "appended", "image_root"):
-                    w.attrs[key] = value
-            w.attrs.update({"created": created, "n_images": len(keep), "dense": False, "k": k,
+                w.write_array("neighbors/index", index)
+                w.write_array("neighbors/similarity", sim)
+            carry_attrs(w, ref["attrs"], skip=("annotations", "annotations_sha256", "annotations_format", "appended",
+                                               "image_root"))
+            w.attrs.update({"n_images": len(keep), "dense": False, "k": k,
                             "annotations": printable(table.source), "annotations_format": table.format,
                             "reference": printable(str(reference.absolute())),
                             "reference_created": str(ref["attrs"].get("created", "")),
