@@ -85,9 +85,10 @@ def _gb(nbytes: float) -> str:
 
 
 def _annotations_sha256(path: str, table: ImageTable) -> str:
-    """sha256 of the annotation file; for a folder or tar shards, of their list of image paths."""
+    """sha256 of the annotation file; for a folder, tar shards or Parquet files (which hold the
+    images themselves), of their list of image paths."""
     h = hashlib.sha256()
-    if table.format in ("folder", "webdataset") or os.path.isdir(path) or not os.path.isfile(path):
+    if table.format in ("folder", "webdataset", "parquet"):
         for p in table.paths:
             h.update(p.encode("utf-8", "surrogateescape") + b"\n")
         return h.hexdigest()

@@ -154,14 +154,6 @@ class VerifiedPairs:
     coverage: np.ndarray
     mirrored: np.ndarray
 
-    @classmethod
-    def empty(cls) -> "VerifiedPairs":
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros(0, np.float32),
-                   np.zeros(0, bool))
-
-    def __len__(self) -> int:
-        return len(self.a)
-
 
 def candidate_bar(model: str) -> tuple[float, int | None]:
     """The engine similarity from which pairs of ``model`` are verified (:data:`CANDIDATE_BAR`) and
@@ -267,17 +259,16 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
     def take(x):
         return np.take_along_axis(x, rank, axis=1)
 
-    checked = ev.checked
-    pairs = VerifiedPairs(a[order][checked[order]], b[order][checked[order]], ev.inliers[order][checked[order]].astype(np.int16),
-                          ev.coverage[order][checked[order]].astype(np.float32), ev.mirrored[order][checked[order]])
+    sel = order[ev.checked[order]]  # the checked pairs, by key
+    pairs = VerifiedPairs(a[sel], b[sel], ev.inliers[sel].astype(np.int16), ev.coverage[sel].astype(np.float32),
+                          ev.mirrored[sel])
     return ScoredNeighbors(take(index)[:, :k], take(score).astype(np.float16)[:, :k], take(similarity)[:, :k],
                            take(inliers)[:, :k], take(mirrored)[:, :k], int(fresh.checked.sum()),
                            coverage=take(coverage).astype(np.float16)[:, :k], pairs=pairs)
 
 
 def layout_candidates(layout: np.ndarray, ok: np.ndarray, *, nearest: int = 2, bar: float = 0.94,
-                      device: str = "cpu", lists: tuple[np.ndarray, np.ndarray] | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Pairs ``(a, b)`` where ``b`` is among ``a``'s ``nearest`` by layout descriptor
     (:func:`dupscope.images.layout_descriptor`) with a cosine of at least ``bar``.
 
@@ -285,11 +276,9 @@ def layout_candidates(layout: np.ndarray, ok: np.ndarray, *, nearest: int = 2, b
     top-k search over 256-d vectors. On the realistic benchmark it proposed every true pair the
     embedding's lists missed (a quarter-size copy of a faint nebula at embedding similarity 0.605,
     a watermarked star field at 0.689) for 264 extra candidates of 758 images.
-    ``lists``: the layout neighbour lists (index, similarity) when already known
-    (:func:`layout_lists`; an append run merges them instead of searching again).
+    (:func:`layout_lists` then :func:`layout_pairs`.)
     """
-    idx, sim = layout_lists(layout, ok, nearest=nearest, device=device) if lists is None else lists
-    return layout_pairs(idx, sim, bar)
+    return layout_pairs(*layout_lists(layout, ok, nearest=nearest, device=device), bar)
 
 
 def layout_lists(layout: np.ndarray, ok: np.ndarray, *, nearest: int = 2, device: str = "cpu"

@@ -364,16 +364,12 @@ class SimilarityWriter:
         (:class:`dupscope.scoring.ScoredNeighbors`): ``index`` and ``similarity`` (the final
         score), plus ``embedding_similarity``, ``inliers``, ``mirrored`` and ``coverage``; and
         ``verified/`` with every pair checked."""
-        g = self.h5.require_group("neighbors")
         for name, data in (("index", scored.index), ("similarity", scored.score),
                            ("embedding_similarity", scored.embedding_similarity),
                            ("inliers", scored.inliers), ("mirrored", scored.mirrored),
                            ("coverage", scored.coverage)):
-            if data is None:
-                continue
-            if name in g:
-                del g[name]
-            g.create_dataset(name, data=data)
+            if data is not None:
+                self.write_array(f"neighbors/{name}", data)
         if scored.pairs is not None:
             v = scored.pairs
             for name, data in (("a", v.a), ("b", v.b), ("inliers", v.inliers), ("coverage", v.coverage),
