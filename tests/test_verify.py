@@ -292,3 +292,72 @@ def test_layout_descriptor_is_unit_and_zero_for_flat():
     v = layout_descriptor(np.random.default_rng(1).integers(0, 255, (40, 30, 3)).astype(np.uint8))
     assert v.shape == (256,) and abs(float(np.linalg.norm(v)) - 1) < 1e-5
     assert not layout_descriptor(np.full((40, 30), 7, np.uint8)).any()
+
+
+@pytest.mark.parametrize("shape", [(224, 224, 3), (224, 224), (48, 80, 3), (40, 30, 3)])
+def test_layout_descriptor_block_sums_equal_the_box_filter(shape):
+    """Sizes the grid divides take block sums; the result is PIL's box filter of the float grey
+    image, as for every other size."""
+    from dupscope.images import layout_descriptor
+
+    px = np.random.default_rng(sum(shape)).integers(0, 256, shape).astype(np.uint8)
+    grey = px.astype(np.float32) if px.ndim == 2 else px.astype(np.float32).mean(axis=2)
+    v = np.asarray(Image.fromarray(grey, "F").resize((16, 16), Image.Resampling.BOX), np.float64).ravel()
+    v -= v.mean()
+    np.testing.assert_allclose(layout_descriptor(px), v / np.linalg.norm(v), atol=1e-6)
+
+
+def _layouts(paths):
+    from dupscope.images import layout_descriptor, load_image
+
+    return np.stack([layout_descriptor(load_image(p, 224).pixels) for p in paths])
+
+
+def test_mirror_check_needs_a_plausible_mirrored_layout(images):
+    from dupscope.verify import mirror_plausible
+
+    paths = [images["orig"], images["mirror"], images["other"], images["crop"]]
+    layout = _layouts(paths)
+    ok = mirror_plausible(layout, np.array([0, 0, 0]), np.array([1, 2, 3]))
+    assert ok[0] and not ok[2]  # the mirrored copy passes; the unmirrored crop is not mirrored
+    flat = np.vstack([layout[:1], np.zeros((1, 256), np.float32)])
+    assert mirror_plausible(flat, np.array([0]), np.array([1]))[0]  # no layout: always tried
+    ev = verify_pairs(paths, np.array([0, 0]), np.array([1, 3]), layout=layout)
+    assert ev.mirrored[0] and ev.inliers[0] >= VERIFIED_INLIERS
+    assert not ev.mirrored[1] and ev.inliers[1] >= VERIFIED_INLIERS
+
+
+def test_greys_kept_by_phase_1_give_the_same_evidence(images, tmp_path):
+    """Grey images the decode threads keep are the arrays verification would decode itself
+    (PNG, and a JPEG the model's draft did not reduce); a JPEG drafted below the full size is
+    not kept; the budget and keep_only bound what is held."""
+    from dupscope.images import load_image
+    from dupscope.verify import KeptGreys, _grey_resized
+
+    big = tmp_path / "big.jpg"
+    scene(7, (1600, 1200)).save(big, quality=92)
+    small = tmp_path / "small.jpg"
+    scene(7, (320, 240)).save(small, quality=92)
+    for path, kept in ((images["orig"], True), (images["half_gray"], True), (str(small), True), (str(big), False)):
+        got = load_image(path, 224, grey_side=384)
+        assert (got.grey is not None) == kept, path
+        if kept:
+            np.testing.assert_array_equal(got.grey, _grey_resized(path, 384))
+    paths = [images["orig"], images["crop"], images["mirror"], images["other"]]
+    store = KeptGreys(384, 10 << 20)
+    for i, p in enumerate(paths):
+        assert store.put(i, load_image(p, 224, grey_side=384).grey)
+    a, b = np.array([0, 0, 0]), np.array([1, 2, 3])
+    with_kept = verify_pairs(paths, a, b, kept=store)
+    alone = verify_pairs(paths, a, b)
+    for name in ("inliers", "coverage", "mirrored", "checked"):
+        np.testing.assert_array_equal(getattr(with_kept, name), getattr(alone, name))
+    assert len(store) == 0 and store.bytes == 0  # each taken once
+    grey = load_image(images["orig"], 224, grey_side=384).grey
+    assert grey.shape == (288, 384)
+    tiny = KeptGreys(384, int(1.5 * grey.nbytes))
+    assert tiny.put(0, grey) and not tiny.put(1, grey)  # the second would pass the budget
+    assert len(tiny) == 1 and tiny.bytes == grey.nbytes and tiny.has_room()
+    assert not tiny.put(0, grey)  # a row is kept once
+    tiny.keep_only([5])
+    assert len(tiny) == 0 and tiny.bytes == 0 and tiny.has_room()

@@ -180,6 +180,7 @@ def embed_images(
     layout: bool = False,
     resume: tuple[np.ndarray, EmbedResult] | None = None,
     on_batch: Callable[[np.ndarray, EmbedResult], None] | None = None,
+    keep_greys=None,
 ) -> EmbedResult:
     """Decode and embed images in parallel, keeping file order.
 
@@ -219,6 +220,9 @@ def embed_images(
         Called as ``on_batch(rows, result)`` after each model call with the rows finished since
         the last call (embedded or failed) and the result so far (its arrays are filled for those
         rows), e.g. to checkpoint them.
+    keep_greys : dupscope.verify.KeptGreys, optional
+        Where the decode threads put each image's grey image for verification
+        (:func:`dupscope.images.feature_grey` at ``keep_greys.side``), while its budget lasts.
 
     Returns
     -------
@@ -271,10 +275,14 @@ def embed_images(
         return EmbedResult(emb if emb is not None else np.zeros((n, 0), dtype), ok, errors, widths, heights,
                            device=used, seconds=time.perf_counter() - t0, model=spec, layout=lay)
 
-    def decode(path: str) -> tuple[LoadedImage, np.ndarray | None]:
+    def decode(row: int, path: str) -> tuple[LoadedImage, np.ndarray | None]:
         c0 = time.thread_time()
-        img = load_image(path, size, colour=spec.colour, resize=spec.resize)
+        img = load_image(path, size, colour=spec.colour, resize=spec.resize,
+                         grey_side=keep_greys.side if keep_greys is not None and keep_greys.has_room() else None)
         desc = layout_descriptor(img.pixels) if layout and img.ok else None
+        if img.grey is not None:
+            keep_greys.put(row, img.grey)
+            img.grey = None
         # A float += under the GIL is one bytecode-level read-modify-write race at worst; the
         # lost nanoseconds do not matter for a timing summary.
         decode_cpu[0] += time.thread_time() - c0
@@ -317,7 +325,7 @@ def embed_images(
         while next_submit < m or pending:
             while next_submit < m and len(pending) < window:
                 r = int(todo[next_submit])
-                pending.append((r, next_submit, pool.submit(decode, paths[r])))
+                pending.append((r, next_submit, pool.submit(decode, r, paths[r])))
                 next_submit += 1
             i, pos, fut = pending.popleft()
             since.append(i)

@@ -30,6 +30,7 @@ from .images import failure_kind
 from .models import DEFAULT_MODEL, ModelSpec, get_model
 from .pairs import neighbor_pairs
 from .store import OutputLock, SimilarityWriter, check_output, printable
+from .verify import KeptGreys, VerifyConfig
 
 __all__ = ["compute_similarity", "decide_dense", "PipelineError", "DENSE_MAX_BYTES", "DENSE_MAX_FREE_FRACTION"]
 
@@ -293,10 +294,13 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
         if resumed:
             console.print(f"resuming: {resumed} of {n} images were embedded by an interrupted run "
                           f"(checkpoint {ckpt.folder})", markup=False, highlight=False)
+        # Verification describes grey images of the candidates' files: the decode threads keep
+        # them on the way (up to VerifyConfig.keep_bytes) rather than verification decoding again.
+        kept = KeptGreys(VerifyConfig.side, VerifyConfig.keep_bytes) if verify else None
         result = embed_images(
             table.resolved, spec, batch_size=batch_size, workers=workers, device=device, threads=threads,
             progress=(lambda done: bar.update(task, completed=done)) if bar else None,
-            dtype=dtype, layout=verify, resume=resume, on_batch=ckpt.add,
+            dtype=dtype, layout=verify, resume=resume, on_batch=ckpt.add, keep_greys=kept,
         )
         embed_seconds = time.perf_counter() - t0
         if not result.ok.any():
@@ -350,7 +354,8 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
                 n_checked = 0
                 if verify:
                     n_checked = _verify(w, neighbours, raw, table.resolved, spec, bar, result=result,
-                                        embeddings=embeddings, device=sim_device)
+                                        embeddings=embeddings, device=sim_device, kept=kept)
+                    kept = None
                     del raw
                 verify_seconds = time.perf_counter() - t_ver
                 w.attrs.update({
@@ -413,7 +418,7 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
 
 
 def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar, *, result, embeddings,
-            device) -> int:
+            device, kept=None) -> int:
     """Verify the candidate pairs among the engine's neighbour lists ``(index, similarity)``, and
     those the layout descriptors propose, and store the final scores in the file being written;
     returns the number of pairs checked."""
@@ -435,7 +440,7 @@ def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar, *,
     bar_value, rank = candidate_bar(spec.name)
     scored = score_neighbors(
         *neighbours, raw, paths, bar=bar_value, rank=rank, columns=columns, extra=extra, embeddings=embeddings,
-        progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
+        kept=kept, layout=result.layout, progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
     )
     writer.write_scores(scored)
     return scored.n_checked

@@ -67,7 +67,7 @@ def pair_score(cos: np.ndarray, inliers: np.ndarray, coverage: np.ndarray) -> np
 UNIT_COPY_BYTES = 1 << 30
 
 
-def raw_cosines(raw: np.ndarray, index: np.ndarray, columns: int | None = None, *, block: int = 512) -> np.ndarray:
+def raw_cosines(raw: np.ndarray, index: np.ndarray, columns: int | None = None, *, block: int | None = None) -> np.ndarray:
     """Cosine between each row of ``raw`` and the rows its neighbour list ``index`` names.
 
     Parameters
@@ -78,8 +78,10 @@ def raw_cosines(raw: np.ndarray, index: np.ndarray, columns: int | None = None, 
         (N, k) int neighbour indices, ``-1`` padding.
     columns : int, optional
         Use only the first ``columns`` columns (a model's first branch).
-    block : int
-        Rows per step (bounds the gathered temporary at ``block * k * D`` floats).
+    block : int, optional
+        Rows per step (bounds the gathered temporary at ``block * k * D`` floats); by default as
+        many as keep it near 8 MB (a fresh 100 MB temporary cost more in page faults than the
+        products themselves).
 
     Returns
     -------
@@ -88,6 +90,7 @@ def raw_cosines(raw: np.ndarray, index: np.ndarray, columns: int | None = None, 
     """
     n, k = index.shape
     d = raw.shape[1] if columns is None else columns
+    block = block or max(1, (8 << 20) // max(1, 4 * k * d))
     out = np.full((n, k), np.nan, np.float32)
     # Inverse norms once (NaN for zero rows), then plain dot products of the gathered rows: the
     # (block, k, D) gather is the only large temporary, and no array of that size is divided.
@@ -164,7 +167,8 @@ def candidate_bar(model: str) -> tuple[float, int | None]:
 def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, paths, *, bar: float,
                     rank: int | None = None, columns: int | None = None, config=None,
                     progress=None, extra: tuple[np.ndarray, np.ndarray] | None = None,
-                    embeddings: np.ndarray | None = None, known: VerifiedPairs | None = None) -> ScoredNeighbors:
+                    embeddings: np.ndarray | None = None, known: VerifiedPairs | None = None,
+                    kept=None, layout: np.ndarray | None = None) -> ScoredNeighbors:
     """Verify the neighbour pairs at or above ``bar`` and give every neighbour entry its final score.
 
     Parameters
@@ -195,6 +199,12 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
     known : VerifiedPairs, optional
         Pairs checked before (an append run's old pairs): their evidence is reused, not
         checked again.
+    kept : dupscope.verify.KeptGreys, optional
+        Grey images phase 1's decoding kept: used instead of decoding those files again; the
+        images of rows without a pair to check are dropped from it first.
+    layout : numpy.ndarray, optional
+        (N, 256) layout descriptors: the mirror check is then made only where the mirrored
+        layouts agree (:func:`dupscope.verify.mirror_plausible`).
 
     Returns
     -------
@@ -223,8 +233,11 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
     seen = np.isin(keys, ka)
     todo = np.flatnonzero(~seen)
     total = len(todo)
+    if kept is not None:
+        kept.keep_only(np.r_[a[todo], b[todo]])
     fresh = verify_pairs(paths, a[todo], b[todo], config or VerifyConfig(),
-                         progress=(lambda done: progress(done, total)) if progress else None)
+                         progress=(lambda done: progress(done, total)) if progress else None, kept=kept,
+                         layout=layout)
     ev = Evidence.empty(len(a))
     for name in ("inliers", "coverage", "mirrored", "checked"):
         getattr(ev, name)[todo] = getattr(fresh, name)
