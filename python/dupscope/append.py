@@ -262,7 +262,7 @@ def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verif
         resolved = list(old["resolved"]) + list(table.resolved)
         console.print("verifying the new candidate pairs", markup=False, highlight=False)
         scored = score_neighbors(e_index, e_sim, raw_union, resolved, bar=bar_value, rank=rank, columns=columns,
-                                 extra=layout_pairs(*lists), embeddings=emb_union, known=known)
+                                 extra=layout_pairs(*lists), embeddings=emb_union, known=known, layout=layout)
         n_checked = scored.n_checked
     # Write the union beside the old file and rename it over it when complete.
     attrs = dict(old["attrs"])

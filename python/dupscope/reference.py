@@ -122,7 +122,7 @@ def reference_similarity(annotations: str | os.PathLike, reference: str | os.Pat
             extra = (local[lay_pairs[0]], local[lay_pairs[1]])
             console.print("verifying the candidate pairs", markup=False, highlight=False)
             scored = score_neighbors(index, sim, raw, resolved, bar=bar_value, rank=rank, columns=columns,
-                                     extra=extra, embeddings=sub_emb)
+                                     extra=extra, embeddings=sub_emb, layout=layout[keep])
             n_checked = scored.n_checked
             # Pairs in the queries' lists with a reference image (local rows m and up).
             cross = int(np.count_nonzero((scored.index[:m] >= m) & (scored.score[:m].astype(np.float32) >= 0.5)))
