@@ -21,6 +21,16 @@ using namespace dupscope;
 
 namespace {
 
+// Whether `a` holds T: by kind, size and byte order, not by the dtype object's identity (an
+// array unpickled from Ray's object store carries an equal dtype that is another object).
+template <class T>
+bool has_dtype(const py::array& a) {
+  const py::dtype want = py::dtype::of<T>(), got = a.dtype();
+  return got.kind() == want.kind() && got.itemsize() == want.itemsize() &&
+         (got.itemsize() == 1 || got.byteorder() == '=' || got.byteorder() == want.byteorder() ||
+          got.byteorder() == (py::module_::import("sys").attr("byteorder").cast<std::string>() == "little" ? '<' : '>'));
+}
+
 // Checks a 2-D C-contiguous array and returns (rows, cols).
 std::pair<int64_t, int64_t> check_matrix(const py::array& a, const char* name) {
   if (a.ndim() != 2)
@@ -36,7 +46,7 @@ py::array_t<float> normalize(const py::array& emb) {
   auto [n, d] = check_matrix(emb, "embeddings");
   py::array_t<float> out({n, d});
   int64_t bad = -1;
-  if (py::isinstance<py::array_t<float, 0>>(emb) && emb.dtype().is(py::dtype::of<float>())) {
+  if (has_dtype<float>(emb)) {
     const float* in = static_cast<const float*>(emb.data());
     float* o = out.mutable_data();
     py::gil_scoped_release release;
@@ -60,9 +70,12 @@ class PyJob {
  public:
   PyJob(py::array_t<float, py::array::c_style> normalized, py::object valid, int64_t tile, int k,
         int threads, const std::string& simd, const std::string& device,
-        const std::string& output, py::object dense_out, int queue_chunks) {
+        const std::string& output, py::object dense_out, int queue_chunks, int64_t tile_begin,
+        int64_t tile_end) {
     auto [n, d] = check_matrix(normalized, "normalized");
     JobOptions opt;
+    opt.tile_begin = tile_begin;
+    opt.tile_end = tile_end;
     opt.tile = tile;
     opt.k = k;
     opt.threads = threads;
@@ -140,6 +153,18 @@ class PyJob {
     return py::make_tuple(idx, sim);
   }
 
+  py::tuple topk_values() {
+    py::array_t<int32_t> idx({n_, static_cast<int64_t>(k_)});
+    py::array_t<float> sim({n_, static_cast<int64_t>(k_)});
+    int32_t* pi = idx.mutable_data();
+    float* ps = sim.mutable_data();
+    {
+      py::gil_scoped_release release;
+      job_->topk_values(pi, ps);
+    }
+    return py::make_tuple(idx, sim);
+  }
+
   std::unique_ptr<SimilarityJob> job_;
 
  private:
@@ -152,7 +177,7 @@ class PyJob {
 py::tuple hamming_matches(const py::array& a, const py::array& b, float ratio, const std::string& kernel) {
   auto [na, da] = check_matrix(a, "a");
   auto [nb, db] = check_matrix(b, "b");
-  if (!a.dtype().is(py::dtype::of<uint8_t>()) || !b.dtype().is(py::dtype::of<uint8_t>()))
+  if (!has_dtype<uint8_t>(a) || !has_dtype<uint8_t>(b))
     throw py::type_error("descriptors must be uint8");
   if (da != db)
     throw py::value_error("descriptors have different lengths: " + std::to_string(da) + " and " +
@@ -175,7 +200,7 @@ py::tuple hamming_matches(const py::array& a, const py::array& b, float ratio, c
 // A contiguous 1-D array of one dtype, or a TypeError naming it.
 template <typename T>
 const T* vector_of(const py::array& x, const char* name, int64_t length = -1) {
-  if (x.ndim() != 1 || !(x.flags() & py::array::c_style) || !x.dtype().is(py::dtype::of<T>()))
+  if (x.ndim() != 1 || !(x.flags() & py::array::c_style) || !has_dtype<T>(x))
     throw py::type_error(std::string(name) + " must be a contiguous 1-D array of " +
                          std::string(py::str(py::dtype::of<T>())));
   if (length >= 0 && x.shape(0) != length) throw py::value_error(std::string(name) + " has the wrong length");
@@ -303,13 +328,38 @@ PYBIND11_MODULE(_core, m) {
     r["device"] = cuda::device_name();
     return r;
   }, py::arg("m"), py::arg("n"), py::arg("d"), py::arg("iters") = 20);
+  m.def("merge_topk", [](py::array_t<int32_t, py::array::c_style> index_a, py::array_t<float, py::array::c_style> sim_a,
+                         py::array_t<int32_t, py::array::c_style> index_b, py::array_t<float, py::array::c_style> sim_b) {
+    if (index_a.ndim() != 2 || sim_a.ndim() != 2 || index_b.ndim() != 2 || sim_b.ndim() != 2)
+      throw py::value_error("merge_topk needs four (N, k) arrays");
+    const int64_t n = index_a.shape(0), k = index_a.shape(1);
+    for (const py::array* a : {static_cast<const py::array*>(&sim_a), static_cast<const py::array*>(&index_b),
+                               static_cast<const py::array*>(&sim_b)})
+      if (a->shape(0) != n || a->shape(1) != k)
+        throw py::value_error("merge_topk: the four arrays must have one shape (N, k)");
+    py::array_t<int32_t> idx({n, k});
+    py::array_t<float> sim({n, k});
+    {
+      const int32_t* ia = index_a.data();
+      const float* va = sim_a.data();
+      const int32_t* ib = index_b.data();
+      const float* vb = sim_b.data();
+      int32_t* io = idx.mutable_data();
+      float* vo = sim.mutable_data();
+      py::gil_scoped_release release;
+      merge_topk(n, static_cast<int>(k), ia, va, ib, vb, io, vo);
+    }
+    return py::make_tuple(idx, sim);
+  }, py::arg("index_a"), py::arg("sim_a"), py::arg("index_b"), py::arg("sim_b"));
   py::class_<PyJob>(m, "Job")
       .def(py::init<py::array_t<float, py::array::c_style>, py::object, int64_t, int, int,
                     const std::string&, const std::string&, const std::string&, py::object,
-                    int>(),
+                    int, int64_t, int64_t>(),
            py::arg("normalized"), py::arg("valid"), py::arg("tile"), py::arg("k"),
            py::arg("threads"), py::arg("simd"), py::arg("device"), py::arg("output"),
-           py::arg("dense_out"), py::arg("queue_chunks"))
+           py::arg("dense_out"), py::arg("queue_chunks"), py::arg("tile_begin") = 0, py::arg("tile_end") = -1)
+      .def("topk_values", &PyJob::topk_values)
+      .def_property_readonly("tiles_in_triangle", [](const PyJob& j) { return j.job_->tiles_in_triangle(); })
       .def("start", &PyJob::start)
       .def("pop", &PyJob::pop, py::arg("timeout_ms") = 100)
       .def("wait", &PyJob::wait)

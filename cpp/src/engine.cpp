@@ -58,6 +58,17 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
   if (n < 1 || d < 1) throw std::invalid_argument("need at least one row and one column");
   if (opt.tile < 16) throw std::invalid_argument("tile must be at least 16");
   if (valid != nullptr) std::memcpy(valid_.data(), valid, static_cast<size_t>(n));
+  if (opt.tile_begin != 0 || opt.tile_end >= 0) {
+    const int64_t all = tiles_total_;
+    const int64_t end = opt.tile_end < 0 ? all : opt.tile_end;
+    if (opt.tile_begin < 0 || opt.tile_begin > end || end > all)
+      throw std::invalid_argument("tile range [" + std::to_string(opt.tile_begin) + ", " + std::to_string(end) +
+                                  ") is not within the " + std::to_string(all) + " tiles");
+    if (opt.output != Output::None)
+      throw std::invalid_argument("a tile range computes top-k lists only (output 'none')");
+    tile_begin_ = opt.tile_begin;
+    tiles_total_ = end - opt.tile_begin;
+  }
   int t = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
   threads_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(t, tiles_total_)));
   if (opt.output == Output::Dense && opt.dense_out == nullptr)
@@ -142,7 +153,7 @@ void SimilarityJob::worker(int slot) {
       const int64_t t = next_tile_.fetch_add(1);
       if (t >= tiles_total_) return;
       int64_t bi, bj;
-      tile_pair(t, bi, bj);
+      tile_pair(tile_begin_ + t, bi, bj);
       ws.a_ready = bi == a_block;  // consecutive tiles of one row reuse the packed rows
       a_block = bi;
       run_tile(slot, bi, bj, ws);
@@ -243,6 +254,11 @@ void SimilarityJob::wait() {
 void SimilarityJob::topk(int32_t* index, uint16_t* sim) const {
   if (!joined_) throw std::logic_error("topk() needs the job to be finished (wait())");
   topk_.finish(index, sim);
+}
+
+void SimilarityJob::topk_values(int32_t* index, float* sim) const {
+  if (!joined_) throw std::logic_error("topk() needs the job to be finished (wait())");
+  topk_.finish_values(index, sim);
 }
 
 }  // namespace dupscope

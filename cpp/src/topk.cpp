@@ -125,24 +125,69 @@ void TopK::offer_cols(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_
   }
 }
 
-void TopK::finish(int32_t* index, uint16_t* sim) const {
-  std::vector<int> order(static_cast<size_t>(k_));
-  for (int64_t row = 0; row < n_; ++row) {
-    const float* hv = val_.data() + row * k_;
-    const int32_t* hi = idx_.data() + row * k_;
-    const int cnt = count_[row];
+namespace {
+
+// The rows' heaps sorted best first, handed to `put(row, rank, index, value)`; rank >= count
+// gets index -1.
+template <class Put>
+void sorted_rows(int64_t n, int k, const std::vector<float>& val, const std::vector<int32_t>& idx,
+                 const std::vector<int32_t>& count, Put put) {
+  std::vector<int> order(static_cast<size_t>(k));
+  for (int64_t row = 0; row < n; ++row) {
+    const float* hv = val.data() + row * k;
+    const int32_t* hi = idx.data() + row * k;
+    const int cnt = count[row];
     std::iota(order.begin(), order.begin() + cnt, 0);
     std::sort(order.begin(), order.begin() + cnt,
               [&](int a, int b) { return worse(hv[b], hi[b], hv[a], hi[a]); });
-    for (int t = 0; t < k_; ++t) {
-      if (t < cnt) {
-        index[row * k_ + t] = hi[order[t]];
-        sim[row * k_ + t] = float_to_half(hv[order[t]]);
+    for (int t = 0; t < k; ++t) {
+      if (t < cnt) put(row, t, hi[order[t]], hv[order[t]]);
+      else put(row, t, -1, 0.0f);
+    }
+  }
+}
+
+}  // namespace
+
+void TopK::finish(int32_t* index, uint16_t* sim) const {
+  sorted_rows(n_, k_, val_, idx_, count_, [&](int64_t row, int t, int32_t j, float v) {
+    index[row * k_ + t] = j;
+    sim[row * k_ + t] = j < 0 ? kHalfNaN : float_to_half(v);
+  });
+}
+
+void TopK::finish_values(int32_t* index, float* sim) const {
+  sorted_rows(n_, k_, val_, idx_, count_, [&](int64_t row, int t, int32_t j, float v) {
+    index[row * k_ + t] = j;
+    sim[row * k_ + t] = j < 0 ? std::numeric_limits<float>::quiet_NaN() : v;
+  });
+}
+
+void merge_topk(int64_t n, int k, const int32_t* index_a, const float* sim_a, const int32_t* index_b,
+                const float* sim_b, int32_t* index_out, float* sim_out) {
+  std::vector<int32_t> ri(static_cast<size_t>(k));
+  std::vector<float> rv(static_cast<size_t>(k));
+  for (int64_t row = 0; row < n; ++row) {
+    const int32_t* ia = index_a + row * k;
+    const int32_t* ib = index_b + row * k;
+    const float* va = sim_a + row * k;
+    const float* vb = sim_b + row * k;
+    int p = 0, q = 0;
+    for (int t = 0; t < k; ++t) {
+      const bool has_a = p < k && ia[p] >= 0, has_b = q < k && ib[q] >= 0;
+      if (has_a && (!has_b || worse(vb[q], ib[q], va[p], ia[p]))) {
+        ri[t] = ia[p];
+        rv[t] = va[p++];
+      } else if (has_b) {
+        ri[t] = ib[q];
+        rv[t] = vb[q++];
       } else {
-        index[row * k_ + t] = -1;
-        sim[row * k_ + t] = kHalfNaN;
+        ri[t] = -1;
+        rv[t] = std::numeric_limits<float>::quiet_NaN();
       }
     }
+    std::copy(ri.begin(), ri.end(), index_out + row * k);
+    std::copy(rv.begin(), rv.end(), sim_out + row * k);
   }
 }
 

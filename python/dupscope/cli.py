@@ -68,6 +68,12 @@ def _phase1_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the geometric check of candidate pairs: neighbours keep the embedding "
                    "similarity as their score (faster, cannot tell look-alikes from copies)")
+    p.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess",
+                   help="where phase 1 runs: this process (default) or tasks on a Ray cluster "
+                   '(pip install "dupscope[ray]"; neighbour lists only, no dense matrix)')
+    p.add_argument("--address", metavar="ADDR", default=None,
+                   help="with --backend ray: the cluster to join (e.g. auto, host:6379, ray://host:10001; "
+                   "default: RAY_ADDRESS, else a new local cluster)")
     p.add_argument("--path-column", metavar="NAME", help="column/key holding the image path")
     p.add_argument("--label-column", metavar="NAME", help="column/key holding the label")
     p.add_argument("--split-column", metavar="NAME", help="column/key holding the split")
@@ -101,9 +107,23 @@ def _run_phase1(args: argparse.Namespace, annotations: str, output: str, command
         device=args.device, batch_size=args.batch_size, workers=args.workers, k=args.k,
         dense=args.dense, keep_embeddings=args.keep_embeddings, path_column=args.path_column,
         label_column=args.label_column, split_column=args.split_column,
-        progress=not args.quiet, verify=args.verify,
+        progress=not args.quiet, verify=args.verify, backend=args.backend,
+        ray_options=_ray_options(args),
     )
     return 0 if summary["n_ok"] else 2
+
+
+def _ray_options(args: argparse.Namespace):
+    """RayOptions from --address (None for the in-process backend)."""
+    if args.backend != "ray":
+        if args.address:
+            from .errors import PipelineError
+
+            raise PipelineError("--address is for --backend ray")
+        return None
+    from .cluster import RayOptions
+
+    return RayOptions(address=args.address)
 
 
 def _add_similarity(sub: argparse._SubParsersAction) -> None:
@@ -147,6 +167,8 @@ def _run_append(args: argparse.Namespace) -> int:
             raise AppendError(f"--{name.replace('_', '-')} cannot be given with {flag}: the file's own is used")
     if not args.verify:
         raise AppendError(f"--no-verify cannot be given with {flag}: the file's own setting is used")
+    if args.backend != "inprocess" or args.address:
+        raise AppendError(f"--backend ray cannot be given with {flag}: it embeds only the new images, in this process")
     if args.reference:
         reference_similarity(args.annotations, args.reference, args.output, image_root=args.image_root,
                              device=args.device, batch_size=args.batch_size, workers=args.workers,

@@ -181,6 +181,7 @@ def embed_images(
     resume: tuple[np.ndarray, EmbedResult] | None = None,
     on_batch: Callable[[np.ndarray, EmbedResult], None] | None = None,
     keep_greys=None,
+    onnx_session: tuple | None = None,
 ) -> EmbedResult:
     """Decode and embed images in parallel, keeping file order.
 
@@ -223,6 +224,9 @@ def embed_images(
     keep_greys : dupscope.verify.KeptGreys, optional
         Where the decode threads put each image's grey image for verification
         (:func:`dupscope.images.feature_grey` at ``keep_greys.side``), while its budget lasts.
+    onnx_session : (session, device), optional
+        What :func:`create_session` returned for this model, to reuse (a Ray actor embeds
+        many shards with one session); ``device`` and ``threads`` are then not read.
 
     Returns
     -------
@@ -234,7 +238,7 @@ def embed_images(
     if dtype not in (np.float32, np.float16):
         raise ValueError(f"dtype must be float32 or float16, got {dtype}")
     spec = model if isinstance(model, ModelSpec) else get_model(model)
-    sess, used = create_session(spec, device=device, threads=threads)
+    sess, used = onnx_session if onnx_session is not None else create_session(spec, device=device, threads=threads)
     if spec.batch is not None:
         batch_size = spec.batch
     batch_size = max(1, int(batch_size or DEFAULT_BATCH_SIZE))

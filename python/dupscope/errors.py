@@ -73,3 +73,7 @@ class VisualizeError(DupscopeError, ValueError):
 
 class AppendError(PipelineError):
     """Images cannot be added to this similarity file (another model or schema, a repeated path)."""
+
+
+class RayUnavailable(DupscopeError, RuntimeError):
+    """``--backend ray`` was asked for and Ray is not installed or its cluster cannot be reached."""

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .models import DEFAULT_MODEL, ModelSpec, get_model
 from .pairs import neighbor_pairs
 from .store import OutputLock, SimilarityWriter, check_output, printable
 from .verify import KeptGreys, VerifyConfig
+
+if TYPE_CHECKING:
+    from .cluster import RayOptions
 
 __all__ = ["compute_similarity", "decide_dense", "PipelineError", "DENSE_MAX_BYTES", "DENSE_MAX_FREE_FRACTION"]
 
@@ -121,6 +124,8 @@ def compute_similarity(
     overwrite: bool = True,
     tile: int | None = None,
     verify: bool = True,
+    backend: str = "inprocess",
+    ray_options: "RayOptions | None" = None,
 ) -> dict[str, Any]:
     """Embed every image of an annotation file and write the similarity HDF5 file.
 
@@ -172,6 +177,12 @@ def compute_similarity(
         Check the candidate neighbour pairs geometrically (:mod:`dupscope.verify`) and rank the
         neighbour lists by the final score (:mod:`dupscope.scoring`); False keeps the engine's
         similarity as the neighbours' score.
+    backend : {"inprocess", "ray"}
+        Where phase 1's heavy steps run: this process (default), or tasks on a Ray cluster
+        (:mod:`dupscope.cluster`: the same file, neighbour lists only, so ``dense`` must not be
+        True).
+    ray_options : dupscope.cluster.RayOptions, optional
+        The cluster's address and how the work is cut into tasks (``backend="ray"``).
 
     Returns
     -------
@@ -196,6 +207,16 @@ def compute_similarity(
     PipelineError
         No image at all could be read, or the output cannot be written.
     """
+    if backend not in ("inprocess", "ray"):
+        raise PipelineError(f"backend must be 'inprocess' or 'ray', not {backend!r}")
+    if backend == "ray":
+        if append is not None or reference is not None:
+            raise PipelineError("the Ray backend runs full runs only: leave out append and reference "
+                                "(they embed only the new images, in this process)")
+        if dense:
+            raise PipelineError("the Ray backend writes neighbour lists only (the dense N x N matrix is written by "
+                                "one process): pass --no-dense (dense=False), or use the in-process backend")
+        dense = False
     if append is not None or reference is not None:
         return _incremental(annotations, output, append, reference, image_root=image_root, model=model,
                             device=device, batch_size=batch_size, workers=workers, threads=threads, k=k,
@@ -214,7 +235,8 @@ def compute_similarity(
                                    device=device, batch_size=batch_size, workers=workers, threads=threads, k=k,
                                    dense=dense, keep_embeddings=keep_embeddings, path_column=path_column,
                                    label_column=label_column, split_column=split_column, progress=progress,
-                                   overwrite=overwrite, tile=tile, verify=verify)
+                                   overwrite=overwrite, tile=tile, verify=verify, backend=backend,
+                                   ray_options=ray_options)
 
 
 def _incremental(annotations, output, append, reference, *, image_root, model, device, batch_size, workers,
@@ -261,7 +283,9 @@ def _refuse_inputs_as_output(output: Path, table) -> None:
 
 def _compute_similarity(annotations, output: Path, lock, t_start: float, *, image_root, model, device, batch_size,
                         workers, threads, k, dense, keep_embeddings, path_column, label_column, split_column,
-                        progress, overwrite, tile, verify) -> dict[str, Any]:
+                        progress, overwrite, tile, verify, backend="inprocess", ray_options=None) -> dict[str, Any]:
+    from contextlib import ExitStack
+
     from rich.console import Console
 
     console = Console(stderr=True, quiet=not progress)
@@ -276,108 +300,147 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
         console.print(why)
 
     bars = _progress_bars(console) if progress else nullcontext(None)
-    with bars as bar:
-        task = bar.add_task("embedding", total=n, unit="img") if bar else None
-        t0 = time.perf_counter()
-        # A fused model's raw output is only read by the post-processing, in float32 blocks:
-        # keep it in float16 (half the memory of the largest array of a big run; on the accuracy
-        # benchmark's three data sets AP was the same to 4 decimals as from float32).
-        # Finished rows are checkpointed in blocks beside the output: the same command after a
-        # crash embeds only the rest (dupscope.checkpoint).
-        dtype = "float16" if spec.fusion is not None else "float32"
-        ckpt = EmbeddingCheckpoint(output, checkpoint_key(table.resolved, spec.sha256, batch_size, str(device),
-                                                          dtype, bool(verify)), n)
-        resume = ckpt.load()
-        if ckpt.note:
-            console.print(ckpt.note, markup=False, highlight=False)
-        resumed = int(resume[0].sum()) if resume is not None else 0
-        if resumed:
-            console.print(f"resuming: {resumed} of {n} images were embedded by an interrupted run "
-                          f"(checkpoint {ckpt.folder})", markup=False, highlight=False)
-        # Verification describes grey images of the candidates' files: the decode threads keep
-        # them on the way (up to VerifyConfig.keep_bytes) rather than verification decoding again.
-        kept = KeptGreys(VerifyConfig.side, VerifyConfig.keep_bytes) if verify else None
+    with ExitStack() as stack:
+        cluster = None
+        if backend == "ray":
+            from . import cluster as cluster_mod
+
+            cluster = stack.enter_context(cluster_mod.ray_session(ray_options or cluster_mod.RayOptions()))
+            console.print(f"Ray backend: a cluster of {cluster.cpus} CPUs and {cluster.gpus} GPUs", markup=False,
+                          highlight=False)
+        bar = stack.enter_context(bars)
+        return _phase_1(console, bar, table, spec, output, lock, t_start, n=n, device=device, batch_size=batch_size,
+                        workers=workers, threads=threads, k=k, dense=dense, tile=tile, verify=verify,
+                        image_root=image_root, cluster=cluster, overwrite=overwrite)
+
+
+def _phase_1(console, bar, table, spec, output, lock, t_start, *, n, device, batch_size, workers, threads, k,
+             dense, tile, verify, image_root, cluster, overwrite) -> dict[str, Any]:
+    """Phase 1 after the annotations are read: embed, post-process, top-k, verify, write."""
+    task = bar.add_task("embedding", total=n, unit="img") if bar else None
+    t0 = time.perf_counter()
+    # A fused model's raw output is only read by the post-processing, in float32 blocks:
+    # keep it in float16 (half the memory of the largest array of a big run; on the accuracy
+    # benchmark's three data sets AP was the same to 4 decimals as from float32).
+    # Finished rows are checkpointed in blocks beside the output: the same command after a
+    # crash embeds only the rest (dupscope.checkpoint).
+    dtype = "float16" if spec.fusion is not None else "float32"
+    ckpt = EmbeddingCheckpoint(output, checkpoint_key(table.resolved, spec.sha256, batch_size, str(device),
+                                                      dtype, bool(verify)), n)
+    resume = ckpt.load()
+    if ckpt.note:
+        console.print(ckpt.note, markup=False, highlight=False)
+    resumed = int(resume[0].sum()) if resume is not None else 0
+    if resumed:
+        console.print(f"resuming: {resumed} of {n} images were embedded by an interrupted run "
+                      f"(checkpoint {ckpt.folder})", markup=False, highlight=False)
+    # Verification describes grey images of the candidates' files: the decode threads keep
+    # them on the way (up to VerifyConfig.keep_bytes) rather than verification decoding again.
+    kept = KeptGreys(VerifyConfig.side, VerifyConfig.keep_bytes) if verify and cluster is None else None
+    if cluster is not None:
+        from . import cluster as cluster_mod
+
+        result = cluster_mod.embed_images(
+            table.resolved, spec, session=cluster, batch_size=batch_size, device=device.kind, dtype=dtype,
+            layout=verify, resume=resume, on_batch=ckpt.add,
+            progress=(lambda done: bar.update(task, completed=done)) if bar else None)
+    else:
         result = embed_images(
             table.resolved, spec, batch_size=batch_size, workers=workers, device=device, threads=threads,
             progress=(lambda done: bar.update(task, completed=done)) if bar else None,
             dtype=dtype, layout=verify, resume=resume, on_batch=ckpt.add, keep_greys=kept,
         )
-        embed_seconds = time.perf_counter() - t0
-        if not result.ok.any():
-            common = Counter(result.errors).most_common(1)[0][0] if n else ""
-            raise PipelineError(
-                f"none of the {n} images could be read (e.g. {table.resolved[0]}: {common}); "
-                "check the paths and --image-root"
-            )
-        # Data-set level post-processing of multi-branch models (dupscope-v3): the fused
-        # embedding is what the engine compares and what the file keeps as `embeddings`.
-        t_post = time.perf_counter()
-        sim_device = device.engine  # the same GPU as the model's, index included
-        embeddings, postprocess, fusion_attrs, fit = result.embeddings, "none", {}, None
-        raw = result.embeddings  # the pair score reads the raw cosines; a fused model's is stored
-        if spec.fusion is not None:
-            fused = fuse_embeddings(result.embeddings, result.ok, spec.fusion, device=sim_device)
-            embeddings, postprocess = fused.embeddings, fused.description
-            fusion_attrs = {"fusion_pictures": fused.n_pictures,
-                            "fusion_axes": np.asarray(fused.axes, np.int32),
-                            "fusion_neighbours": fused.neighbours}
-            fit = fused.fit
-            result.embeddings = embeddings
-            console.print(f"embedding post-processing: {postprocess}", markup=False, highlight=False)
-        postprocess_seconds = time.perf_counter() - t_post
-        sim_task = bar.add_task("similarity", total=None, unit="tile") if bar else None
+    embed_seconds = time.perf_counter() - t0
+    if not result.ok.any():
+        common = Counter(result.errors).most_common(1)[0][0] if n else ""
+        raise PipelineError(
+            f"none of the {n} images could be read (e.g. {table.resolved[0]}: {common}); "
+            "check the paths and --image-root"
+        )
+    # Data-set level post-processing of multi-branch models (dupscope-v3): the fused
+    # embedding is what the engine compares and what the file keeps as `embeddings`.
+    t_post = time.perf_counter()
+    sim_device = device.engine  # the same GPU as the model's, index included
+    embeddings, postprocess, fusion_attrs, fit = result.embeddings, "none", {}, None
+    raw = result.embeddings  # the pair score reads the raw cosines; a fused model's is stored
+    if spec.fusion is not None:
+        fused = fuse_embeddings(result.embeddings, result.ok, spec.fusion, device=sim_device)
+        embeddings, postprocess = fused.embeddings, fused.description
+        fusion_attrs = {"fusion_pictures": fused.n_pictures,
+                        "fusion_axes": np.asarray(fused.axes, np.int32),
+                        "fusion_neighbours": fused.neighbours}
+        fit = fused.fit
+        result.embeddings = embeddings
+        console.print(f"embedding post-processing: {postprocess}", markup=False, highlight=False)
+    postprocess_seconds = time.perf_counter() - t_post
+    sim_task = bar.add_task("similarity", total=None, unit="tile") if bar else None
 
-        def tile_progress(done: int, total: int) -> None:
-            bar.update(sim_task, completed=done, total=total)
+    def tile_progress(done: int, total: int) -> None:
+        bar.update(sim_task, completed=done, total=total)
 
-        t1 = time.perf_counter()
-        try:
-            with SimilarityWriter(output, overwrite=overwrite, lock=lock) as w:
-                t_meta = time.perf_counter()
-                w.write_images(paths=table.paths, resolved=table.resolved, labels=table.labels,
-                               splits=table.splits, ok=result.ok, errors=result.errors,
-                               widths=result.widths, heights=result.heights)
-                # Schema 2: the embeddings (and a fused model's raw output and fit) are always
-                # kept, so rows can be added later without embedding the old images again.
-                w.write_embeddings(embeddings)
-                if fit is not None:
-                    w.write_embeddings(raw, "embeddings_raw")
-                    fit.to_group(w.h5.create_group("fusion"))
-                if not verify:
-                    del raw
-                metadata_seconds = time.perf_counter() - t_meta
-                t_sim = time.perf_counter()
+    t1 = time.perf_counter()
+    try:
+        with SimilarityWriter(output, overwrite=overwrite, lock=lock) as w:
+            t_meta = time.perf_counter()
+            w.write_images(paths=table.paths, resolved=table.resolved, labels=table.labels,
+                           splits=table.splits, ok=result.ok, errors=result.errors,
+                           widths=result.widths, heights=result.heights)
+            # Schema 2: the embeddings (and a fused model's raw output and fit) are always
+            # kept, so rows can be added later without embedding the old images again.
+            w.write_embeddings(embeddings)
+            if fit is not None:
+                w.write_embeddings(raw, "embeddings_raw")
+                fit.to_group(w.h5.create_group("fusion"))
+            if not verify:
+                del raw
+            metadata_seconds = time.perf_counter() - t_meta
+            t_sim = time.perf_counter()
+            if cluster is not None:
+                from . import cluster as cluster_mod
+
+                lists = cluster_mod.topk(embeddings, k, session=cluster, valid=result.ok, tile=tile,
+                                         progress=tile_progress if bar else None)
+                neighbours = w.write_similarity(embeddings, k=k, dense=False, tile=tile, valid=result.ok,
+                                                neighbours=lists, device="cpu")
+            else:
                 neighbours = w.write_similarity(embeddings, k=k, dense=dense, tile=tile, device=sim_device,
                                                 valid=result.ok, progress=tile_progress if bar else None)
-                similarity_write_seconds = time.perf_counter() - t_sim
-                t_ver = time.perf_counter()
-                n_checked = 0
-                if verify:
-                    n_checked = _verify(w, neighbours, raw, table.resolved, spec, bar, result=result,
-                                        embeddings=embeddings, device=sim_device, kept=kept)
-                    kept = None
-                    del raw
-                verify_seconds = time.perf_counter() - t_ver
-                w.attrs.update({
-                    "model": spec.name,
-                    "model_sha256": spec.sha256,
-                    "model_input": f"{spec.layout} {spec.channels}x{spec.height}x{spec.width} {spec.colour} "
-                                   f"resize={spec.resize}",
-                    "embedding_dim": int(embeddings.shape[1]),
-                    "embedding_postprocess": postprocess,
-                    **fusion_attrs,
-                    "embed_device": result.device,
-                    "annotations": printable(table.source),
-                    "annotations_format": table.format,
-                    "annotations_sha256": _annotations_sha256(table.source, table),
-                    "image_root": "" if image_root is None else printable(str(Path(image_root).absolute())),
-                    "score": "verified" if verify else "embedding",
-                })
-                sim_used = w.attrs["device"]
-        except OSError as exc:
-            raise PipelineError(str(exc)) from None
-        similarity_seconds = time.perf_counter() - t1
-        ckpt.remove()  # the output is complete
+            similarity_write_seconds = time.perf_counter() - t_sim
+            t_ver = time.perf_counter()
+            n_checked = 0
+            if verify:
+                verifier = None
+                if cluster is not None:
+                    from functools import partial
+
+                    from . import cluster as cluster_mod
+
+                    verifier = partial(cluster_mod.verify_pairs, session=cluster)
+                n_checked = _verify(w, neighbours, raw, table.resolved, spec, bar, result=result,
+                                    embeddings=embeddings, device=sim_device, kept=kept, verifier=verifier)
+                kept = None
+                del raw
+            verify_seconds = time.perf_counter() - t_ver
+            w.attrs.update({
+                "model": spec.name,
+                "model_sha256": spec.sha256,
+                "model_input": f"{spec.layout} {spec.channels}x{spec.height}x{spec.width} {spec.colour} "
+                               f"resize={spec.resize}",
+                "embedding_dim": int(embeddings.shape[1]),
+                "embedding_postprocess": postprocess,
+                **fusion_attrs,
+                "embed_device": result.device,
+                "annotations": printable(table.source),
+                "annotations_format": table.format,
+                "annotations_sha256": _annotations_sha256(table.source, table),
+                "image_root": "" if image_root is None else printable(str(Path(image_root).absolute())),
+                "score": "verified" if verify else "embedding",
+            })
+            sim_used = w.attrs["device"]
+    except OSError as exc:
+        raise PipelineError(str(exc)) from None
+    similarity_seconds = time.perf_counter() - t1
+    ckpt.remove()  # the output is complete
 
     from .store import SimilarityFile
 
@@ -412,13 +475,14 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
         "dense": bool(dense),
         "device": f"embed {result.device}, similarity {sim_used}",
         "model": spec.name,
+        "backend": "ray" if cluster is not None else "inprocess",
     }
     _print_summary(console, summary, k)
     return summary
 
 
 def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar, *, result, embeddings,
-            device, kept=None) -> int:
+            device, kept=None, verifier=None) -> int:
     """Verify the candidate pairs among the engine's neighbour lists ``(index, similarity)``, and
     those the layout descriptors propose, and store the final scores in the file being written;
     returns the number of pairs checked."""
@@ -440,7 +504,7 @@ def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar, *,
     bar_value, rank = candidate_bar(spec.name)
     scored = score_neighbors(
         *neighbours, raw, paths, bar=bar_value, rank=rank, columns=columns, extra=extra, embeddings=embeddings,
-        kept=kept, layout=result.layout, progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
+        kept=kept, layout=result.layout, verifier=verifier, progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
     )
     writer.write_scores(scored)
     return scored.n_checked

@@ -168,7 +168,7 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
                     rank: int | None = None, columns: int | None = None, config=None,
                     progress=None, extra: tuple[np.ndarray, np.ndarray] | None = None,
                     embeddings: np.ndarray | None = None, known: VerifiedPairs | None = None,
-                    kept=None, layout: np.ndarray | None = None) -> ScoredNeighbors:
+                    kept=None, layout: np.ndarray | None = None, verifier=None) -> ScoredNeighbors:
     """Verify the neighbour pairs at or above ``bar`` and give every neighbour entry its final score.
 
     Parameters
@@ -205,6 +205,9 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
     layout : numpy.ndarray, optional
         (N, 256) layout descriptors: the mirror check is then made only where the mirrored
         layouts agree (:func:`dupscope.verify.mirror_plausible`).
+    verifier : callable, optional
+        What checks the pairs, with :func:`dupscope.verify.verify_pairs`'s signature (the Ray
+        backend's :func:`dupscope.cluster.verify_pairs`); default that function.
 
     Returns
     -------
@@ -235,7 +238,7 @@ def score_neighbors(index: np.ndarray, similarity: np.ndarray, raw: np.ndarray, 
     total = len(todo)
     if kept is not None:
         kept.keep_only(np.r_[a[todo], b[todo]])
-    fresh = verify_pairs(paths, a[todo], b[todo], config or VerifyConfig(),
+    fresh = (verifier or verify_pairs)(paths, a[todo], b[todo], config or VerifyConfig(),
                          progress=(lambda done: progress(done, total)) if progress else None, kept=kept,
                          layout=layout)
     ev = Evidence.empty(len(a))

@@ -311,13 +311,29 @@ class SimilarityWriter:
         valid: Optional[np.ndarray] = None,
         threads: Optional[int] = None,
         progress: Progress = None,
+        neighbours: Optional[Tuple[np.ndarray, np.ndarray]] = None,
     ) -> Tuple[np.ndarray, np.ndarray]:
         """Run the engine and write ``similarity`` (when ``dense``) and ``neighbors/``; returns
         the neighbour lists written (index, similarity).
 
         Chunks are written whole with HDF5's direct chunk write as the engine's worker threads
         finish them, so computing and writing overlap and memory stays at a few tiles.
+        ``neighbours`` (index int32, similarity float16), computed elsewhere (the Ray backend's
+        :func:`dupscope.cluster.topk`), are written instead of running the engine (not dense).
         """
+        if neighbours is not None:
+            if dense:
+                raise ValueError("precomputed neighbours are written without a dense matrix")
+            from .engine import _check_tile
+
+            index, sim = np.asarray(neighbours[0], np.int32), np.asarray(neighbours[1], np.float16)
+            n = len(embeddings)
+            self.attrs.update({"n_images": n, "k": int(index.shape[1]), "dense": False, "device": str(device),
+                               "tile": min(_check_tile(tile, "cpu"), -(-n // 16) * 16)})
+            g = self.h5.require_group("neighbors")
+            g.create_dataset("index", data=index)
+            g.create_dataset("similarity", data=sim)
+            return index, sim
         job = SimilarityJob(embeddings, k=k, tile=tile, device=device, valid=valid,
                             threads=threads, output="chunks" if dense else "none")
         n, t = job.n, job.tile

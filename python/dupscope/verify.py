@@ -454,8 +454,10 @@ def verify_pairs(paths: Sequence[str], a: np.ndarray, b: np.ndarray, config: Ver
     cv2 = _cv2()
 
     def one(p: int) -> None:
-        cv2.setRNGSeed(p)  # RANSAC's draws (a per-thread generator): the same pair, the same answer
         i, j = int(lo[p]), int(hi[p])
+        # RANSAC's draws (a per-thread generator) seeded by the pair itself: the same pair, the
+        # same answer, whatever else is checked in the same call (a Ray task checks a slice).
+        cv2.setRNGSeed((i * 1_000_003 + j) % 2_147_483_647)
         fa, fb = cache.get(i, False), cache.get(j, False)
         if fa is None or fb is None:
             return

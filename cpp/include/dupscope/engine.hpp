@@ -39,6 +39,12 @@ struct JobOptions {
   Output output = Output::None;
   uint16_t* dense_out = nullptr;  // Output::Dense: N x N
   int queue_chunks = 0;           // Output::Chunks: 0 picks 2 * threads + 2
+  // Only tiles [tile_begin, tile_end) of the upper triangle, in its row-major order (tile
+  // (I, J), I <= J, is number I*B - I*(I-1)/2 + J - I for B row blocks); tile_end < 0: to the
+  // end. A band of the work for one task of a distributed run (Output::None only): its top-k
+  // lists hold the best of the columns those tiles cover, to be merged with merge_topk.
+  int64_t tile_begin = 0;
+  int64_t tile_end = -1;
 };
 
 struct ChunkInfo {
@@ -72,6 +78,10 @@ class SimilarityJob {
   const char* device() const;
   // After wait(): each row's k nearest neighbours (see TopK::finish).
   void topk(int32_t* index, uint16_t* sim) const;
+  // The same with the float32 similarities (what merge_topk needs to merge bands exactly).
+  void topk_values(int32_t* index, float* sim) const;
+  // Tiles of the whole upper triangle, whatever range this job covers.
+  int64_t tiles_in_triangle() const { return blocks_ * (blocks_ + 1) / 2; }
 
  private:
   void worker(int slot);
@@ -85,6 +95,7 @@ class SimilarityJob {
   std::vector<float> emb_;
   std::vector<uint8_t> valid_;
   int64_t blocks_, tiles_total_, chunks_total_;
+  int64_t tile_begin_ = 0;
   int threads_;
   TopK topk_;
   std::unique_ptr<cuda::TileContext> cuda_;

@@ -30,6 +30,8 @@ class TopK {
   // Writes each row's neighbours, best first: index (-1 where fewer than k) and similarity as
   // float16 (NaN where the index is -1). Must not run concurrently with offers.
   void finish(int32_t* index, uint16_t* sim) const;
+  // The same with float32 similarities (NaN where the index is -1).
+  void finish_values(int32_t* index, float* sim) const;
 
  private:
   bool push(int64_t row, float v, int32_t j);  // returns true if accepted
@@ -43,5 +45,12 @@ class TopK {
   std::vector<int32_t> count_;
   std::unique_ptr<std::mutex[]> locks_;
 };
+
+// Merges two sets of n best-first lists of k neighbours (float32 similarities, -1 / NaN
+// padding) over disjoint columns into the k best of both, with TopK's order (higher similarity
+// first, then the lower index): the lists of one row computed in several bands, merged, equal
+// the lists of one job over all of them. Output arrays may alias the first input.
+void merge_topk(int64_t n, int k, const int32_t* index_a, const float* sim_a, const int32_t* index_b,
+                const float* sim_b, int32_t* index_out, float* sim_out);
 
 }  // namespace dupscope
