@@ -332,16 +332,34 @@ def test_bands_merged_equal_one_job_and_the_reference(simd, n, d, k, parts, tile
     check_topk(e, merged[0], merged[1].astype(np.float16), reference(e, valid), k, valid)
 
 
-def test_band_first_rows_bound_what_a_band_touches():
-    from dupscope.cluster import band_first_row
+@pytest.mark.parametrize("n,d,k,rows,tile", [(1100, 30, 12, 256, 128), (300, 5, 40, 16, 16), (97, 7, 4, 64, 64)])
+def test_pairs_of_row_blocks_merged_equal_one_job(simd, n, d, k, rows, tile):
+    """The Ray backend's decomposition: each block alone plus every pair of blocks
+    (:func:`dupscope.engine.pair_topk`), merged per row, gives the one-job lists exactly."""
+    from dupscope.cluster import row_blocks
 
     rng = fresh_rng()
-    n, t = 700, 64
-    e = random_embeddings(rng, n, 12)
-    for begin, end in engine.tile_ranges(n, 9, t):
-        idx, _ = engine.band_topk(e, 4, (begin, end), tile=t)
-        first = band_first_row(begin, n, t)
-        assert (idx[:first] == -1).all() and (idx[first:first + 1] >= 0).any()
+    e = clustered_embeddings(rng, n, d)
+    valid = rng.random(n) > 0.05
+    want = dupscope.topk(e, k, device="cpu", tile=tile, valid=valid)
+    blocks = row_blocks(n, -(-n // rows), tile)
+    assert blocks[0][0] == 0 and blocks[-1][1] == n and all((b - a) % tile == 0 for a, b in blocks[:-1])
+    index = np.full((n, k), -1, np.int32)
+    sim = np.full((n, k), np.nan, np.float32)
+    for p, (a0, a1) in enumerate(blocks):
+        for b0, b1 in blocks[p:]:
+            if b0 == a0:
+                job = engine.SimilarityJob(e[a0:a1], k=k, tile=tile, device="cpu", valid=valid[a0:a1])
+                job.start().wait()
+                li, ls = job.topk_values()
+                rows_ = np.arange(a0, a1)
+            else:
+                li, ls = engine.pair_topk(e[a0:a1], e[b0:b1], k, tile=tile, valid=(valid[a0:a1], valid[b0:b1]))
+                rows_ = np.r_[np.arange(a0, a1), np.arange(b0, b1)]
+            glob = np.where(li >= 0, rows_[np.maximum(li, 0)], -1).astype(np.int32)
+            index[rows_], sim[rows_] = engine.merge_topk((index[rows_], sim[rows_]), (glob, ls))
+    np.testing.assert_array_equal(index, want[0])
+    np.testing.assert_array_equal(sim.astype(np.float16).view(np.uint16), want[1].view(np.uint16))
 
 
 def test_band_and_merge_refuse_bad_input():
@@ -353,6 +371,10 @@ def test_band_and_merge_refuse_bad_input():
         engine.band_topk(e, 3, (2, 1), tile=16)
     with pytest.raises(ValueError, match="top-k lists only"):
         engine.SimilarityJob(e, k=3, tile=16, device="cpu", output="chunks", tiles=(0, 1))
+    with pytest.raises(ValueError, match="multiple of the tile"):
+        engine.pair_topk(e[:20], e[20:], 3, tile=16)
+    with pytest.raises(ValueError, match="above the diagonal"):
+        engine.SimilarityJob(e, k=3, tile=16, device="cpu", rect=(0, 2, 1, 3))
     a = (np.zeros((4, 3), np.int32), np.zeros((4, 3), np.float32))
     with pytest.raises(ValueError, match="one shape"):
         engine.merge_topk(a, (np.zeros((4, 2), np.int32), np.zeros((4, 2), np.float32)))

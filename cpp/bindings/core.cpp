@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <array>
 #include <memory>
 #include <string>
 #include <thread>
@@ -71,11 +72,15 @@ class PyJob {
   PyJob(py::array_t<float, py::array::c_style> normalized, py::object valid, int64_t tile, int k,
         int threads, const std::string& simd, const std::string& device,
         const std::string& output, py::object dense_out, int queue_chunks, int64_t tile_begin,
-        int64_t tile_end) {
+        int64_t tile_end, std::array<int64_t, 4> rect) {
     auto [n, d] = check_matrix(normalized, "normalized");
     JobOptions opt;
     opt.tile_begin = tile_begin;
     opt.tile_end = tile_end;
+    opt.rect_row_begin = rect[0];
+    opt.rect_row_end = rect[1];
+    opt.rect_col_begin = rect[2];
+    opt.rect_col_end = rect[3];
     opt.tile = tile;
     opt.k = k;
     opt.threads = threads;
@@ -354,10 +359,11 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PyJob>(m, "Job")
       .def(py::init<py::array_t<float, py::array::c_style>, py::object, int64_t, int, int,
                     const std::string&, const std::string&, const std::string&, py::object,
-                    int, int64_t, int64_t>(),
+                    int, int64_t, int64_t, std::array<int64_t, 4>>(),
            py::arg("normalized"), py::arg("valid"), py::arg("tile"), py::arg("k"),
            py::arg("threads"), py::arg("simd"), py::arg("device"), py::arg("output"),
-           py::arg("dense_out"), py::arg("queue_chunks"), py::arg("tile_begin") = 0, py::arg("tile_end") = -1)
+           py::arg("dense_out"), py::arg("queue_chunks"), py::arg("tile_begin") = 0, py::arg("tile_end") = -1,
+           py::arg("rect") = std::array<int64_t, 4>{0, 0, 0, 0})
       .def("topk_values", &PyJob::topk_values)
       .def_property_readonly("tiles_in_triangle", [](const PyJob& j) { return j.job_->tiles_in_triangle(); })
       .def("start", &PyJob::start)

@@ -58,7 +58,20 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
   if (n < 1 || d < 1) throw std::invalid_argument("need at least one row and one column");
   if (opt.tile < 16) throw std::invalid_argument("tile must be at least 16");
   if (valid != nullptr) std::memcpy(valid_.data(), valid, static_cast<size_t>(n));
-  if (opt.tile_begin != 0 || opt.tile_end >= 0) {
+  if (opt.rect_row_end > opt.rect_row_begin) {
+    if (opt.tile_begin != 0 || opt.tile_end >= 0)
+      throw std::invalid_argument("give a tile range or a rectangle of tiles, not both");
+    if (opt.rect_row_begin < 0 || opt.rect_col_begin < opt.rect_row_end || opt.rect_col_end <= opt.rect_col_begin ||
+        opt.rect_col_end > blocks_)
+      throw std::invalid_argument("the rectangle of row blocks [" + std::to_string(opt.rect_row_begin) + ", " +
+                                  std::to_string(opt.rect_row_end) + ") and column blocks [" +
+                                  std::to_string(opt.rect_col_begin) + ", " + std::to_string(opt.rect_col_end) +
+                                  ") must lie above the diagonal, within the " + std::to_string(blocks_) + " blocks");
+    if (opt.output != Output::None)
+      throw std::invalid_argument("a rectangle of tiles computes top-k lists only (output 'none')");
+    rect_width_ = opt.rect_col_end - opt.rect_col_begin;
+    tiles_total_ = (opt.rect_row_end - opt.rect_row_begin) * rect_width_;
+  } else if (opt.tile_begin != 0 || opt.tile_end >= 0) {
     const int64_t all = tiles_total_;
     const int64_t end = opt.tile_end < 0 ? all : opt.tile_end;
     if (opt.tile_begin < 0 || opt.tile_begin > end || end > all)
@@ -153,7 +166,12 @@ void SimilarityJob::worker(int slot) {
       const int64_t t = next_tile_.fetch_add(1);
       if (t >= tiles_total_) return;
       int64_t bi, bj;
-      tile_pair(tile_begin_ + t, bi, bj);
+      if (rect_width_ > 0) {
+        bi = opt_.rect_row_begin + t / rect_width_;
+        bj = opt_.rect_col_begin + t % rect_width_;
+      } else {
+        tile_pair(tile_begin_ + t, bi, bj);
+      }
       ws.a_ready = bi == a_block;  // consecutive tiles of one row reuse the packed rows
       a_block = bi;
       run_tile(slot, bi, bj, ws);

@@ -10,23 +10,25 @@ in-process backend and writes the same file; only where the work runs differs:
   yet done (:mod:`dupscope.checkpoint`).
 - **Fusion**: the driver fits ``dupscope-v3``'s data-set fit on the gathered raw output, with the
   in-process code (the fit is a few eigen-decompositions of D x D moments), and applies it.
-- **Top-k**: the upper triangle of tiles is cut into :attr:`RayOptions.bands` ranges of equal
-  work (:func:`dupscope.engine.tile_ranges`); each task computes its tiles once, offers each to
-  the rows of both its blocks and returns float32 lists; the driver merges them per row
-  (:func:`dupscope.engine.merge_topk`). The merged lists equal the in-process engine's
+- **Top-k**: the rows are cut into blocks of whole tiles (:func:`row_blocks`); a task takes
+  the pairs inside one block or between two blocks (:func:`dupscope.engine.pair_topk`), each
+  pair computed once and offered to both rows, and returns float32 lists; the driver merges them
+  per row (:func:`dupscope.engine.merge_topk`). The merged lists equal the in-process engine's
   (same kernel, same tiles, same order of ties).
 - **Verification**: the candidate pairs, in order of their lower row, are cut into tasks of
   :attr:`RayOptions.pair_rows` pairs, each checked by :func:`dupscope.verify.verify_pairs`.
   The check's random draws are seeded by the pair, so the evidence does not depend on the cut.
 
 A task whose worker dies is retried (:attr:`RayOptions.retries` times; embedding actors are
-restarted), and the result is the same. Memory per task: a band task holds the normalised
-embeddings (N x D float32, read from the object store, plus the engine's own copy) and N x k
-(float32, int32) lists; an embedding task one shard's pixels and outputs; a verification task
-its pairs' features (bounded by :attr:`dupscope.verify.VerifyConfig.cache_bytes`).
+restarted), and the result is the same. Memory per task: a top-k task holds its two blocks of
+normalised embeddings (float32, read from the object store, plus the engine's own copy) and
+their k-lists, at most :data:`TASK_BYTES`; an embedding task one shard's pixels and outputs; a
+verification task its pairs' features (bounded by
+:attr:`dupscope.verify.VerifyConfig.cache_bytes`). The driver holds the embeddings and the
+N x k lists.
 
 The environment variable ``DUPSCOPE_RAY_FAIL_ONCE`` names a file for fault-injection tests: the
-first embedding or band task that finds it deletes it and kills its own worker process.
+first embedding or top-k task that finds it deletes it and kills its own worker process.
 """
 
 from __future__ import annotations
@@ -57,9 +59,10 @@ class RayOptions:
         cluster's CPUs up to 4.
     shard_rows : int
         Images per embedding task (and per checkpoint block).
-    bands : int or None
-        Top-k tasks; default: 4 per CPU of the cluster (tasks of equal work, so that a slow
-        or lost worker delays little).
+    blocks : int or None
+        Row blocks of the top-k: its tasks are the pairs of blocks (``blocks * (blocks + 1) / 2``
+        tasks); default about 4 tasks per CPU of the cluster, and more blocks when a task would
+        pass :data:`TASK_BYTES` (so a task's memory does not grow with N).
     band_cpus : int
         CPUs (engine threads) per top-k task.
     pair_rows : int
@@ -71,7 +74,7 @@ class RayOptions:
     address: str | None = None
     actor_cpus: int | None = None
     shard_rows: int = 1024
-    bands: int | None = None
+    blocks: int | None = None
     band_cpus: int = 1
     pair_rows: int = 2048
     retries: int = 3
@@ -233,56 +236,89 @@ def embed_images(paths: Sequence[str], spec, *, session: ray_session, batch_size
                        decode_wait_seconds=stats["wait"], layout=lay)
 
 
-def _band(embeddings: np.ndarray, k: int, tiles: tuple[int, int], valid, tile: int, threads: int, first_row: int):
-    from .engine import band_topk
+def _block_task(first: np.ndarray, second, k: int, tile: int, valid_first, valid_second, threads: int):
+    """One task of :func:`topk`: the pairs inside ``first`` (``second`` None) or between the two
+    blocks; returns the float32 lists (local indices), seconds and this worker's peak memory."""
+    import resource
+
+    from .engine import SimilarityJob, pair_topk
 
     _fail_once()
-    index, sim = band_topk(embeddings, k, tiles, tile=tile, valid=valid, threads=threads)
-    return first_row, index[first_row:], sim[first_row:]
+    t0 = time.perf_counter()
+    if second is None:
+        job = SimilarityJob(first, k=k, tile=tile, device="cpu", valid=valid_first, threads=threads)
+        job.start().wait()
+        index, sim = job.topk_values()
+    else:
+        index, sim = pair_topk(first, second, k, tile=tile, threads=threads,
+                               valid=None if valid_first is None else (valid_first, valid_second))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return index, sim, time.perf_counter() - t0, peak
 
 
-def band_first_row(begin: int, n: int, tile: int) -> int:
-    """The first row a band starting at tile ``begin`` touches (rows before it get nothing from
-    it: its tiles (I, J) have I at least the block of ``begin``, and J >= I)."""
-    blocks = -(-n // tile)
-    lo, hi = 0, blocks - 1
-    while lo < hi:  # the last block row whose first tile is at or before `begin`
-        mid = (lo + hi + 1) // 2
-        if mid * blocks - mid * (mid - 1) // 2 <= begin:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo * tile
+def row_blocks(n: int, blocks: int, tile: int) -> list[tuple[int, int]]:
+    """``blocks`` ranges of rows (fewer when ``n`` is small), each a multiple of ``tile`` rows but
+    the last: the blocks whose pairs are :func:`topk`'s tasks (then every tile of a task is one
+    of the in-process engine's tiles)."""
+    size = max(1, -(-n // max(1, blocks) // tile)) * tile
+    return [(s, min(n, s + size)) for s in range(0, n, size)]
+
+
+#: Memory a top-k task may use: two blocks of normalised embeddings (its input and the engine's
+#: copy of each) and their lists. Bounds the rows per block whatever the cluster's size.
+TASK_BYTES = 4 << 30
 
 
 def topk(embeddings: np.ndarray, k: int, *, session: ray_session, valid: np.ndarray | None = None,
-         tile: int | None = None, progress: Callable[[int, int], None] | None = None
-         ) -> tuple[np.ndarray, np.ndarray]:
+         tile: int | None = None, progress: Callable[[int, int], None] | None = None,
+         stats: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`dupscope.topk` on the cluster, on the CPU: the same (index int32, similarity
-    float16) lists, from band tasks merged per row (module docstring)."""
-    from .engine import _check_tile, merge_topk, tile_ranges
+    float16) lists. The rows are cut into :attr:`RayOptions.blocks` blocks (more when a task
+    would pass :data:`TASK_BYTES`); a task computes the pairs inside one block or between two,
+    each pair once; the driver merges the lists per row (:func:`dupscope.engine.merge_topk`).
+
+    ``stats``, when given, receives one ``dict(rows, tiles, seconds, peak_bytes)`` per task.
+    """
+    from .engine import _check_tile, merge_topk
 
     ray = _ray()
     opts = session.options
     x = np.ascontiguousarray(embeddings)
-    n = len(x)
+    n, d = x.shape
+    k = int(k)
     t = min(_check_tile(tile, "cpu"), -(-n // 16) * 16)
-    bands = tile_ranges(n, opts.bands or 4 * session.cpus, t)
-    ref = ray.put(x)
-    vref = ray.put(None if valid is None else np.asarray(valid, bool))
-    task = ray.remote(num_cpus=opts.band_cpus, max_retries=opts.retries)(_band)
-    futures = [task.remote(ref, int(k), r, vref, t, opts.band_cpus, band_first_row(r[0], n, t)) for r in bands]
-    index = np.full((n, int(k)), -1, np.int32)
-    sim = np.full((n, int(k)), np.nan, np.float32)
-    pending = list(futures)
+    per_row = 16 * d + 16 * k  # float32 twice (input, engine copy) + lists, for each of 2 blocks
+    fewest = -(-n * per_row // TASK_BYTES)
+    wanted = opts.blocks or max(1, int(np.ceil(np.sqrt(8 * session.cpus))))
+    blocks = row_blocks(n, max(wanted, fewest), t)
+    ok = None if valid is None else np.asarray(valid, bool)
+    refs = [ray.put(x[a:b]) for a, b in blocks]
+    vrefs = [ray.put(None if ok is None else ok[a:b]) for a, b in blocks]
+    task = ray.remote(num_cpus=opts.band_cpus, max_retries=opts.retries)(_block_task)
+    jobs = {}
+    for p in range(len(blocks)):
+        for q in range(p, len(blocks)):
+            second, vsecond = (None, None) if p == q else (refs[q], vrefs[q])
+            jobs[task.remote(refs[p], second, k, t, vrefs[p], vsecond, opts.band_cpus)] = (p, q)
+    index = np.full((n, k), -1, np.int32)
+    sim = np.full((n, k), np.nan, np.float32)
+    pending = list(jobs)
     finished = 0
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
-        lo, bi, bs = ray.get(ready[0])
-        index[lo:], sim[lo:] = merge_topk((index[lo:], sim[lo:]), (bi, bs))
+        p, q = jobs[ready[0]]
+        li, ls, seconds, peak = ray.get(ready[0])
+        (a0, a1), (b0, b1) = blocks[p], blocks[q]
+        rows = np.arange(a0, a1) if p == q else np.r_[np.arange(a0, a1), np.arange(b0, b1)]
+        glob = np.where(li >= 0, rows[np.maximum(li, 0)], -1).astype(np.int32)  # local -> global rows
+        index[rows], sim[rows] = merge_topk((index[rows], sim[rows]), (glob, ls))
         finished += 1
+        if stats is not None:
+            nb = (-(-(a1 - a0) // t)) * ((-(-(b1 - b0) // t)) if p != q else 1)
+            tiles = nb * (nb + 1) // 2 if p == q else nb
+            stats.append({"rows": len(rows), "tiles": int(tiles), "seconds": float(seconds), "peak_bytes": int(peak)})
         if progress is not None:
-            progress(finished, len(futures))
+            progress(finished, len(jobs))
     return index, sim.astype(np.float16)
 
 

@@ -139,6 +139,7 @@ class SimilarityJob:
         dense_out: Optional[np.ndarray] = None,
         queue_chunks: int = 0,
         tiles: Optional[Tuple[int, int]] = None,
+        rect: Optional[Tuple[int, int, int, int]] = None,
     ) -> None:
         normalized = normalize(embeddings)
         self.n, self.d = normalized.shape
@@ -160,7 +161,8 @@ class SimilarityJob:
             output,
             dense_out,
             queue_chunks,
-            *((int(tiles[0]), int(tiles[1])) if tiles is not None else ()),
+            *((int(tiles[0]), int(tiles[1])) if tiles is not None else (0, -1)),
+            tuple(int(v) for v in rect) if rect is not None else (0, 0, 0, 0),
         )
 
     @property
@@ -329,6 +331,39 @@ def band_topk(
     """
     job = SimilarityJob(embeddings, k=k, tile=tile, device="cpu", valid=valid, threads=threads,
                         output="none", tiles=tiles)
+    job.start().wait()
+    return job.topk_values()
+
+
+def pair_topk(
+    first: np.ndarray,
+    second: np.ndarray,
+    k: int,
+    *,
+    tile: Optional[int] = None,
+    valid: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    threads: Optional[int] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-k lists over the pairs between two disjoint sets of rows only (each pair once, on the
+    CPU): the task of one pair of row blocks in a distributed top-k. ``first`` must have a
+    multiple of the tile as its number of rows (then the tiles are the engine's own on the
+    whole set). ``valid``: a mask for each set.
+
+    Returns
+    -------
+    index, similarity : numpy.ndarray
+        (len(first) + len(second), k) int32 and float32: rows of ``first`` then of ``second``,
+        indices into that same concatenation (-1 / NaN padding), for :func:`merge_topk`.
+    """
+    n1, n2 = len(first), len(second)
+    x = np.concatenate([np.asarray(first), np.asarray(second)])
+    t = min(_check_tile(tile, "cpu"), -(-len(x) // 16) * 16)
+    if n1 % t or not n1 or not n2:
+        raise ValueError(f"the first set's {n1} rows must be a (non-zero) multiple of the tile, {t}, and the second "
+                         "set not empty")
+    v = None if valid is None else np.concatenate([np.asarray(valid[0], bool), np.asarray(valid[1], bool)])
+    job = SimilarityJob(x, k=k, tile=t, device="cpu", valid=v, threads=threads, output="none",
+                        rect=(0, n1 // t, n1 // t, -(-len(x) // t)))
     job.start().wait()
     return job.topk_values()
 

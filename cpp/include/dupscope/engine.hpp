@@ -45,6 +45,11 @@ struct JobOptions {
   // lists hold the best of the columns those tiles cover, to be merged with merge_topk.
   int64_t tile_begin = 0;
   int64_t tile_end = -1;
+  // Or only the rectangle of tiles (I, J) with row blocks [rect_row_begin, rect_row_end) and
+  // column blocks [rect_col_begin, rect_col_end), strictly above the diagonal blocks
+  // (rect_col_begin >= rect_row_end; Output::None only): the task of a pair of row ranges in a
+  // distributed run. Used when rect_row_end > rect_row_begin.
+  int64_t rect_row_begin = 0, rect_row_end = 0, rect_col_begin = 0, rect_col_end = 0;
 };
 
 struct ChunkInfo {
@@ -96,6 +101,7 @@ class SimilarityJob {
   std::vector<uint8_t> valid_;
   int64_t blocks_, tiles_total_, chunks_total_;
   int64_t tile_begin_ = 0;
+  int64_t rect_width_ = 0;  // > 0: rectangle mode (tile t is row rect_row_begin + t / width)
   int threads_;
   TopK topk_;
   std::unique_ptr<cuda::TileContext> cuda_;
