@@ -184,3 +184,55 @@ def test_cli_backend_ray_runs_phase_1(session, shards, tmp_path, capsys):
                  "--model", "dct32"]) == 0
     with h5py.File(out, "r") as f:
         assert f["neighbors/index"].shape[0] == 22 and "similarity" not in f
+
+
+def test_a_resumed_embedding_runs_only_the_rows_not_done(session, shards):
+    """The checkpoint's rows (``resume``) are kept, and only the others are sent to the actors."""
+    from dupscope.annotations import load_annotations
+    from dupscope.embed import EmbedResult, embed_images
+    from dupscope.models import get_model
+
+    paths = load_annotations(str(shards / "s-{0..2}.tar")).resolved
+    spec = get_model("dct32")
+    full = embed_images(paths, spec)
+    done = np.zeros(len(paths), bool)
+    done[:13] = True
+    prev = EmbedResult(np.where(done[:, None], full.embeddings, 0), full.ok & done, list(full.errors), full.widths,
+                       full.heights)
+    sent = []
+    got = cluster.embed_images(paths, spec, session=session, resume=(done, prev),
+                               on_batch=lambda rows, r: sent.append(rows))
+    assert sorted(np.concatenate(sent).tolist()) == list(range(13, len(paths)))
+    np.testing.assert_array_equal(got.embeddings, full.embeddings)
+    assert got.ok.all()
+
+
+def test_an_interrupted_top_k_resumes_per_task(session, tmp_path):
+    import dupscope
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1200, 16)).astype(np.float32)
+    want = dupscope.topk(x, 6, device="cpu")
+    calls = []
+
+    def stop_after_two(done, total):
+        calls.append(done)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    folder = tmp_path / "topk"
+    with pytest.raises(KeyboardInterrupt):
+        cluster.topk(x, 6, session=session, checkpoint=folder, progress=stop_after_two)
+    saved = sorted(folder.glob("task-*.npz"))
+    assert len(saved) >= 2
+    stats = []
+    got = cluster.topk(x, 6, session=session, checkpoint=folder, stats=stats)
+    total = len(list(folder.glob("task-*.npz")))
+    assert len(stats) == total - len(saved)  # only the tasks not saved were computed
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1].view(np.uint16), want[1].view(np.uint16))
+    other = x.copy()
+    other[0] += 1  # other embeddings: the saved tasks are not theirs
+    stats = []
+    cluster.topk(other, 6, session=session, checkpoint=folder, stats=stats)
+    assert len(stats) == total

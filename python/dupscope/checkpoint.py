@@ -127,12 +127,18 @@ class EmbeddingCheckpoint:
             self._rows = []
             self._last = time.monotonic()
 
-    def _save(self, rows: np.ndarray, result: EmbedResult) -> None:
+    def ensure_folder(self) -> Path:
+        """The checkpoint folder, created with its key file if missing (later steps of the run,
+        such as the Ray backend's top-k tasks, keep their own checkpoints in it)."""
         if not self.folder.is_dir():
             self.folder.mkdir()
             tmp = self.folder / "key.tmp"
             tmp.write_text(self.key + "\n", encoding="ascii")
             os.replace(tmp, self.folder / "key")
+        return self.folder
+
+    def _save(self, rows: np.ndarray, result: EmbedResult) -> None:
+        self.ensure_folder()
         arrays = {
             "rows": rows,
             "embeddings": result.embeddings[rows],

@@ -61,7 +61,7 @@ class RayOptions:
         Images per embedding task (and per checkpoint block).
     blocks : int or None
         Row blocks of the top-k: its tasks are the pairs of blocks (``blocks * (blocks + 1) / 2``
-        tasks); default about 4 tasks per CPU of the cluster, and more blocks when a task would
+        tasks); default about 8 tasks per CPU of the cluster, and more blocks when a task would
         pass :data:`TASK_BYTES` (so a task's memory does not grow with N).
     band_cpus : int
         CPUs (engine threads) per top-k task.
@@ -269,16 +269,32 @@ def row_blocks(n: int, blocks: int, tile: int) -> list[tuple[int, int]]:
 TASK_BYTES = 4 << 30
 
 
+def _topk_key(x: np.ndarray, valid, k: int, tile: int, blocks) -> str:
+    import hashlib
+
+    h = hashlib.sha256(repr((x.shape, str(x.dtype), k, tile, blocks)).encode())
+    for s in range(0, len(x), 1 << 16):
+        h.update(memoryview(np.ascontiguousarray(x[s:s + (1 << 16)])).cast("B"))
+    if valid is not None:
+        h.update(np.asarray(valid, bool).tobytes())
+    return h.hexdigest()
+
+
 def topk(embeddings: np.ndarray, k: int, *, session: ray_session, valid: np.ndarray | None = None,
          tile: int | None = None, progress: Callable[[int, int], None] | None = None,
-         stats: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+         stats: list | None = None, checkpoint: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`dupscope.topk` on the cluster, on the CPU: the same (index int32, similarity
     float16) lists. The rows are cut into :attr:`RayOptions.blocks` blocks (more when a task
     would pass :data:`TASK_BYTES`); a task computes the pairs inside one block or between two,
     each pair once; the driver merges the lists per row (:func:`dupscope.engine.merge_topk`).
 
-    ``stats``, when given, receives one ``dict(rows, tiles, seconds, peak_bytes)`` per task.
+    ``stats``, when given, receives one ``dict(rows, tiles, seconds, peak_bytes)`` per task
+    computed. ``checkpoint``, a folder: each finished task's lists are saved there (written
+    whole, then renamed), and a later call on the same embeddings and settings takes them
+    instead of computing those tasks again (a run stopped during the top-k resumes per task).
     """
+    from pathlib import Path
+
     from .engine import _check_tile, merge_topk
 
     ray = _ray()
@@ -289,37 +305,93 @@ def topk(embeddings: np.ndarray, k: int, *, session: ray_session, valid: np.ndar
     t = min(_check_tile(tile, "cpu"), -(-n // 16) * 16)
     per_row = 16 * d + 16 * k  # float32 twice (input, engine copy) + lists, for each of 2 blocks
     fewest = -(-n * per_row // TASK_BYTES)
-    wanted = opts.blocks or max(1, int(np.ceil(np.sqrt(8 * session.cpus))))
+    wanted = opts.blocks or max(1, int(np.ceil(np.sqrt(16 * session.cpus))))
     blocks = row_blocks(n, max(wanted, fewest), t)
     ok = None if valid is None else np.asarray(valid, bool)
     refs = [ray.put(x[a:b]) for a, b in blocks]
     vrefs = [ray.put(None if ok is None else ok[a:b]) for a, b in blocks]
     task = ray.remote(num_cpus=opts.band_cpus, max_retries=opts.retries)(_block_task)
-    jobs = {}
-    for p in range(len(blocks)):
-        for q in range(p, len(blocks)):
-            second, vsecond = (None, None) if p == q else (refs[q], vrefs[q])
-            jobs[task.remote(refs[p], second, k, t, vrefs[p], vsecond, opts.band_cpus)] = (p, q)
     index = np.full((n, k), -1, np.int32)
     sim = np.full((n, k), np.nan, np.float32)
-    pending = list(jobs)
-    finished = 0
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        p, q = jobs[ready[0]]
-        li, ls, seconds, peak = ray.get(ready[0])
+    pairs = [(p, q) for p in range(len(blocks)) for q in range(p, len(blocks))]
+    saved: dict = {}
+    folder = None
+    if checkpoint is not None:
+        folder = Path(checkpoint)
+        folder.mkdir(parents=True, exist_ok=True)
+        key = _topk_key(x, ok, k, t, blocks)
+        if (folder / "key").exists() and (folder / "key").read_text().strip() != key:
+            for f in folder.glob("task-*.npz"):
+                f.unlink()
+        (folder / "key").write_text(key + "\n")
+        for p, q in pairs:
+            f = folder / f"task-{p}-{q}.npz"
+            if f.exists():
+                try:
+                    with np.load(f) as z:
+                        saved[(p, q)] = (z["index"], z["sim"])
+                except (OSError, ValueError, KeyError):
+                    pass  # renamed into place whole; anything else is computed again
+
+    def rows_of(p: int, q: int) -> np.ndarray:
         (a0, a1), (b0, b1) = blocks[p], blocks[q]
-        rows = np.arange(a0, a1) if p == q else np.r_[np.arange(a0, a1), np.arange(b0, b1)]
+        return np.arange(a0, a1) if p == q else np.r_[np.arange(a0, a1), np.arange(b0, b1)]
+
+    def merge(p: int, q: int, li: np.ndarray, ls: np.ndarray) -> None:
+        rows = rows_of(p, q)
         glob = np.where(li >= 0, rows[np.maximum(li, 0)], -1).astype(np.int32)  # local -> global rows
         index[rows], sim[rows] = merge_topk((index[rows], sim[rows]), (glob, ls))
+
+    for (p, q), (li, ls) in saved.items():
+        merge(p, q, li, ls)
+    jobs = {}
+    for p, q in pairs:
+        if (p, q) not in saved:
+            second, vsecond = (None, None) if p == q else (refs[q], vrefs[q])
+            jobs[task.remote(refs[p], second, k, t, vrefs[p], vsecond, opts.band_cpus)] = (p, q)
+    pending = list(jobs)
+    finished = len(saved)
+    if progress is not None and finished:
+        progress(finished, len(pairs))
+    try:
+        _merge_as_done(ray, pending, jobs, merge, folder, stats, progress, finished, len(pairs), blocks, t)
+    finally:
+        _cancel(ray, pending)
+    return index, sim.astype(np.float16)
+
+
+def _cancel(ray, refs) -> None:
+    """Stop the tasks still running when the caller stops early (Ctrl-C, an error)."""
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 - finished meanwhile, or the cluster is gone
+            pass
+
+
+def _merge_as_done(ray, pending: list, jobs: dict, merge, folder, stats, progress, finished: int, total: int,
+                   blocks, t: int) -> None:
+    """Merge each top-k task's lists as it finishes (``pending`` shrinks as they do)."""
+    while pending:
+        ready, rest = ray.wait(pending, num_returns=1)
+        pending[:] = rest
+        p, q = jobs[ready[0]]
+        li, ls, seconds, peak = ray.get(ready[0])
+        merge(p, q, li, ls)
+        if folder is not None:
+            tmp = folder / f"task-{p}-{q}.npz.tmp"
+            with open(tmp, "wb") as fh:
+                np.savez(fh, index=li, sim=ls)
+            os.replace(tmp, folder / f"task-{p}-{q}.npz")
         finished += 1
+        (a0, a1), (b0, b1) = blocks[p], blocks[q]
         if stats is not None:
             nb = (-(-(a1 - a0) // t)) * ((-(-(b1 - b0) // t)) if p != q else 1)
             tiles = nb * (nb + 1) // 2 if p == q else nb
-            stats.append({"rows": len(rows), "tiles": int(tiles), "seconds": float(seconds), "peak_bytes": int(peak)})
+            stats.append({"rows": (a1 - a0) + (b1 - b0 if p != q else 0), "tiles": int(tiles),
+                          "seconds": float(seconds), "peak_bytes": int(peak)})
         if progress is not None:
-            progress(finished, len(jobs))
-    return index, sim.astype(np.float16)
+            progress(finished, total)
 
 
 def _verify_chunk(paths, a, b, config, layout):
@@ -353,13 +425,16 @@ def verify_pairs(paths: Sequence[str], a: np.ndarray, b: np.ndarray, config=None
     futures = {task.remote(pref, a[c], b[c], local, lref): c for c in chunks}
     pending = list(futures)
     done = 0
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        c = futures[ready[0]]
-        part = ray.get(ready[0])
-        for name in ("inliers", "coverage", "mirrored", "checked"):
-            getattr(ev, name)[c] = getattr(part, name)
-        done += len(c)
-        if progress is not None:
-            progress(done)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            c = futures[ready[0]]
+            part = ray.get(ready[0])
+            for name in ("inliers", "coverage", "mirrored", "checked"):
+                getattr(ev, name)[c] = getattr(part, name)
+            done += len(c)
+            if progress is not None:
+                progress(done)
+    finally:
+        _cancel(ray, pending)
     return ev

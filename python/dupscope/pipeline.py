@@ -399,7 +399,8 @@ def _phase_1(console, bar, table, spec, output, lock, t_start, *, n, device, bat
                 from . import cluster as cluster_mod
 
                 lists = cluster_mod.topk(embeddings, k, session=cluster, valid=result.ok, tile=tile,
-                                         progress=tile_progress if bar else None)
+                                         progress=tile_progress if bar else None,
+                                         checkpoint=ckpt.ensure_folder() / "topk")
                 neighbours = w.write_similarity(embeddings, k=k, dense=False, tile=tile, valid=result.ok,
                                                 neighbours=lists, device="cpu")
             else:
