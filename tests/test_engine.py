@@ -378,3 +378,87 @@ def test_band_and_merge_refuse_bad_input():
     a = (np.zeros((4, 3), np.int32), np.zeros((4, 3), np.float32))
     with pytest.raises(ValueError, match="one shape"):
         engine.merge_topk(a, (np.zeros((4, 2), np.int32), np.zeros((4, 2), np.float32)))
+
+
+# ---- bf16 candidate tiles -------------------------------------------------------------------
+
+def _lowp_kernels():
+    return [k for k in ("bf16-emulated", "bf16") if k in dupscope.build_info()["lowp_kernels"]]
+
+
+def _bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 -> float64, round to nearest even (the kernels' conversion)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return r.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("kernel", ["bf16-emulated", "bf16"])
+@pytest.mark.parametrize("m,n,d", [(1, 1, 1), (13, 37, 33), (12, 32, 64), (25, 70, 320), (7, 3, 1281)])
+def test_bf16_products_against_float64(kernel, m, n, d):
+    """The bf16 tile products equal float64 products of the bf16-rounded rows within float32
+    summation, and the float32 products of the rows themselves within the stated bound; the
+    hardware kernel gives the emulation's bits."""
+    if kernel not in _lowp_kernels():
+        pytest.skip("this CPU has no AVX512_BF16 (the emulation covers the instruction)")
+    rng = fresh_rng()
+    a = random_embeddings(rng, m, d)
+    b = random_embeddings(rng, n, d)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)  # the bound is for unit rows, as the engine has
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    got = _core.bf16_products(a, b, kernel)
+    assert got.shape == (m, n) and np.isfinite(got).all()
+    exact_rounded = _bf16(a) @ _bf16(b).T
+    assert np.max(np.abs(got - exact_rounded)) <= 2 * d * 2.0**-24 + 1e-7
+    bound = _core.bf16_error_bound(d)
+    assert np.max(np.abs(got - a.astype(np.float64) @ b.astype(np.float64).T)) <= bound
+    if kernel == "bf16":
+        np.testing.assert_array_equal(got.view(np.uint32), _core.bf16_products(a, b, "bf16-emulated").view(np.uint32))
+
+
+@pytest.mark.parametrize("kernel", ["bf16-emulated", "bf16"])
+@pytest.mark.parametrize("n,d,k,data", [(600, 40, 10, "random"), (517, 33, 32, "clustered"), (40, 7, 50, "random"),
+                                        (300, 64, 5, "ties")])
+def test_bf16_topk_lists_equal_the_float32_lists(kernel, n, d, k, data):
+    """Candidates from bf16 tiles, re-ranked with the float32 kernel, give the float32 path's
+    lists exactly (indices and float16 values), with invalid rows and exact ties."""
+    if kernel not in _lowp_kernels():
+        pytest.skip("this CPU has no AVX512_BF16 (the emulation covers the instruction)")
+    rng = fresh_rng()
+    e = clustered_embeddings(rng, n, d) if data == "clustered" else random_embeddings(rng, n, d)
+    if data == "ties":
+        e[1::3] = e[0::3][: len(e[1::3])]
+    valid = rng.random(n) > 0.05
+    want = dupscope.topk(e, k, device="cpu", tile=64, valid=valid)
+    got = dupscope.topk(e, k, device="cpu", tile=64, valid=valid, precision=kernel)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1].view(np.uint16), want[1].view(np.uint16))
+
+
+def test_bf16_rows_without_a_proof_are_searched_again():
+    """With no slack (candidates = k) the bound cannot prove most random rows; those are searched
+    again in float32 and the lists still equal the float32 path's."""
+    rng = fresh_rng()
+    e = random_embeddings(rng, 400, 24)
+    want = dupscope.topk(e, 8, device="cpu", tile=64)
+    job = engine.SimilarityJob(e, k=8, tile=64, device="cpu", precision="bf16-emulated", candidates=8)
+    job.start().wait()
+    assert job.fallback_rows > 0
+    got = job.topk()
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1].view(np.uint16), want[1].view(np.uint16))
+    roomy = engine.SimilarityJob(e, k=8, tile=64, device="cpu", precision="bf16-emulated", candidates=200)
+    roomy.start().wait()
+    assert roomy.fallback_rows < job.fallback_rows
+
+
+def test_bf16_refusals():
+    e = np.eye(32, 8, dtype=np.float32)
+    with pytest.raises(ValueError, match="precision must be"):
+        engine.SimilarityJob(e, k=3, device="cpu", precision="int4")
+    with pytest.raises(ValueError, match="top-k lists only"):
+        engine.SimilarityJob(e, k=3, device="cpu", output="chunks", precision="bf16-emulated")
+    if "bf16" not in _lowp_kernels():
+        with pytest.raises(ValueError, match="AVX512_BF16"):
+            engine.SimilarityJob(e, k=3, device="cpu", precision="bf16")
+    assert engine.resolve_precision("auto", "cuda") == "fp32"

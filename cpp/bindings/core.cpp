@@ -15,6 +15,7 @@
 #include "dupscope/engine.hpp"
 #include "dupscope/grouping.hpp"
 #include "dupscope/hamming.hpp"
+#include "dupscope/lowp.hpp"
 #include "dupscope/normalize.hpp"
 
 namespace py = pybind11;
@@ -72,9 +73,16 @@ class PyJob {
   PyJob(py::array_t<float, py::array::c_style> normalized, py::object valid, int64_t tile, int k,
         int threads, const std::string& simd, const std::string& device,
         const std::string& output, py::object dense_out, int queue_chunks, int64_t tile_begin,
-        int64_t tile_end, std::array<int64_t, 4> rect) {
+        int64_t tile_end, std::array<int64_t, 4> rect, const std::string& precision, int candidates) {
     auto [n, d] = check_matrix(normalized, "normalized");
     JobOptions opt;
+    if (precision == "bf16" || precision == "bf16-emulated") {
+      opt.precision = Precision::Bf16;
+      opt.bf16_hardware = precision == "bf16";
+      opt.candidates = candidates;
+    } else if (precision != "fp32") {
+      throw py::value_error("precision must be fp32, bf16 or bf16-emulated, got '" + precision + "'");
+    }
     opt.tile_begin = tile_begin;
     opt.tile_end = tile_end;
     opt.rect_row_begin = rect[0];
@@ -276,6 +284,11 @@ py::dict build_info() {
   } catch (const std::exception& e) {
     d["hamming_kernels"] = std::string("error: ") + e.what();
   }
+  {
+    py::list lk;
+    for (const auto& k : lowp_kernels()) lk.append(k);
+    d["lowp_kernels"] = lk;
+  }
   d["threads"] = "std::thread";
   d["hardware_concurrency"] = std::thread::hardware_concurrency();
 #if defined(DUPSCOPE_HAS_CUDA)
@@ -333,6 +346,35 @@ PYBIND11_MODULE(_core, m) {
     r["device"] = cuda::device_name();
     return r;
   }, py::arg("m"), py::arg("n"), py::arg("d"), py::arg("iters") = 20);
+  m.def("bf16_products", [](py::array_t<float, py::array::c_style | py::array::forcecast> a,
+                            py::array_t<float, py::array::c_style | py::array::forcecast> b, const std::string& kernel) {
+    auto [m, d] = check_matrix(a, "a");
+    auto [n, d2] = check_matrix(b, "b");
+    if (d != d2) throw py::value_error("a and b must have the same number of columns");
+    if (kernel != "bf16" && kernel != "bf16-emulated")
+      throw py::value_error("kernel must be bf16 or bf16-emulated, got '" + kernel + "'");
+    const bool hw = kernel == "bf16";
+    if (hw && !bf16_hardware()) throw py::value_error("this CPU has no AVX512_BF16");
+    const int64_t dp = bf16_depth(d), ldc = (n + 31) / 32 * 32;
+    py::array_t<float> out({m, n});
+    const float* pa = a.data();
+    const float* pb = b.data();
+    float* po = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      std::vector<uint16_t> a16(static_cast<size_t>(m * dp)), b16(static_cast<size_t>(n * dp));
+      std::vector<uint16_t> pack(static_cast<size_t>(bf16_pack_elems(n, dp)));
+      std::vector<float> c(static_cast<size_t>(((m + 11) / 12 * 12) * ldc));
+      to_bf16(pa, m, d, a16.data());
+      to_bf16(pb, n, d, b16.data());
+      gemm_bf16(a16.data(), m, b16.data(), n, dp, c.data(), ldc, pack.data(), hw);
+      for (int64_t r = 0; r < m; ++r) std::copy(c.begin() + r * ldc, c.begin() + r * ldc + n, po + r * n);
+    }
+    return out;
+  }, py::arg("a"), py::arg("b"), py::arg("kernel") = "bf16-emulated",
+        "Products of the rows of a and b rounded to bf16, as the bf16 tiles compute them: (m, n) float32");
+  m.def("bf16_error_bound", &bf16_error_bound, py::arg("d"),
+        "Largest difference, in cosine units, between a bf16 tile product of unit vectors and the float32 one");
   m.def("merge_topk", [](py::array_t<int32_t, py::array::c_style> index_a, py::array_t<float, py::array::c_style> sim_a,
                          py::array_t<int32_t, py::array::c_style> index_b, py::array_t<float, py::array::c_style> sim_b) {
     if (index_a.ndim() != 2 || sim_a.ndim() != 2 || index_b.ndim() != 2 || sim_b.ndim() != 2)
@@ -359,11 +401,13 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PyJob>(m, "Job")
       .def(py::init<py::array_t<float, py::array::c_style>, py::object, int64_t, int, int,
                     const std::string&, const std::string&, const std::string&, py::object,
-                    int, int64_t, int64_t, std::array<int64_t, 4>>(),
+                    int, int64_t, int64_t, std::array<int64_t, 4>, const std::string&, int>(),
            py::arg("normalized"), py::arg("valid"), py::arg("tile"), py::arg("k"),
            py::arg("threads"), py::arg("simd"), py::arg("device"), py::arg("output"),
            py::arg("dense_out"), py::arg("queue_chunks"), py::arg("tile_begin") = 0, py::arg("tile_end") = -1,
-           py::arg("rect") = std::array<int64_t, 4>{0, 0, 0, 0})
+           py::arg("rect") = std::array<int64_t, 4>{0, 0, 0, 0}, py::arg("precision") = "fp32",
+           py::arg("candidates") = 0)
+      .def_property_readonly("fallback_rows", [](const PyJob& j) { return j.job_->fallback_rows(); })
       .def("topk_values", &PyJob::topk_values)
       .def_property_readonly("tiles_in_triangle", [](const PyJob& j) { return j.job_->tiles_in_triangle(); })
       .def("start", &PyJob::start)

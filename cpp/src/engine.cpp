@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
 #include "dupscope/cuda_tiles.hpp"
+#include "dupscope/half.hpp"
 
 namespace dupscope {
 
@@ -54,7 +56,7 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
       tiles_total_(blocks_ * (blocks_ + 1) / 2),
       chunks_total_(blocks_ * blocks_),
       threads_(1),
-      topk_(n, opt.k, opt.tile) {
+      topk_(n, opt.precision == Precision::Bf16 ? std::max(opt.k, opt.candidates) : opt.k, opt.tile) {
   if (n < 1 || d < 1) throw std::invalid_argument("need at least one row and one column");
   if (opt.tile < 16) throw std::invalid_argument("tile must be at least 16");
   if (valid != nullptr) std::memcpy(valid_.data(), valid, static_cast<size_t>(n));
@@ -81,6 +83,19 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
       throw std::invalid_argument("a tile range computes top-k lists only (output 'none')");
     tile_begin_ = opt.tile_begin;
     tiles_total_ = end - opt.tile_begin;
+  }
+  if (opt.precision == Precision::Bf16) {
+    if (opt.output != Output::None) throw std::invalid_argument("bf16 tiles compute top-k lists only (output 'none')");
+    if (opt.use_cuda) throw std::invalid_argument("bf16 tiles run on the CPU");
+    if (opt.bf16_hardware && !bf16_hardware())
+      throw std::invalid_argument("this CPU has no AVX512_BF16 (use the emulation or float32)");
+    dp_ = bf16_depth(d);
+    emb16_.resize(static_cast<size_t>(n * dp_));
+    to_bf16(emb_.data(), n, d, emb16_.data());
+    if (opt.bf16_hardware && opt.tile % 32 == 0) {  // every tile's columns start a strip: pack once
+      packed16_.resize(static_cast<size_t>(bf16_pack_elems(n, dp_)));
+      pack_bf16(emb16_.data(), n, dp_, packed16_.data());
+    }
   }
   int t = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
   threads_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(t, tiles_total_)));
@@ -156,11 +171,14 @@ void SimilarityJob::worker(int slot) {
     const int64_t T = opt_.tile;
     AlignedFloats a_pack(a_pack_floats(*kernels_, T, d_)), b_pack(b_pack_floats(*kernels_, T));
     int64_t a_block = -1;
-    AlignedFloats c(std::max(c_floats(*kernels_, T), T * round_up(T, 16)));
+    // The bf16 kernel writes whole 12 x 32 micro-tiles.
+    AlignedFloats c(std::max({c_floats(*kernels_, T), T * round_up(T, 16), round_up(T, 12) * round_up(T, 32)}));
+    std::vector<uint16_t> b16(opt_.precision == Precision::Bf16 ? static_cast<size_t>(bf16_pack_elems(T, dp_)) : 0);
     TileWorkspace ws;
     ws.a_pack = a_pack.p;
     ws.b_pack = b_pack.p;
     ws.c = c.p;
+    ws.b16 = b16.data();
     for (;;) {
       if (cancelled_) return;
       const int64_t t = next_tile_.fetch_add(1);
@@ -190,6 +208,13 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
   if (cuda_) {
     ws.ldc = round_up(nn, 16);
     cuda_->tile(slot, i0, m, j0, nn, ws.c, ws.ldc);
+  } else if (opt_.precision == Precision::Bf16) {
+    ws.ldc = round_up(nn, 32);
+    if (!packed16_.empty())
+      gemm_bf16(emb16_.data() + i0 * dp_, m, nullptr, nn, dp_, ws.c, ws.ldc, packed16_.data() + j0 * dp_, true, true);
+    else
+      gemm_bf16(emb16_.data() + i0 * dp_, m, emb16_.data() + j0 * dp_, nn, dp_, ws.c, ws.ldc, ws.b16,
+                opt_.bf16_hardware);
   } else {
     kernels_->gemm(emb_.data() + i0 * d_, m, emb_.data() + j0 * d_, nn, d_, ws);
   }
@@ -265,18 +290,143 @@ void SimilarityJob::wait() {
   for (auto& w : workers_)
     if (w.joinable()) w.join();
   joined_ = true;
-  std::lock_guard<std::mutex> lock(qmu_);
-  if (error_) std::rethrow_exception(error_);
+  {
+    std::lock_guard<std::mutex> lock(qmu_);
+    if (error_) std::rethrow_exception(error_);
+  }
+  if (opt_.precision == Precision::Bf16 && !reranked_) rerank();
+}
+
+void SimilarityJob::rerank() {
+  const int kc = topk_.k();
+  std::vector<int32_t> ci(static_cast<size_t>(n_ * kc));
+  std::vector<float> cv(static_cast<size_t>(n_ * kc));
+  topk_.finish_values(ci.data(), cv.data());
+  final_index_.assign(static_cast<size_t>(n_ * opt_.k), -1);
+  final_sim_.assign(static_cast<size_t>(n_ * opt_.k), 0.0f);
+  const int nt = std::max(1, threads_);
+  std::vector<int64_t> fallbacks(static_cast<size_t>(nt), 0);
+  std::vector<std::thread> pool;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(nt));
+  for (int s = 0; s < nt; ++s) {
+    pool.emplace_back([&, s] {
+      try {
+        rerank_rows(n_ * s / nt, n_ * (s + 1) / nt, ci.data(), cv.data(), fallbacks[s]);
+      } catch (...) {
+        errors[s] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  fallback_rows_ = 0;
+  for (int64_t f : fallbacks) fallback_rows_ += f;
+  reranked_ = true;
+}
+
+// Each row's candidates get the float32 kernel's products (the very values the float32 path
+// computes: its micro-kernel's sum for a pair does not depend on the tile, and is symmetric),
+// mapped by its epilogue; the best k stand when the k-th beats every row not a candidate by
+// more than the bf16 error bound; otherwise the row is searched again in float32.
+void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, const int32_t* ci, const float* cv, int64_t& fallbacks) {
+  const int kc = topk_.k(), k = opt_.k;
+  const int64_t T = opt_.tile;
+  const int64_t width = std::max<int64_t>(kc, T);
+  const double bound = bf16_error_bound(d_) / 2;  // in [0, 1] similarity units
+  AlignedFloats a_pack(a_pack_floats(*kernels_, 1, d_)), b_pack(b_pack_floats(*kernels_, width));
+  AlignedFloats c(c_floats(*kernels_, width) + round_up(width, 16) * kernels_->mr);
+  std::vector<float> gathered(static_cast<size_t>(kc * d_));
+  std::vector<uint8_t> ones(static_cast<size_t>(width), 1);
+  std::vector<std::pair<float, int32_t>> best;
+  TileWorkspace ws;
+  ws.a_pack = a_pack.p;
+  ws.b_pack = b_pack.p;
+  ws.c = c.p;
+  auto better = [](const std::pair<float, int32_t>& x, const std::pair<float, int32_t>& y) {
+    return x.first > y.first || (x.first == y.first && x.second < y.second);
+  };
+  for (int64_t row = r0; row < r1; ++row) {
+    const int32_t* ri = ci + row * kc;
+    const float* rv = cv + row * kc;
+    int cnt = 0;
+    while (cnt < kc && ri[cnt] >= 0) ++cnt;
+    best.clear();
+    if (cnt > 0) {
+      // Only candidates within twice the bound of the k-th bf16 value can reach the float32 top
+      // k: the k best by bf16 are all worth at least that value minus the bound in float32.
+      int need = cnt;
+      if (cnt > k) {
+        const double cut = static_cast<double>(rv[k - 1]) - 2 * bound;
+        need = k;
+        while (need < cnt && static_cast<double>(rv[need]) >= cut) ++need;
+      }
+      for (int t = 0; t < need; ++t)
+        std::memcpy(gathered.data() + t * d_, emb_.data() + static_cast<int64_t>(ri[t]) * d_, d_ * sizeof(float));
+      ws.a_ready = false;
+      kernels_->gemm(emb_.data() + row * d_, 1, gathered.data(), need, d_, ws);
+      kernels_->epilogue(ws.c, ws.ldc, 1, need, ones.data(), ones.data(), false, nullptr, 0, nullptr, 0);
+      for (int t = 0; t < need; ++t) best.emplace_back(ws.c[t], ri[t]);
+      const int keep = std::min(need, k);
+      std::partial_sort(best.begin(), best.begin() + keep, best.end(), better);
+      best.resize(static_cast<size_t>(keep));
+    }
+    // A full candidate list (cnt == kc) is proven when its k-th exact value (or, with fewer than
+    // k kept, any value) exceeds the k'-th bf16 value, the best a non-candidate can have, by
+    // more than the bound. Fewer than kc candidates: every valid column was one.
+    const bool proven = cnt < kc || (static_cast<int>(best.size()) == k &&
+                                     static_cast<double>(best.back().first) > static_cast<double>(rv[kc - 1]) + bound);
+    if (!proven) {
+      ++fallbacks;
+      best.clear();
+      for (int64_t j0 = 0; j0 < n_; j0 += T) {
+        const int64_t nn = std::min(T, n_ - j0);
+        ws.a_ready = false;
+        kernels_->gemm(emb_.data() + row * d_, 1, emb_.data() + j0 * d_, nn, d_, ws);
+        kernels_->epilogue(ws.c, ws.ldc, 1, nn, ones.data(), ones.data(), false, nullptr, 0, nullptr, 0);
+        for (int64_t s = 0; s < nn; ++s) {
+          const int64_t j = j0 + s;
+          if (j == row || !valid_[j]) continue;
+          best.emplace_back(ws.c[s], static_cast<int32_t>(j));
+        }
+        if (static_cast<int64_t>(best.size()) > 4 * k + T) {  // keep the working set small
+          std::partial_sort(best.begin(), best.begin() + k, best.end(), better);
+          best.resize(static_cast<size_t>(k));
+        }
+      }
+      const int keep = static_cast<int>(std::min<size_t>(best.size(), static_cast<size_t>(k)));
+      std::partial_sort(best.begin(), best.begin() + keep, best.end(), better);
+      best.resize(static_cast<size_t>(keep));
+    }
+    for (size_t t = 0; t < best.size(); ++t) {
+      final_index_[row * k + t] = best[t].second;
+      final_sim_[row * k + t] = best[t].first;
+    }
+  }
 }
 
 void SimilarityJob::topk(int32_t* index, uint16_t* sim) const {
   if (!joined_) throw std::logic_error("topk() needs the job to be finished (wait())");
-  topk_.finish(index, sim);
+  if (opt_.precision != Precision::Bf16) {
+    topk_.finish(index, sim);
+    return;
+  }
+  for (int64_t q = 0; q < n_ * opt_.k; ++q) {
+    index[q] = final_index_[q];
+    sim[q] = final_index_[q] < 0 ? kHalfNaN : float_to_half(final_sim_[q]);
+  }
 }
 
 void SimilarityJob::topk_values(int32_t* index, float* sim) const {
   if (!joined_) throw std::logic_error("topk() needs the job to be finished (wait())");
-  topk_.finish_values(index, sim);
+  if (opt_.precision != Precision::Bf16) {
+    topk_.finish_values(index, sim);
+    return;
+  }
+  for (int64_t q = 0; q < n_ * opt_.k; ++q) {
+    index[q] = final_index_[q];
+    sim[q] = final_index_[q] < 0 ? std::numeric_limits<float>::quiet_NaN() : final_sim_[q];
+  }
 }
 
 }  // namespace dupscope

@@ -181,6 +181,9 @@ def embed_images(paths: Sequence[str], spec, *, session: ray_session, batch_size
             lay = np.array(prev.layout, np.float16)
         todo = np.flatnonzero(~np.asarray(done_mask, bool))
     shards = [todo[s:s + opts.shard_rows] for s in range(0, len(todo), max(1, opts.shard_rows))]
+    if not shards:  # everything came from the checkpoint
+        return EmbedResult(emb if emb is not None else np.zeros((n, spec.dim or 0), dt), ok, errors, widths, heights,
+                           device="", seconds=time.perf_counter() - t0, model=spec, layout=lay)
     gpu = session.gpus > 0 and str(device).split(":")[0] in ("auto", "cuda")
     cpus = opts.actor_cpus or min(4, session.cpus)
     n_actors = max(1, min(len(shards), session.gpus if gpu else max(1, session.cpus // cpus)))

@@ -140,6 +140,8 @@ class SimilarityJob:
         queue_chunks: int = 0,
         tiles: Optional[Tuple[int, int]] = None,
         rect: Optional[Tuple[int, int, int, int]] = None,
+        precision: str = "fp32",
+        candidates: Optional[int] = None,
     ) -> None:
         normalized = normalize(embeddings)
         self.n, self.d = normalized.shape
@@ -163,7 +165,10 @@ class SimilarityJob:
             queue_chunks,
             *((int(tiles[0]), int(tiles[1])) if tiles is not None else (0, -1)),
             tuple(int(v) for v in rect) if rect is not None else (0, 0, 0, 0),
+            precision,
+            int(candidates if candidates is not None else default_candidates(self.k)),
         )
+        self.precision = precision
 
     @property
     def tiles_total(self) -> int:
@@ -216,6 +221,12 @@ class SimilarityJob:
         idx, sim = self._job.topk()
         return idx, sim.view(np.float16)
 
+    @property
+    def fallback_rows(self) -> int:
+        """bf16 precision: rows whose candidates could not prove their list and were searched
+        again in float32."""
+        return self._job.fallback_rows
+
     def topk_values(self) -> Tuple[np.ndarray, np.ndarray]:
         """As :meth:`topk`, with the float32 similarities (what :func:`merge_topk` merges)."""
         self._job.wait()
@@ -263,6 +274,21 @@ def similarity_matrix(
     return out
 
 
+def default_candidates(k: int) -> int:
+    """Candidates per row the bf16 pass keeps for a list of ``k`` (see :func:`topk`)."""
+    return 4 * int(k) + 16
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``"auto"``: ``"bf16"`` on a CPU with AVX512_BF16 whose selected SIMD level is avx512,
+    else ``"fp32"``; other values are returned as they are (checked by the engine)."""
+    if precision != "auto":
+        return precision
+    info = _core.build_info()
+    use = device == "cpu" and "bf16" in info.get("lowp_kernels", []) and info.get("simd_selected") == "avx512"
+    return "bf16" if use else "fp32"
+
+
 def topk(
     embeddings: np.ndarray,
     k: int = DEFAULT_K,
@@ -272,8 +298,17 @@ def topk(
     valid: Optional[np.ndarray] = None,
     threads: Optional[int] = None,
     progress: Progress = None,
+    precision: str = "fp32",
+    candidates: Optional[int] = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """The k most similar other rows of every row, without building the N x N matrix.
+
+    ``precision="bf16"`` (CPUs with AVX512_BF16; ``"bf16-emulated"`` anywhere, slowly, for
+    tests; ``"auto"`` picks bf16 where it runs natively) computes the tiles from bf16 rows at
+    twice the multiply rate, keeps ``candidates`` per row (default ``4 k + 16``) and re-ranks
+    them with the float32 kernel's own products. A row whose k-th float32 value does not beat the
+    last candidate's bf16 value by the bf16 error bound is searched again in float32, so the
+    lists equal ``precision="fp32"``'s exactly, indices and values.
 
     Returns
     -------
@@ -285,8 +320,10 @@ def topk(
     """
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    job = SimilarityJob(embeddings, k=k, tile=tile, device=device, valid=valid,
-                        threads=threads, output="none")
+    dev = resolve_device(device)
+    job = SimilarityJob(embeddings, k=k, tile=tile, device=dev, valid=valid,
+                        threads=threads, output="none", precision=resolve_precision(precision, dev),
+                        candidates=candidates)
     job.start().wait(progress)
     return job.topk()
 

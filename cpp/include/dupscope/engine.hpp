@@ -21,6 +21,7 @@
 
 #include "dupscope/cpu_features.hpp"
 #include "dupscope/kernels.hpp"
+#include "dupscope/lowp.hpp"
 #include "dupscope/topk.hpp"
 
 namespace dupscope {
@@ -50,6 +51,12 @@ struct JobOptions {
   // (rect_col_begin >= rect_row_end; Output::None only): the task of a pair of row ranges in a
   // distributed run. Used when rect_row_end > rect_row_begin.
   int64_t rect_row_begin = 0, rect_row_end = 0, rect_col_begin = 0, rect_col_end = 0;
+  // Precision::Bf16 (Output::None only): tiles from bf16 rows, `candidates` (>= k) kept per
+  // row, re-ranked with the float32 kernel (see lowp.hpp); bf16_hardware picks the AVX512_BF16
+  // kernel or the emulation.
+  Precision precision = Precision::Fp32;
+  int candidates = 0;
+  bool bf16_hardware = true;
 };
 
 struct ChunkInfo {
@@ -87,12 +94,17 @@ class SimilarityJob {
   void topk_values(int32_t* index, float* sim) const;
   // Tiles of the whole upper triangle, whatever range this job covers.
   int64_t tiles_in_triangle() const { return blocks_ * (blocks_ + 1) / 2; }
+  // Precision::Bf16: rows whose candidates could not prove their list and were searched again
+  // in float32 (after wait()).
+  int64_t fallback_rows() const { return fallback_rows_; }
 
  private:
   void worker(int slot);
   void tile_pair(int64_t t, int64_t& bi, int64_t& bj) const;
   void run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws);
   void fail(std::exception_ptr e);
+  void rerank();  // Precision::Bf16, once after the workers are joined
+  void rerank_rows(int64_t r0, int64_t r1, const int32_t* ci, const float* cv, int64_t& fallbacks);
 
   int64_t n_, d_;
   JobOptions opt_;
@@ -105,6 +117,13 @@ class SimilarityJob {
   int threads_;
   TopK topk_;
   std::unique_ptr<cuda::TileContext> cuda_;
+  std::vector<uint16_t> emb16_;  // Precision::Bf16: the rows in bf16
+  std::vector<uint16_t> packed16_;  // and packed for the hardware kernel (tile a multiple of 32)
+  int64_t dp_ = 0;
+  std::vector<int32_t> final_index_;  // Precision::Bf16: the re-ranked lists
+  std::vector<float> final_sim_;
+  int64_t fallback_rows_ = 0;
+  bool reranked_ = false;
 
   std::atomic<int64_t> next_tile_{0};
   std::atomic<int64_t> tiles_done_{0};

@@ -21,6 +21,7 @@ struct TileWorkspace {
   bool a_ready = false;     // a_pack already holds the current a (same row block as before)
   float* c = nullptr;       // at least c_floats(tile) floats
   int64_t ldc = 0;          // row stride of c, set by the kernel's padded_cols(n)
+  uint16_t* b16 = nullptr;  // bf16 tiles (Precision::Bf16): bf16_pack_elems(tile, depth)
 };
 
 struct KernelSet {

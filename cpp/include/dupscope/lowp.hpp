@@ -1,0 +1,55 @@
+// Low-precision tile products for the neighbour search's candidate pass.
+//
+// With Precision::Bf16 the engine computes its tiles from bf16 copies of the normalised rows
+// (VDPBF16PS: two bf16 products per 32-bit lane, accumulated in float32), keeps more candidates
+// per row than asked, and re-ranks them with the float32 kernel's own products. The bf16 error
+// of a product of unit vectors is bounded (bf16_error_bound); a row whose list could miss a
+// float32 neighbour by that bound is searched again in float32, so the lists equal the float32
+// path's whatever the data.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dupscope {
+
+enum class Precision { Fp32, Bf16 };
+
+// "bf16-emulated" (always: a scalar statement of the instruction, the reference for the tests)
+// and "bf16" (compiled, and the CPU has AVX512_BF16).
+std::vector<std::string> lowp_kernels();
+bool bf16_hardware();
+
+// Elements per bf16 row: d rounded up to even (pairs), zero padded.
+inline int64_t bf16_depth(int64_t d) { return (d + 1) / 2 * 2; }
+// Rounds n rows of d floats to bf16 (round to nearest even; float32 denormals become zero, as
+// VCVTNE2PS2BF16 does) into rows of bf16_depth(d) elements.
+void to_bf16(const float* x, int64_t n, int64_t d, uint16_t* out);
+
+// Elements of the pack buffer gemm_bf16 needs for n columns of depth dp.
+inline int64_t bf16_pack_elems(int64_t n, int64_t dp) { return (n + 31) / 32 * 32 * dp; }
+// c[r * ldc + s] = products of bf16 rows a_r and b_s (depth dp, even), accumulated in float32 in
+// the instruction's order: per pair p, the odd element's product added first, then the even
+// one's, with denormals flushed. ldc >= n rounded up to 32; c needs m rounded up to 12 rows.
+// `hardware` picks the AVX512_BF16 kernel (which must be available) or the emulation; both give
+// the same bits.
+// With `packed`, `pack` already holds b's columns in the kernel's layout (pack_bf16, from this
+// tile's first column, a multiple of 32 in the whole matrix) and is not written.
+void gemm_bf16(const uint16_t* a, int64_t m, const uint16_t* b, int64_t n, int64_t dp, float* c, int64_t ldc,
+               uint16_t* pack, bool hardware, bool packed = false);
+// b's n rows (depth dp) in the hardware kernel's layout: strips of 32 columns of bf16 pairs,
+// bf16_pack_elems(n, dp) elements (zero past n).
+void pack_bf16(const uint16_t* b, int64_t n, int64_t dp, uint16_t* pack);
+
+// Largest difference, in cosine units, between gemm_bf16's product of two unit vectors of depth
+// d and the float32 kernel's: bf16 rounding of both inputs (2u + u^2 with u = 2^-8) and the
+// float32 sums of both (d * 2^-24 each), with a margin.
+double bf16_error_bound(int64_t d);
+
+namespace lowp_detail {
+void gemm_bf16_avx512(const uint16_t* a, int64_t m, int64_t n, int64_t dp, float* c, int64_t ldc,
+                      const uint16_t* pack);
+bool cpu_has_bf16();
+}  // namespace lowp_detail
+
+}  // namespace dupscope
