@@ -298,14 +298,14 @@ def topk(embeddings: np.ndarray, k: int, *, session: ray_session, valid: np.ndar
     """
     from pathlib import Path
 
-    from .engine import _check_tile, merge_topk
+    from .engine import effective_tile, merge_topk
 
     ray = _ray()
     opts = session.options
     x = np.ascontiguousarray(embeddings)
     n, d = x.shape
     k = int(k)
-    t = min(_check_tile(tile, "cpu"), -(-n // 16) * 16)
+    t = effective_tile(n, tile, "cpu")
     per_row = 16 * d + 16 * k  # float32 twice (input, engine copy) + lists, for each of 2 blocks
     fewest = -(-n * per_row // TASK_BYTES)
     wanted = opts.blocks or max(1, int(np.ceil(np.sqrt(16 * session.cpus))))

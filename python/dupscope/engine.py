@@ -111,6 +111,12 @@ def _valid_mask(valid: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
     return np.ascontiguousarray(v.astype(np.uint8))
 
 
+def effective_tile(n: int, tile: Optional[int], device: str) -> int:
+    """The tile a job over ``n`` rows uses: ``tile`` (or the device's default), capped at N
+    rounded up to 16 (a larger tile would only pad)."""
+    return min(_check_tile(tile, device), -(-int(n) // 16) * 16)
+
+
 def _check_tile(tile: Optional[int], device: str) -> int:
     t = DEFAULT_TILE[device.split(":")[0]] if tile is None else int(tile)
     if t < 16:
@@ -149,8 +155,7 @@ class SimilarityJob:
             raise ValueError(f"k must be >= 0, got {k}")
         self.k = int(k)
         self.device = resolve_device(device)
-        # A tile larger than the data would only pad: cap it at N rounded up to 16.
-        self.tile = min(_check_tile(tile, self.device), -(-self.n // 16) * 16)
+        self.tile = effective_tile(self.n, tile, self.device)
         self.threads = default_threads() if threads is None else max(1, int(threads))
         self._job = _core.Job(
             normalized,
@@ -168,7 +173,6 @@ class SimilarityJob:
             precision,
             int(candidates if candidates is not None else default_candidates(self.k)),
         )
-        self.precision = precision
 
     @property
     def tiles_total(self) -> int:
@@ -331,7 +335,7 @@ def topk(
 def tile_count(n: int, tile: Optional[int] = None, device: str = "cpu") -> int:
     """Tiles of the upper triangle the engine computes for ``n`` rows (what :func:`band_topk`'s
     ranges number), with the tile :class:`SimilarityJob` would use."""
-    t = min(_check_tile(tile, device), -(-int(n) // 16) * 16)
+    t = effective_tile(n, tile, device)
     b = -(-int(n) // t)
     return b * (b + 1) // 2
 
@@ -394,7 +398,7 @@ def pair_topk(
     """
     n1, n2 = len(first), len(second)
     x = np.concatenate([np.asarray(first), np.asarray(second)])
-    t = min(_check_tile(tile, "cpu"), -(-len(x) // 16) * 16)
+    t = effective_tile(len(x), tile, "cpu")
     if n1 % t or not n1 or not n2:
         raise ValueError(f"the first set's {n1} rows must be a (non-zero) multiple of the tile, {t}, and the second "
                          "set not empty")

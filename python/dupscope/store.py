@@ -324,12 +324,12 @@ class SimilarityWriter:
         if neighbours is not None:
             if dense:
                 raise ValueError("precomputed neighbours are written without a dense matrix")
-            from .engine import _check_tile
+            from .engine import effective_tile
 
             index, sim = np.asarray(neighbours[0], np.int32), np.asarray(neighbours[1], np.float16)
             n = len(embeddings)
             self.attrs.update({"n_images": n, "k": int(index.shape[1]), "dense": False, "device": str(device),
-                               "tile": min(_check_tile(tile, "cpu"), -(-n // 16) * 16)})
+                               "tile": effective_tile(n, tile, "cpu")})
             g = self.h5.require_group("neighbors")
             g.create_dataset("index", data=index)
             g.create_dataset("similarity", data=sim)
