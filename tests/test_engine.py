@@ -307,30 +307,7 @@ def test_cuda_kernel_benchmark_runs_and_agrees():
         assert r["max_abs_diff"] < 1e-2
 
 
-# ---- bands of the work (the Ray backend's top-k tasks) --------------------------------------
-
-@pytest.mark.parametrize("n,d,k,parts,tile", [(1000, 37, 16, 7, 128), (5, 8, 10, 3, None), (777, 64, 32, 1, 64),
-                                              (2049, 20, 8, 13, 256), (300, 3, 5, 45, 16)])
-def test_bands_merged_equal_one_job_and_the_reference(simd, n, d, k, parts, tile):
-    """Every band's float32 lists, merged per row, are the one-job lists exactly (indices and
-    float16 values), which match the float64 reference; ties and invalid rows included."""
-    rng = fresh_rng()
-    e = clustered_embeddings(rng, n, d)
-    e[min(3, n - 1)] = e[min(1, n - 1)]  # an exact tie
-    valid = rng.random(n) > 0.05
-    idx, sim = dupscope.topk(e, k, device="cpu", tile=tile, valid=valid)
-    ranges = engine.tile_ranges(n, parts, tile)
-    assert ranges[0][0] == 0 and ranges[-1][1] == engine.tile_count(n, tile)
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    merged = None
-    for r in ranges:
-        band = engine.band_topk(e, k, r, tile=tile, valid=valid)
-        assert band[1].dtype == np.float32
-        merged = band if merged is None else engine.merge_topk(merged, band)
-    np.testing.assert_array_equal(merged[0], idx)
-    np.testing.assert_array_equal(merged[1].astype(np.float16).view(np.uint16), sim.view(np.uint16))
-    check_topk(e, merged[0], merged[1].astype(np.float16), reference(e, valid), k, valid)
-
+# ---- pairs of row blocks (the Ray backend's top-k tasks) ------------------------------------
 
 @pytest.mark.parametrize("n,d,k,rows,tile", [(1100, 30, 12, 256, 128), (300, 5, 40, 16, 16), (97, 7, 4, 64, 64)])
 def test_pairs_of_row_blocks_merged_equal_one_job(simd, n, d, k, rows, tile):
@@ -360,17 +337,13 @@ def test_pairs_of_row_blocks_merged_equal_one_job(simd, n, d, k, rows, tile):
             index[rows_], sim[rows_] = engine.merge_topk((index[rows_], sim[rows_]), (glob, ls))
     np.testing.assert_array_equal(index, want[0])
     np.testing.assert_array_equal(sim.astype(np.float16).view(np.uint16), want[1].view(np.uint16))
+    check_topk(e, index, sim.astype(np.float16), reference(e, valid), k, valid)
 
 
-def test_band_and_merge_refuse_bad_input():
+def test_pairs_and_merge_refuse_bad_input():
     e = np.eye(40, 8, dtype=np.float32)
-    total = engine.tile_count(40, 16)
-    with pytest.raises(ValueError, match="not within"):
-        engine.band_topk(e, 3, (0, total + 1), tile=16)
-    with pytest.raises(ValueError, match="not within"):
-        engine.band_topk(e, 3, (2, 1), tile=16)
     with pytest.raises(ValueError, match="top-k lists only"):
-        engine.SimilarityJob(e, k=3, tile=16, device="cpu", output="chunks", tiles=(0, 1))
+        engine.SimilarityJob(e, k=3, tile=16, device="cpu", output="chunks", rect=(0, 1, 1, 3))
     with pytest.raises(ValueError, match="multiple of the tile"):
         engine.pair_topk(e[:20], e[20:], 3, tile=16)
     with pytest.raises(ValueError, match="above the diagonal"):

@@ -72,8 +72,8 @@ class PyJob {
  public:
   PyJob(py::array_t<float, py::array::c_style> normalized, py::object valid, int64_t tile, int k,
         int threads, const std::string& simd, const std::string& device,
-        const std::string& output, py::object dense_out, int queue_chunks, int64_t tile_begin,
-        int64_t tile_end, std::array<int64_t, 4> rect, const std::string& precision, int candidates) {
+        const std::string& output, py::object dense_out, int queue_chunks, std::array<int64_t, 4> rect,
+        const std::string& precision, int candidates) {
     auto [n, d] = check_matrix(normalized, "normalized");
     JobOptions opt;
     if (precision == "bf16" || precision == "bf16-emulated") {
@@ -83,8 +83,6 @@ class PyJob {
     } else if (precision != "fp32") {
       throw py::value_error("precision must be fp32, bf16 or bf16-emulated, got '" + precision + "'");
     }
-    opt.tile_begin = tile_begin;
-    opt.tile_end = tile_end;
     opt.rect_row_begin = rect[0];
     opt.rect_row_end = rect[1];
     opt.rect_col_begin = rect[2];
@@ -401,15 +399,14 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PyJob>(m, "Job")
       .def(py::init<py::array_t<float, py::array::c_style>, py::object, int64_t, int, int,
                     const std::string&, const std::string&, const std::string&, py::object,
-                    int, int64_t, int64_t, std::array<int64_t, 4>, const std::string&, int>(),
+                    int, std::array<int64_t, 4>, const std::string&, int>(),
            py::arg("normalized"), py::arg("valid"), py::arg("tile"), py::arg("k"),
            py::arg("threads"), py::arg("simd"), py::arg("device"), py::arg("output"),
-           py::arg("dense_out"), py::arg("queue_chunks"), py::arg("tile_begin") = 0, py::arg("tile_end") = -1,
+           py::arg("dense_out"), py::arg("queue_chunks"), 
            py::arg("rect") = std::array<int64_t, 4>{0, 0, 0, 0}, py::arg("precision") = "fp32",
            py::arg("candidates") = 0)
       .def_property_readonly("fallback_rows", [](const PyJob& j) { return j.job_->fallback_rows(); })
       .def("topk_values", &PyJob::topk_values)
-      .def_property_readonly("tiles_in_triangle", [](const PyJob& j) { return j.job_->tiles_in_triangle(); })
       .def("start", &PyJob::start)
       .def("pop", &PyJob::pop, py::arg("timeout_ms") = 100)
       .def("wait", &PyJob::wait)

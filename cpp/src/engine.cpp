@@ -61,8 +61,6 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
   if (opt.tile < 16) throw std::invalid_argument("tile must be at least 16");
   if (valid != nullptr) std::memcpy(valid_.data(), valid, static_cast<size_t>(n));
   if (opt.rect_row_end > opt.rect_row_begin) {
-    if (opt.tile_begin != 0 || opt.tile_end >= 0)
-      throw std::invalid_argument("give a tile range or a rectangle of tiles, not both");
     if (opt.rect_row_begin < 0 || opt.rect_col_begin < opt.rect_row_end || opt.rect_col_end <= opt.rect_col_begin ||
         opt.rect_col_end > blocks_)
       throw std::invalid_argument("the rectangle of row blocks [" + std::to_string(opt.rect_row_begin) + ", " +
@@ -73,16 +71,6 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
       throw std::invalid_argument("a rectangle of tiles computes top-k lists only (output 'none')");
     rect_width_ = opt.rect_col_end - opt.rect_col_begin;
     tiles_total_ = (opt.rect_row_end - opt.rect_row_begin) * rect_width_;
-  } else if (opt.tile_begin != 0 || opt.tile_end >= 0) {
-    const int64_t all = tiles_total_;
-    const int64_t end = opt.tile_end < 0 ? all : opt.tile_end;
-    if (opt.tile_begin < 0 || opt.tile_begin > end || end > all)
-      throw std::invalid_argument("tile range [" + std::to_string(opt.tile_begin) + ", " + std::to_string(end) +
-                                  ") is not within the " + std::to_string(all) + " tiles");
-    if (opt.output != Output::None)
-      throw std::invalid_argument("a tile range computes top-k lists only (output 'none')");
-    tile_begin_ = opt.tile_begin;
-    tiles_total_ = end - opt.tile_begin;
   }
   if (opt.precision == Precision::Bf16) {
     if (opt.output != Output::None) throw std::invalid_argument("bf16 tiles compute top-k lists only (output 'none')");
@@ -188,7 +176,7 @@ void SimilarityJob::worker(int slot) {
         bi = opt_.rect_row_begin + t / rect_width_;
         bj = opt_.rect_col_begin + t % rect_width_;
       } else {
-        tile_pair(tile_begin_ + t, bi, bj);
+        tile_pair(t, bi, bj);
       }
       ws.a_ready = bi == a_block;  // consecutive tiles of one row reuse the packed rows
       a_block = bi;

@@ -43,8 +43,6 @@ class Job:
         output: Literal["none", "dense", "chunks"],
         dense_out: Optional[npt.NDArray[np.uint16]],
         queue_chunks: int,
-        tile_begin: int = 0,
-        tile_end: int = -1,
         rect: Tuple[int, int, int, int] = (0, 0, 0, 0),
         precision: str = "fp32",
         candidates: int = 0,
@@ -56,8 +54,6 @@ class Job:
     def cancel(self) -> None: ...
     def topk(self) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.uint16]]: ...
     def topk_values(self) -> Tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]: ...
-    @property
-    def tiles_in_triangle(self) -> int: ...
     @property
     def fallback_rows(self) -> int: ...
     @property

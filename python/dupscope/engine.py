@@ -144,7 +144,6 @@ class SimilarityJob:
         output: str = "none",
         dense_out: Optional[np.ndarray] = None,
         queue_chunks: int = 0,
-        tiles: Optional[Tuple[int, int]] = None,
         rect: Optional[Tuple[int, int, int, int]] = None,
         precision: str = "fp32",
         candidates: Optional[int] = None,
@@ -168,7 +167,6 @@ class SimilarityJob:
             output,
             dense_out,
             queue_chunks,
-            *((int(tiles[0]), int(tiles[1])) if tiles is not None else (0, -1)),
             tuple(int(v) for v in rect) if rect is not None else (0, 0, 0, 0),
             precision,
             int(candidates if candidates is not None else default_candidates(self.k)),
@@ -330,50 +328,6 @@ def topk(
                         candidates=candidates)
     job.start().wait(progress)
     return job.topk()
-
-
-def tile_count(n: int, tile: Optional[int] = None, device: str = "cpu") -> int:
-    """Tiles of the upper triangle the engine computes for ``n`` rows (what :func:`band_topk`'s
-    ranges number), with the tile :class:`SimilarityJob` would use."""
-    t = effective_tile(n, tile, device)
-    b = -(-int(n) // t)
-    return b * (b + 1) // 2
-
-
-def tile_ranges(n: int, parts: int, tile: Optional[int] = None, device: str = "cpu") -> list:
-    """``parts`` consecutive ranges ``(begin, end)`` of the upper triangle's tiles, of equal size
-    (within one tile): the bands of a distributed top-k (:func:`band_topk`)."""
-    total = tile_count(n, tile, device)
-    parts = max(1, min(int(parts), total))
-    cuts = [total * p // parts for p in range(parts + 1)]
-    return [(cuts[p], cuts[p + 1]) for p in range(parts)]
-
-
-def band_topk(
-    embeddings: np.ndarray,
-    k: int,
-    tiles: Tuple[int, int],
-    *,
-    tile: Optional[int] = None,
-    valid: Optional[np.ndarray] = None,
-    threads: Optional[int] = None,
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-k lists over one band of the work: the tiles ``[begin, end)`` of the upper triangle
-    (:func:`tile_ranges`), on the CPU. Each tile (I, J) is computed once and offered to the rows
-    of block I and, transposed, of block J, as in :func:`topk`.
-
-    Returns
-    -------
-    index : numpy.ndarray
-        (N, k) int32, each row's best among the columns this band covers for it (-1 padding).
-    similarity : numpy.ndarray
-        (N, k) float32 (NaN padding). :func:`merge_topk` of every band's lists, then float16,
-        equals :func:`topk` with the same tile.
-    """
-    job = SimilarityJob(embeddings, k=k, tile=tile, device="cpu", valid=valid, threads=threads,
-                        output="none", tiles=tiles)
-    job.start().wait()
-    return job.topk_values()
 
 
 def pair_topk(

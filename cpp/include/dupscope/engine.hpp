@@ -40,13 +40,7 @@ struct JobOptions {
   Output output = Output::None;
   uint16_t* dense_out = nullptr;  // Output::Dense: N x N
   int queue_chunks = 0;           // Output::Chunks: 0 picks 2 * threads + 2
-  // Only tiles [tile_begin, tile_end) of the upper triangle, in its row-major order (tile
-  // (I, J), I <= J, is number I*B - I*(I-1)/2 + J - I for B row blocks); tile_end < 0: to the
-  // end. A band of the work for one task of a distributed run (Output::None only): its top-k
-  // lists hold the best of the columns those tiles cover, to be merged with merge_topk.
-  int64_t tile_begin = 0;
-  int64_t tile_end = -1;
-  // Or only the rectangle of tiles (I, J) with row blocks [rect_row_begin, rect_row_end) and
+  // Only the rectangle of tiles (I, J) with row blocks [rect_row_begin, rect_row_end) and
   // column blocks [rect_col_begin, rect_col_end), strictly above the diagonal blocks
   // (rect_col_begin >= rect_row_end; Output::None only): the task of a pair of row ranges in a
   // distributed run. Used when rect_row_end > rect_row_begin.
@@ -92,8 +86,6 @@ class SimilarityJob {
   void topk(int32_t* index, uint16_t* sim) const;
   // The same with the float32 similarities (what merge_topk needs to merge bands exactly).
   void topk_values(int32_t* index, float* sim) const;
-  // Tiles of the whole upper triangle, whatever range this job covers.
-  int64_t tiles_in_triangle() const { return blocks_ * (blocks_ + 1) / 2; }
   // Precision::Bf16: rows whose candidates could not prove their list and were searched again
   // in float32 (after wait()).
   int64_t fallback_rows() const { return fallback_rows_; }
@@ -112,7 +104,6 @@ class SimilarityJob {
   std::vector<float> emb_;
   std::vector<uint8_t> valid_;
   int64_t blocks_, tiles_total_, chunks_total_;
-  int64_t tile_begin_ = 0;
   int64_t rect_width_ = 0;  // > 0: rectangle mode (tile t is row rect_row_begin + t / width)
   int threads_;
   TopK topk_;
