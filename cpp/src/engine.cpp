@@ -56,7 +56,8 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
       tiles_total_(blocks_ * (blocks_ + 1) / 2),
       chunks_total_(blocks_ * blocks_),
       threads_(1),
-      topk_(n, opt.precision == Precision::Bf16 ? std::max(opt.k, opt.candidates) : opt.k, opt.tile) {
+      topk_(n, opt.k, opt.tile, opt.precision == Precision::Bf16 ? std::max(0, opt.candidates - opt.k) : 0,
+            opt.precision == Precision::Bf16 ? bf16_margin(d) : 0.0f) {
   if (n < 1 || d < 1) throw std::invalid_argument("need at least one row and one column");
   if (opt.tile < 16) throw std::invalid_argument("tile must be at least 16");
   if (valid != nullptr) std::memcpy(valid_.data(), valid, static_cast<size_t>(n));
@@ -239,11 +240,10 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
       if (!diag) ready_.push_back({bb, ChunkInfo{bj, bi}});
     }
     q_ready_.notify_all();
-  } else {
+  } else if (opt_.precision != Precision::Bf16) {
     kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, nullptr, 0, nullptr, 0);
-  }
-  topk_.offer_rows(ws.c, ws.ldc, i0, m, j0, nn, valid_.data());
-  if (!diag) topk_.offer_cols(ws.c, ws.ldc, i0, m, j0, nn, valid_.data());
+  }  // bf16 candidates are chosen on the raw products (the map is monotonic): see bf16_margin
+  topk_.offer_tile(ws.c, ws.ldc, i0, m, j0, nn, valid_.data(), diag, kernels_->scan);
 }
 
 int SimilarityJob::pop(uint16_t* dst, ChunkInfo& info, int timeout_ms) {
@@ -286,10 +286,6 @@ void SimilarityJob::wait() {
 }
 
 void SimilarityJob::rerank() {
-  const int kc = topk_.k();
-  std::vector<int32_t> ci(static_cast<size_t>(n_ * kc));
-  std::vector<float> cv(static_cast<size_t>(n_ * kc));
-  topk_.finish_values(ci.data(), cv.data());
   final_index_.assign(static_cast<size_t>(n_ * opt_.k), -1);
   final_sim_.assign(static_cast<size_t>(n_ * opt_.k), 0.0f);
   const int nt = std::max(1, threads_);
@@ -299,7 +295,7 @@ void SimilarityJob::rerank() {
   for (int s = 0; s < nt; ++s) {
     pool.emplace_back([&, s] {
       try {
-        rerank_rows(n_ * s / nt, n_ * (s + 1) / nt, ci.data(), cv.data(), fallbacks[s]);
+        rerank_rows(n_ * s / nt, n_ * (s + 1) / nt, fallbacks[s]);
       } catch (...) {
         errors[s] = std::current_exception();
       }
@@ -313,20 +309,23 @@ void SimilarityJob::rerank() {
   reranked_ = true;
 }
 
-// Each row's candidates get the float32 kernel's products (the very values the float32 path
-// computes: its micro-kernel's sum for a pair does not depend on the tile, and is symmetric),
-// mapped by its epilogue; the best k stand when the k-th beats every row not a candidate by
-// more than the bf16 error bound; otherwise the row is searched again in float32.
-void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, const int32_t* ci, const float* cv, int64_t& fallbacks) {
-  const int kc = topk_.k(), k = opt_.k;
+// Each row's candidates (its k best bf16 products and its near misses, TopK::candidates) get
+// the float32 kernel's products (the very values the float32 path computes: its micro-kernel's
+// sum for a pair does not depend on the tile, and is symmetric), mapped by its epilogue, and
+// the best k of them stand. Why that is the float32 list: every column the row did not keep has
+// a bf16 product more than bf16_margin below the k-th best bf16 product v, so its float32
+// product is more than the bound plus a few ulps below v, while each of the k best is at least
+// v minus the bound in float32. A row whose near misses overflowed is searched again in float32.
+void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks) {
+  const int k = opt_.k;
   const int64_t T = opt_.tile;
-  const int64_t width = std::max<int64_t>(kc, T);
-  const double bound = bf16_error_bound(d_) / 2;  // in [0, 1] similarity units
+  const int64_t most = k + std::max(0, opt_.candidates - k);
+  const int64_t width = std::max<int64_t>(most, T);
   AlignedFloats a_pack(a_pack_floats(*kernels_, 1, d_)), b_pack(b_pack_floats(*kernels_, width));
   AlignedFloats c(c_floats(*kernels_, width) + round_up(width, 16) * kernels_->mr);
-  std::vector<float> gathered(static_cast<size_t>(kc * d_));
+  std::vector<float> gathered(static_cast<size_t>(most * d_));
   std::vector<uint8_t> ones(static_cast<size_t>(width), 1);
-  std::vector<std::pair<float, int32_t>> best;
+  std::vector<std::pair<float, int32_t>> cand, best;
   TileWorkspace ws;
   ws.a_pack = a_pack.p;
   ws.b_pack = b_pack.p;
@@ -335,38 +334,24 @@ void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, const int32_t* ci, const
     return x.first > y.first || (x.first == y.first && x.second < y.second);
   };
   for (int64_t row = r0; row < r1; ++row) {
-    const int32_t* ri = ci + row * kc;
-    const float* rv = cv + row * kc;
-    int cnt = 0;
-    while (cnt < kc && ri[cnt] >= 0) ++cnt;
     best.clear();
-    if (cnt > 0) {
-      // Only candidates within twice the bound of the k-th bf16 value can reach the float32 top
-      // k: the k best by bf16 are all worth at least that value minus the bound in float32.
-      int need = cnt;
-      if (cnt > k) {
-        const double cut = static_cast<double>(rv[k - 1]) - 2 * bound;
-        need = k;
-        while (need < cnt && static_cast<double>(rv[need]) >= cut) ++need;
-      }
-      for (int t = 0; t < need; ++t)
-        std::memcpy(gathered.data() + t * d_, emb_.data() + static_cast<int64_t>(ri[t]) * d_, d_ * sizeof(float));
+    if (!valid_[row]) continue;
+    const bool proven = topk_.candidates(row, cand);
+    const int64_t cnt = static_cast<int64_t>(cand.size());
+    if (proven && cnt > 0) {
+      for (int64_t t = 0; t < cnt; ++t)
+        std::memcpy(gathered.data() + t * d_, emb_.data() + static_cast<int64_t>(cand[t].second) * d_,
+                    d_ * sizeof(float));
       ws.a_ready = false;
-      kernels_->gemm(emb_.data() + row * d_, 1, gathered.data(), need, d_, ws);
-      kernels_->epilogue(ws.c, ws.ldc, 1, need, ones.data(), ones.data(), false, nullptr, 0, nullptr, 0);
-      for (int t = 0; t < need; ++t) best.emplace_back(ws.c[t], ri[t]);
-      const int keep = std::min(need, k);
+      kernels_->gemm(emb_.data() + row * d_, 1, gathered.data(), cnt, d_, ws);
+      kernels_->epilogue(ws.c, ws.ldc, 1, cnt, ones.data(), ones.data(), false, nullptr, 0, nullptr, 0);
+      for (int64_t t = 0; t < cnt; ++t) best.emplace_back(ws.c[t], cand[t].second);
+      const int64_t keep = std::min<int64_t>(cnt, k);
       std::partial_sort(best.begin(), best.begin() + keep, best.end(), better);
       best.resize(static_cast<size_t>(keep));
     }
-    // A full candidate list (cnt == kc) is proven when its k-th exact value (or, with fewer than
-    // k kept, any value) exceeds the k'-th bf16 value, the best a non-candidate can have, by
-    // more than the bound. Fewer than kc candidates: every valid column was one.
-    const bool proven = cnt < kc || (static_cast<int>(best.size()) == k &&
-                                     static_cast<double>(best.back().first) > static_cast<double>(rv[kc - 1]) + bound);
     if (!proven) {
       ++fallbacks;
-      best.clear();
       for (int64_t j0 = 0; j0 < n_; j0 += T) {
         const int64_t nn = std::min(T, n_ - j0);
         ws.a_ready = false;

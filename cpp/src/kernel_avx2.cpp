@@ -87,6 +87,16 @@ void to_half(const float* c, uint16_t* out, int64_t n) {
 
 // Packs 8 rows x kc columns into strip lanes with 8x8 register transposes: the packing of b
 // is about a tenth of a tile's time when done one float at a time.
+inline bool any16(const float* c, float rthr, const float* cthr) {
+  const __m256 r = _mm256_set1_ps(rthr);
+  const __m256 v0 = _mm256_loadu_ps(c), v1 = _mm256_loadu_ps(c + 8);
+  __m256 hit = _mm256_or_ps(_mm256_cmp_ps(v0, r, _CMP_GE_OQ), _mm256_cmp_ps(v1, r, _CMP_GE_OQ));
+  if (cthr != nullptr)
+    hit = _mm256_or_ps(hit, _mm256_or_ps(_mm256_cmp_ps(v0, _mm256_loadu_ps(cthr), _CMP_GE_OQ),
+                                         _mm256_cmp_ps(v1, _mm256_loadu_ps(cthr + 8), _CMP_GE_OQ)));
+  return _mm256_movemask_ps(hit) != 0;
+}
+
 inline bool pack8(const float* src, int64_t d, int64_t kc, int R, float* p) {
   int64_t k = 0;
   for (; k + 8 <= kc; k += 8) {
@@ -142,7 +152,7 @@ inline bool transpose8_half(const uint16_t* in, int64_t ldi, uint16_t* out, int6
 }  // namespace
 
 const KernelSet& kernels_avx2() {
-  static const KernelSet k{SimdLevel::AVX2, MR, NR, KC, &tile_gemm, &tile_epilogue};
+  static const KernelSet k{SimdLevel::AVX2, MR, NR, KC, &tile_gemm, &tile_epilogue, &tile_scan};
   return k;
 }
 

@@ -70,6 +70,13 @@ void to_half(const float* c, uint16_t* out, int64_t n) {
   }
 }
 
+inline bool any16(const float* c, float rthr, const float* cthr) {
+  const __m512 v = _mm512_loadu_ps(c);
+  __mmask16 hit = _mm512_cmp_ps_mask(v, _mm512_set1_ps(rthr), _CMP_GE_OQ);
+  if (cthr != nullptr) hit |= _mm512_cmp_ps_mask(v, _mm512_loadu_ps(cthr), _CMP_GE_OQ);
+  return hit != 0;
+}
+
 inline bool pack8(const float*, int64_t, int64_t, int, float*) { return false; }
 inline bool transpose8_half(const uint16_t*, int64_t, uint16_t*, int64_t) { return false; }
 
@@ -78,7 +85,7 @@ inline bool transpose8_half(const uint16_t*, int64_t, uint16_t*, int64_t) { retu
 }  // namespace
 
 const KernelSet& kernels_avx512() {
-  static const KernelSet k{SimdLevel::AVX512, MR, NR, KC, &tile_gemm, &tile_epilogue};
+  static const KernelSet k{SimdLevel::AVX512, MR, NR, KC, &tile_gemm, &tile_epilogue, &tile_scan};
   return k;
 }
 

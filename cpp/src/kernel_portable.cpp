@@ -39,6 +39,12 @@ void to_half(const float* c, uint16_t* out, int64_t n) {
   for (int64_t s = 0; s < n; ++s) out[s] = float_to_half(c[s]);
 }
 
+inline bool any16(const float* c, float rthr, const float* cthr) {
+  for (int t = 0; t < 16; ++t)
+    if (c[t] >= rthr || (cthr != nullptr && c[t] >= cthr[t])) return true;
+  return false;
+}
+
 inline bool pack8(const float*, int64_t, int64_t, int, float*) { return false; }
 inline bool transpose8_half(const uint16_t*, int64_t, uint16_t*, int64_t) { return false; }
 
@@ -47,7 +53,7 @@ inline bool transpose8_half(const uint16_t*, int64_t, uint16_t*, int64_t) { retu
 }  // namespace
 
 const KernelSet& kernels_portable() {
-  static const KernelSet k{SimdLevel::Portable, MR, NR, KC, &tile_gemm, &tile_epilogue};
+  static const KernelSet k{SimdLevel::Portable, MR, NR, KC, &tile_gemm, &tile_epilogue, &tile_scan};
   return k;
 }
 

@@ -112,4 +112,11 @@ double bf16_error_bound(int64_t d) {
   return ((2 * u + u * u) * 1.001 * 1.001 + 2.0 * static_cast<double>(d) * std::ldexp(1.0, -24)) * 1.01;
 }
 
+float bf16_margin(int64_t d) {
+  const double m = 2.0 * bf16_error_bound(d) + 1e-6;
+  float f = static_cast<float>(m);
+  if (static_cast<double>(f) < m) f = std::nextafter(f, 1.0f);
+  return f;
+}
+
 }  // namespace dupscope

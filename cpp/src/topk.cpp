@@ -15,26 +15,16 @@ inline bool worse(float va, int32_t ia, float vb, int32_t ib) {
   return va < vb || (va == vb && ia > ib);
 }
 
-// True when any of the 16 values at c reaches its threshold. Written as a branch-free
-// reduction so the compiler vectorises it: most blocks of a tile are rejected here, in a few
-// instructions, once the rows' heaps are full.
-inline bool any_reaches(const float* c, float thr) {
-  int any = 0;
-  for (int t = 0; t < 16; ++t) any |= c[t] >= thr;
-  return any != 0;
-}
-inline bool any_reaches(const float* c, const float* thr) {
-  int any = 0;
-  for (int t = 0; t < 16; ++t) any |= c[t] >= thr[t];
-  return any != 0;
-}
-
 }  // namespace
 
-TopK::TopK(int64_t n, int k, int64_t block)
-    : n_(n), k_(k), block_(block),
+TopK::TopK(int64_t n, int k, int64_t block, int spare, float margin)
+    : n_(n), k_(k), block_(block), spare_(spare), margin_(margin),
       val_(static_cast<size_t>(n) * k), idx_(static_cast<size_t>(n) * k),
       count_(static_cast<size_t>(n), 0),
+      spare_val_(static_cast<size_t>(spare > 0 ? n * spare : 0)),
+      spare_idx_(static_cast<size_t>(spare > 0 ? n * spare : 0)),
+      spare_count_(static_cast<size_t>(spare > 0 ? n : 0), 0),
+      overflow_(static_cast<size_t>(spare > 0 || margin > 0 ? n : 0), 0),
       locks_(new std::mutex[static_cast<size_t>((n + block - 1) / block + 1)]) {}
 
 float TopK::threshold(int64_t row) const {
@@ -42,7 +32,7 @@ float TopK::threshold(int64_t row) const {
   return count_[row] < k_ ? -std::numeric_limits<float>::infinity() : val_[row * k_];
 }
 
-bool TopK::push(int64_t row, float v, int32_t j) {
+int TopK::push(int64_t row, float v, int32_t j, float* ev, int32_t* ej) {
   float* hv = val_.data() + row * k_;
   int32_t* hi = idx_.data() + row * k_;
   int32_t cnt = count_[row];
@@ -59,9 +49,11 @@ bool TopK::push(int64_t row, float v, int32_t j) {
     }
     hv[pos] = v;
     hi[pos] = j;
-    return true;
+    return 1;
   }
-  if (!worse(hv[0], hi[0], v, j)) return false;
+  if (!worse(hv[0], hi[0], v, j)) return 0;
+  *ev = hv[0];
+  *ej = hi[0];
   pos = 0;  // replace the worst and sift down
   for (;;) {
     const int64_t l = 2 * pos + 1;
@@ -75,54 +67,98 @@ bool TopK::push(int64_t row, float v, int32_t j) {
   }
   hv[pos] = v;
   hi[pos] = j;
-  return true;
+  return 2;
 }
 
-void TopK::offer_rows(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
-                      const uint8_t* valid) {
+void TopK::keep_near(int64_t row, float v, int32_t j) {
+  const float cut = scan_threshold(row);
+  if (v < cut || overflow_[row]) return;
+  if (spare_ == 0) {  // no room for near misses at all
+    overflow_[row] = 1;
+    return;
+  }
+  float* sv = spare_val_.data() + row * spare_;
+  int32_t* si = spare_idx_.data() + row * spare_;
+  int32_t cnt = spare_count_[row];
+  if (cnt == spare_) {  // full: drop the near misses the k-th best has left behind since
+    int32_t w = 0;
+    for (int32_t t = 0; t < cnt; ++t)
+      if (sv[t] >= cut) {
+        sv[w] = sv[t];
+        si[w++] = si[t];
+      }
+    cnt = w;
+    if (cnt == spare_) {
+      overflow_[row] = 1;
+      return;
+    }
+  }
+  sv[cnt] = v;
+  si[cnt] = j;
+  spare_count_[row] = cnt + 1;
+}
+
+void TopK::offer(int64_t row, float v, int32_t j) {
+  float ev = 0.0f;
+  int32_t ej = -1;
+  const int r = push(row, v, j, &ev, &ej);
+  if (overflow_.empty()) return;  // no near misses wanted (float32 lists)
+  if (r == 0) keep_near(row, v, j);
+  else if (r == 2) keep_near(row, ev, ej);
+}
+
+void TopK::offer_tile(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
+                      const uint8_t* valid, bool diag, ScanFn scan) {
   if (k_ == 0) return;
-  std::lock_guard<std::mutex> lock(locks_[i0 / block_]);
+  const int64_t bi = i0 / block_, bj = j0 / block_;
+  std::unique_lock<std::mutex> first(locks_[std::min(bi, bj)]);
+  std::unique_lock<std::mutex> second;
+  if (bi != bj) second = std::unique_lock<std::mutex>(locks_[std::max(bi, bj)]);
+  thread_local std::vector<float> cthr;
+  thread_local std::vector<int32_t> hits;
+  cthr.resize(static_cast<size_t>(n));
+  hits.resize(static_cast<size_t>(n));
+  const float never = std::numeric_limits<float>::infinity();
+  if (!diag)
+    for (int64_t s = 0; s < n; ++s) cthr[s] = valid[j0 + s] ? scan_threshold(j0 + s) : never;
   for (int64_t r = 0; r < m; ++r) {
     const int64_t i = i0 + r;
     if (!valid[i]) continue;
     const float* cr = c + r * ldc;
-    float thr = threshold(i);
-    for (int64_t s = 0; s < n; ++s) {
-      if ((s & 15) == 0 && s + 16 <= n && !any_reaches(cr + s, thr)) {
-        s += 15;
-        continue;
-      }
-      if (cr[s] < thr) continue;
-      const int64_t j = j0 + s;
+    float rthr = scan_threshold(i);
+    const int64_t h = scan(cr, n, rthr, diag ? nullptr : cthr.data(), hits.data());
+    for (int64_t q = 0; q < h; ++q) {
+      const int64_t s = hits[q], j = j0 + s;
+      const float v = cr[s];
       if (j == i || !valid[j]) continue;
-      if (push(i, cr[s], static_cast<int32_t>(j))) thr = threshold(i);
+      if (v >= rthr) {
+        offer(i, v, static_cast<int32_t>(j));
+        rthr = scan_threshold(i);
+      }
+      if (!diag && v >= cthr[s]) {
+        offer(j, v, static_cast<int32_t>(i));
+        cthr[s] = scan_threshold(j);
+      }
     }
   }
 }
 
-void TopK::offer_cols(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
-                      const uint8_t* valid) {
-  if (k_ == 0) return;
-  std::lock_guard<std::mutex> lock(locks_[j0 / block_]);
-  // Walk c row by row (unit stride) and keep one running threshold per column.
-  std::vector<float> thr(static_cast<size_t>(n));
-  for (int64_t s = 0; s < n; ++s)
-    thr[s] = valid[j0 + s] ? threshold(j0 + s) : std::numeric_limits<float>::infinity();
-  for (int64_t r = 0; r < m; ++r) {
-    const int64_t i = i0 + r;
-    if (!valid[i]) continue;
-    const float* cr = c + r * ldc;
-    for (int64_t s = 0; s < n; ++s) {
-      if ((s & 15) == 0 && s + 16 <= n && !any_reaches(cr + s, thr.data() + s)) {
-        s += 15;
-        continue;
-      }
-      if (cr[s] < thr[s]) continue;
-      const int64_t j = j0 + s;
-      if (j == i) continue;
-      if (push(j, cr[s], static_cast<int32_t>(i))) thr[s] = threshold(j);
-    }
+bool TopK::candidates(int64_t row, std::vector<std::pair<float, int32_t>>& out) const {
+  out.clear();
+  const float* hv = val_.data() + row * k_;
+  const int32_t* hi = idx_.data() + row * k_;
+  for (int32_t t = 0; t < count_[row]; ++t) out.emplace_back(hv[t], hi[t]);
+  if (spare_ > 0) {
+    const float cut = scan_threshold(row);
+    const float* sv = spare_val_.data() + row * spare_;
+    const int32_t* si = spare_idx_.data() + row * spare_;
+    for (int32_t t = 0; t < spare_count_[row]; ++t)
+      if (sv[t] >= cut) out.emplace_back(sv[t], si[t]);
   }
+  std::sort(out.begin(), out.end(), [](const std::pair<float, int32_t>& x, const std::pair<float, int32_t>& y) {
+    return worse(y.first, y.second, x.first, x.second);
+  });
+  return overflow_.empty() || !overflow_[row];
 }
 
 namespace {

@@ -277,7 +277,8 @@ def similarity_matrix(
 
 
 def default_candidates(k: int) -> int:
-    """Candidates per row the bf16 pass keeps for a list of ``k`` (see :func:`topk`)."""
+    """Candidates per row the bf16 pass may keep for a list of ``k``: its k best and up to
+    ``3 k + 16`` near misses (see :func:`topk`)."""
     return 4 * int(k) + 16
 
 
@@ -307,10 +308,12 @@ def topk(
 
     ``precision="bf16"`` (CPUs with AVX512_BF16; ``"bf16-emulated"`` anywhere, slowly, for
     tests; ``"auto"`` picks bf16 where it runs natively) computes the tiles from bf16 rows at
-    twice the multiply rate, keeps ``candidates`` per row (default ``4 k + 16``) and re-ranks
-    them with the float32 kernel's own products. A row whose k-th float32 value does not beat the
-    last candidate's bf16 value by the bf16 error bound is searched again in float32, so the
-    lists equal ``precision="fp32"``'s exactly, indices and values.
+    twice the multiply rate. Each row keeps its k best bf16 products and its near misses (those
+    within twice the bf16 error bound of its k-th best of the moment; at most ``candidates - k``
+    of them, default ``candidates = 4 k + 16``), and these are re-ranked with the float32
+    kernel's own products. Every column left out is then worth less in float32 than the k kept,
+    so the lists equal ``precision="fp32"``'s exactly, indices and values; a row whose near
+    misses did not fit is searched again in float32 (``SimilarityJob.fallback_rows``).
 
     Returns
     -------

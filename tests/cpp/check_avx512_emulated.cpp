@@ -37,6 +37,24 @@ int main() {
     }
     free(ws.a_pack); free(ws.b_pack); free(ws.c); ++cases;
   }
+  // The top-k's row filter: positions with c >= rthr or c >= cthr, NaN never, at awkward lengths.
+  std::uniform_real_distribution<float> ud(0.f, 1.f);
+  for (int64_t n : {1, 15, 16, 17, 100, 256}) for (int with_cols = 0; with_cols < 2; ++with_cols) {
+    std::vector<float> c(n), cthr(n);
+    for (auto& x : c) x = ud(rng);
+    for (auto& x : cthr) x = ud(rng) < 0.5f ? 2.f : ud(rng);
+    if (n > 5) c[5] = NAN;
+    std::vector<int32_t> hits(n, -7);
+    const float rthr = 0.9f;
+    const int64_t h = ks.scan(c.data(), n, rthr, with_cols ? cthr.data() : nullptr, hits.data());
+    int64_t w = 0;
+    for (int64_t s = 0; s < n; ++s)
+      if (c[s] >= rthr || (with_cols && c[s] >= cthr[s])) {
+        if (w >= h || hits[w] != s) { printf("scan mismatch n%ld cols%d at %ld\n", n, with_cols, s); return 1; }
+        ++w;
+      }
+    if (w != h) { printf("scan count mismatch n%ld cols%d: %ld vs %ld\n", n, with_cols, h, w); return 1; }
+  }
   printf("%d cases, worst relative dot error %.2e\n", cases, worst);
   return worst < 1e-4 ? 0 : 2;
 }

@@ -45,9 +45,9 @@ struct JobOptions {
   // (rect_col_begin >= rect_row_end; Output::None only): the task of a pair of row ranges in a
   // distributed run. Used when rect_row_end > rect_row_begin.
   int64_t rect_row_begin = 0, rect_row_end = 0, rect_col_begin = 0, rect_col_end = 0;
-  // Precision::Bf16 (Output::None only): tiles from bf16 rows, `candidates` (>= k) kept per
-  // row, re-ranked with the float32 kernel (see lowp.hpp); bf16_hardware picks the AVX512_BF16
-  // kernel or the emulation.
+  // Precision::Bf16 (Output::None only): tiles from bf16 rows; each row keeps its k best and up
+  // to `candidates` - k near misses (TopK's spare), re-ranked with the float32 kernel (see
+  // lowp.hpp); bf16_hardware picks the AVX512_BF16 kernel or the emulation.
   Precision precision = Precision::Fp32;
   int candidates = 0;
   bool bf16_hardware = true;
@@ -96,7 +96,7 @@ class SimilarityJob {
   void run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws);
   void fail(std::exception_ptr e);
   void rerank();  // Precision::Bf16, once after the workers are joined
-  void rerank_rows(int64_t r0, int64_t r1, const int32_t* ci, const float* cv, int64_t& fallbacks);
+  void rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks);
 
   int64_t n_, d_;
   JobOptions opt_;

@@ -32,6 +32,9 @@ struct KernelSet {
   void (*epilogue)(float* c, int64_t ldc, int64_t m, int64_t n, const uint8_t* row_valid,
                    const uint8_t* col_valid, bool diag, uint16_t* out, int64_t ldo,
                    uint16_t* out_t, int64_t ldo_t);
+  // Positions of a tile row worth offering to the top-k: c[s] >= rthr, or c[s] >= cthr[s]
+  // (cthr may be null), in order into hits (room for n); returns the count.
+  int64_t (*scan)(const float* c, int64_t n, float rthr, const float* cthr, int32_t* hits);
 };
 
 const KernelSet& kernels_portable();

@@ -1,11 +1,13 @@
 // Low-precision tile products for the neighbour search's candidate pass.
 //
 // With Precision::Bf16 the engine computes its tiles from bf16 copies of the normalised rows
-// (VDPBF16PS: two bf16 products per 32-bit lane, accumulated in float32), keeps more candidates
-// per row than asked, and re-ranks them with the float32 kernel's own products. The bf16 error
-// of a product of unit vectors is bounded (bf16_error_bound); a row whose list could miss a
-// float32 neighbour by that bound is searched again in float32, so the lists equal the float32
-// path's whatever the data.
+// (VDPBF16PS: two bf16 products per 32-bit lane, accumulated in float32). Each row keeps its k
+// best raw bf16 products and, beside them, its near misses: every product it saw within
+// bf16_margin of its k-th best of the moment. These candidates are re-ranked with the float32
+// kernel's own products. The bf16 error of a product of unit vectors is bounded
+// (bf16_error_bound), so no column left out can reach the float32 top k; a row whose near
+// misses did not fit is searched again in float32. The lists equal the float32 path's whatever
+// the data.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -45,6 +47,11 @@ void pack_bf16(const uint16_t* b, int64_t n, int64_t dp, uint16_t* pack);
 // d and the float32 kernel's: bf16 rounding of both inputs (2u + u^2 with u = 2^-8) and the
 // float32 sums of both (d * 2^-24 each), with a margin.
 double bf16_error_bound(int64_t d);
+// The near-miss margin of the candidate pass, in raw product (cosine) units: twice the bound,
+// so a column left out is worth less in float32 than each of the k best bf16 columns, plus
+// 1e-6 so that the gap survives the float32 map to [0, 1] (a difference of more than 2^-22
+// stays a strict one), rounded up to float.
+float bf16_margin(int64_t d);
 
 namespace lowp_detail {
 void gemm_bf16_avx512(const uint16_t* a, int64_t m, int64_t n, int64_t dp, float* c, int64_t ldc,

@@ -3,46 +3,67 @@
 // Each row keeps a binary heap of its k best candidates with the worst on top, so a candidate
 // is rejected with one comparison once the row is full. "Better" means a higher similarity, and
 // for equal similarities a lower column index. Rows are guarded per row block: a tile (I, J)
-// updates the rows of block I under I's lock and those of block J under J's lock, one at a
-// time, so workers on different tiles rarely wait and can never deadlock.
+// updates the rows of blocks I and J under both blocks' locks, taken in increasing block order,
+// so workers can never deadlock.
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 namespace dupscope {
 
+// A tile row filter (KernelSet::scan): positions s with c[s] >= rthr or c[s] >= cthr[s].
+using ScanFn = int64_t (*)(const float* c, int64_t n, float rthr, const float* cthr, int32_t* hits);
+
 class TopK {
  public:
-  TopK(int64_t n, int k, int64_t block);
+  // margin > 0 (the bf16 candidate pass, see lowp.hpp): besides its k best, a row keeps up to
+  // `spare` near misses, the values it saw within `margin` below its k-th best of the moment.
+  // Every value a row never kept is then more than `margin` below its final k-th best.
+  TopK(int64_t n, int k, int64_t block, int spare = 0, float margin = 0.0f);
 
   int k() const { return k_; }
 
   // c holds similarities of rows [i0, i0+m) (tile rows r) and [j0, j0+n) (tile columns s).
-  // Offers c[r][s] to row i0+r. Skips the pair (i, i), and rows or columns not valid.
-  void offer_rows(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
-                  const uint8_t* valid);
-  // Offers c[r][s] to row j0+s (the transposed half of an off-diagonal tile).
-  void offer_cols(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
-                  const uint8_t* valid);
+  // Offers c[r][s] to row i0+r and, unless diag (a tile on the diagonal: c is the whole square
+  // of one block, so every pair reaches both of its rows through the rows), to row j0+s. Skips
+  // the pair (i, i) and rows or columns not valid. `scan` filters each tile row: the tile is
+  // read once, and a pair is looked at only when it can enter one of its two rows.
+  void offer_tile(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
+                  const uint8_t* valid, bool diag, ScanFn scan);
 
   // Writes each row's neighbours, best first: index (-1 where fewer than k) and similarity as
   // float16 (NaN where the index is -1). Must not run concurrently with offers.
   void finish(int32_t* index, uint16_t* sim) const;
   // The same with float32 similarities (NaN where the index is -1).
   void finish_values(int32_t* index, float* sim) const;
+  // With margin > 0: row's k best and its near misses still within `margin` of its k-th best,
+  // best first. False when the near misses did not fit in `spare` (then values within the
+  // margin may be missing: the row must be searched again).
+  bool candidates(int64_t row, std::vector<std::pair<float, int32_t>>& out) const;
 
  private:
-  bool push(int64_t row, float v, int32_t j);  // returns true if accepted
+  // 0: rejected, 1: accepted, 2: accepted and the former worst (*ev, *ej) evicted.
+  int push(int64_t row, float v, int32_t j, float* ev, int32_t* ej);
+  void offer(int64_t row, float v, int32_t j);
+  void keep_near(int64_t row, float v, int32_t j);
   float threshold(int64_t row) const;
+  float scan_threshold(int64_t row) const { return threshold(row) - margin_; }
 
   int64_t n_;
   int k_;
   int64_t block_;
+  int spare_;
+  float margin_;
   std::vector<float> val_;
   std::vector<int32_t> idx_;
   std::vector<int32_t> count_;
+  std::vector<float> spare_val_;
+  std::vector<int32_t> spare_idx_;
+  std::vector<int32_t> spare_count_;
+  std::vector<uint8_t> overflow_;
   std::unique_ptr<std::mutex[]> locks_;
 };
 
