@@ -178,6 +178,7 @@ def main() -> int:
         images = folder / "images.txt"
         for name, kw in (("dupscope default (dupscope-v3, verified)", {}),
                          ("dupscope-v3 --no-verify", {"verify": False}),
+                         ("dupscope-v3-int8 (int8 network), verified", {"model": "dupscope-v3-int8"}),
                          ("efficientnet-lite0, verified", {"model": "efficientnet-lite0"}),
                          ("efficientnet-lite0 --no-verify", {"model": "efficientnet-lite0", "verify": False})):
             h5, sec = run_dupscope(images, tmp / f"{len(times)}.h5", **kw)

@@ -389,6 +389,28 @@ def test_bf16_products_against_float64(kernel, m, n, d):
         np.testing.assert_array_equal(got.view(np.uint32), _core.bf16_products(a, b, "bf16-emulated").view(np.uint32))
 
 
+@pytest.mark.parametrize("rows", ["random", "aligned"])
+@pytest.mark.parametrize("d", [7, 64, 320])
+def test_bf16_rows_bound_holds_and_is_tighter(rows, d):
+    """The bound from the rows' own rounding residuals covers every product between them, also
+    for rows whose rounding errors all add up in their products, and is tighter than the general bound for
+    random rows."""
+    rng = fresh_rng()
+    x = random_embeddings(rng, 60, d)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    if rows == "aligned":  # every element rounds down by about half a bf16 step: errors all add up
+        x = (np.sign(x) * _bf16(np.abs(x)) * (1 + 0.99 * 2.0**-9)).astype(np.float32)
+    bound = _core.bf16_rows_bound(x)
+    assert bound <= _core.bf16_error_bound(d)
+    got = _core.bf16_products(x, x, "bf16-emulated")
+    err = np.max(np.abs(got - x.astype(np.float64) @ x.astype(np.float64).T))
+    assert err <= bound
+    if rows == "random":
+        assert bound < 0.8 * _core.bf16_error_bound(d)
+    else:
+        assert err > 0.5 * bound  # and close to the truth where the errors add up
+
+
 @pytest.mark.parametrize("kernel", ["bf16-emulated", "bf16"])
 @pytest.mark.parametrize("n,d,k,data", [(600, 40, 10, "random"), (517, 33, 32, "clustered"), (40, 7, 50, "random"),
                                         (300, 64, 5, "ties")])

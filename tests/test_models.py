@@ -30,7 +30,24 @@ def test_builtin_models_match_their_checksums():
         assert device == "cpu"
     assert get_model("dct").name == "dct32"  # alias
     assert get_model().name == models.DEFAULT_MODEL == "dupscope-v3"
-    assert get_model("default").name == "dupscope-v3"
+    assert get_model("default").name == models.default_model()
+
+
+def test_default_model_is_the_int8_network_where_the_cpu_has_vnni(monkeypatch):
+    """No model named: the int8 network on a CPU with int8 dot products, the float one without
+    them and wherever a GPU runs the network."""
+    import dupscope._core as core
+    from dupscope import device as device_mod
+
+    info = core.build_info()
+    assert isinstance(info["cpu_int8_dot"], list)
+    for flags, on_cpu in (([], "dupscope-v3"), (["avx512_vnni"], "dupscope-v3-int8"), (["avx_vnni"], "dupscope-v3-int8")):
+        monkeypatch.setattr(core, "build_info", lambda flags=flags: {**info, "cpu_int8_dot": flags})
+        monkeypatch.setattr(device_mod, "gpu_status", lambda: (False, "no GPU here"))
+        assert models.default_model("cpu") == models.default_model("auto") == on_cpu
+        assert models.default_model("cuda") == models.default_model("cuda:1") == "dupscope-v3"
+        monkeypatch.setattr(device_mod, "gpu_status", lambda: (True, ""))
+        assert models.default_model("auto") == "dupscope-v3" and models.default_model("cpu") == on_cpu
 
 
 def test_damaged_builtin_file_is_refused(tmp_path, monkeypatch):
@@ -250,3 +267,34 @@ def test_dupscope_v3_file_is_reproducible(tmp_path):
     onnx.save(export, tmp_path / "export.onnx")
     assert mod.build(tmp_path / "from_export.onnx", source=tmp_path / "export.onnx") == v3.sha256
     assert get_model("dupscope").name == "dupscope-v3"  # alias
+
+
+def test_int8_models_share_the_float_models_settings():
+    """The int8 file is the same network quantised (QDQ, int8 weights): its models read the same
+    outputs, share the float models' fusion and tuned settings (``family``), and differ in file."""
+    for name, base in (("dupscope-v3-int8", "dupscope-v3"), ("efficientnet-lite0-int8", "efficientnet-lite0")):
+        q, f = get_model(name), get_model(base)
+        assert q.family == base and f.family == base
+        assert (q.output_name, q.dim, q.fusion, q.height, q.mean) == (f.output_name, f.dim, f.fusion, f.height, f.mean)
+        assert q.path != f.path and q.sha256 != f.sha256
+    m = onnx.load(get_model("dupscope-v3-int8").path)
+    ops = {n.op_type for n in m.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    weights = [t for t in m.graph.initializer if t.data_type == TensorProto.INT8]
+    assert sum(int(np.prod(t.dims)) for t in weights) > 3_000_000  # the convolutions' weights
+    assert [o.name for o in m.graph.output] == [o.name for o in onnx.load(get_model("dupscope-v3").path).graph.output]
+
+
+def test_int8_network_follows_the_float_network(tmp_path):
+    """On real decoded pictures the int8 outputs point where the float outputs do, and each
+    picture stays nearest to itself across the two networks."""
+    spec, x, _ = _v3_inputs(tmp_path)
+    for name in ("dupscope-v3", "efficientnet-lite0"):
+        f, q = get_model(name), get_model(name + "-int8")
+        a = create_session(f, device="cpu")[0].run([f.output_name], {f.input_name: x})[0].astype(np.float64)
+        b = create_session(q, device="cpu")[0].run([q.output_name], {q.input_name: x})[0].astype(np.float64)
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+        cross = a @ b.T
+        assert np.diag(cross).min() > 0.9, (name, np.diag(cross))
+        assert (cross.argmax(axis=1) == np.arange(len(x))).all()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import imagegen
-from dupscope import SimilarityFile
+from dupscope import SimilarityFile, models
 from dupscope.cli import main
 from dupscope.pipeline import DENSE_MAX_BYTES, compute_similarity, decide_dense
 
@@ -140,7 +140,7 @@ def test_default_model_end_to_end(tmp_path, model):
     out = tmp_path / "folder.h5"
     kwargs = {} if model is None else {"model": model}
     summary = compute_similarity(root, out, k=2, progress=False, **kwargs)
-    assert summary["n_ok"] == 5 and summary["model"] == (model or "dupscope-v3")
+    assert summary["n_ok"] == 5 and summary["model"] == (model or models.default_model())
     assert summary["pairs_above"][0.9 if model is None else 0.95] == 1  # only the planted pair
     with SimilarityFile(out) as f:
         assert f.paths[4] == "b_copy.png"

@@ -287,6 +287,11 @@ py::dict build_info() {
     for (const auto& k : lowp_kernels()) lk.append(k);
     d["lowp_kernels"] = lk;
   }
+  {
+    py::list v;
+    for (const auto& k : cpu_int8_dot()) v.append(k);
+    d["cpu_int8_dot"] = v;
+  }
   d["threads"] = "std::thread";
   d["hardware_concurrency"] = std::thread::hardware_concurrency();
 #if defined(DUPSCOPE_HAS_CUDA)
@@ -373,6 +378,10 @@ PYBIND11_MODULE(_core, m) {
         "Products of the rows of a and b rounded to bf16, as the bf16 tiles compute them: (m, n) float32");
   m.def("bf16_error_bound", &bf16_error_bound, py::arg("d"),
         "Largest difference, in cosine units, between a bf16 tile product of unit vectors and the float32 one");
+  m.def("bf16_rows_bound", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    if (x.ndim() != 2) throw py::value_error("bf16_rows_bound needs an (n, d) array");
+    return bf16_rows_bound(x.data(), x.shape(0), x.shape(1));
+  }, py::arg("x"), "bf16_error_bound for the products between these rows (their own bf16 rounding residuals)");
   m.def("merge_topk", [](py::array_t<int32_t, py::array::c_style> index_a, py::array_t<float, py::array::c_style> sim_a,
                          py::array_t<int32_t, py::array::c_style> index_b, py::array_t<float, py::array::c_style> sim_b) {
     if (index_a.ndim() != 2 || sim_a.ndim() != 2 || index_b.ndim() != 2 || sim_b.ndim() != 2)

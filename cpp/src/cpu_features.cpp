@@ -55,6 +55,18 @@ static bool cpu_can_run(SimdLevel level) {
 #endif
 }
 
+std::vector<std::string> cpu_int8_dot() {
+  std::vector<std::string> out;
+#if defined(DUPSCOPE_X86) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512vnni")) out.emplace_back("avx512_vnni");
+#if defined(__clang__) || __GNUC__ >= 11
+  if (__builtin_cpu_supports("avxvnni")) out.emplace_back("avx_vnni");
+#endif
+#endif
+  return out;
+}
+
 std::vector<SimdLevel> simd_supported() {
   std::vector<SimdLevel> out;
   for (SimdLevel l : simd_compiled())

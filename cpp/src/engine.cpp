@@ -57,7 +57,7 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
       chunks_total_(blocks_ * blocks_),
       threads_(1),
       topk_(n, opt.k, opt.tile, opt.precision == Precision::Bf16 ? std::max(0, opt.candidates - opt.k) : 0,
-            opt.precision == Precision::Bf16 ? bf16_margin(d) : 0.0f) {
+            opt.precision == Precision::Bf16 ? bf16_margin(bf16_error_bound(d)) : 0.0f) {
   if (n < 1 || d < 1) throw std::invalid_argument("need at least one row and one column");
   if (opt.tile < 16) throw std::invalid_argument("tile must be at least 16");
   if (valid != nullptr) std::memcpy(valid_.data(), valid, static_cast<size_t>(n));
@@ -81,6 +81,7 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
     dp_ = bf16_depth(d);
     emb16_.resize(static_cast<size_t>(n * dp_));
     to_bf16(emb_.data(), n, d, emb16_.data());
+    topk_.set_margin(bf16_margin(bf16_rows_bound(emb_.data(), n, d)));  // these rows' own bound
     if (opt.bf16_hardware && opt.tile % 32 == 0) {  // every tile's columns start a strip: pack once
       packed16_.resize(static_cast<size_t>(bf16_pack_elems(n, dp_)));
       pack_bf16(emb16_.data(), n, dp_, packed16_.data());
@@ -314,7 +315,7 @@ void SimilarityJob::rerank() {
 // sum for a pair does not depend on the tile, and is symmetric), mapped by its epilogue, and
 // the best k of them stand. Why that is the float32 list: every column the row did not keep has
 // a bf16 product more than bf16_margin below the k-th best bf16 product v, so its float32
-// product is more than the bound plus a few ulps below v, while each of the k best is at least
+// product is more than the bound (bf16_rows_bound: these rows') plus a few ulps below v, while each of the k best is at least
 // v minus the bound in float32. A row whose near misses overflowed is searched again in float32.
 void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks) {
   const int k = opt_.k;

@@ -2,10 +2,12 @@
 // kernel (lowp_avx512bf16.cpp).
 #include "dupscope/lowp.hpp"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 namespace dupscope {
 
@@ -112,8 +114,35 @@ double bf16_error_bound(int64_t d) {
   return ((2 * u + u * u) * 1.001 * 1.001 + 2.0 * static_cast<double>(d) * std::ldexp(1.0, -24)) * 1.01;
 }
 
-float bf16_margin(int64_t d) {
-  const double m = 2.0 * bf16_error_bound(d) + 1e-6;
+double bf16_rows_bound(const float* x, int64_t n, int64_t d) {
+  const int64_t dp = bf16_depth(d);
+  std::vector<uint16_t> row(static_cast<size_t>(dp));
+  double max_res = 0.0, max_b16 = 0.0, max_norm = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * d;
+    to_bf16(xi, 1, d, row.data());
+    double res = 0.0, b16 = 0.0, norm = 0.0;
+    for (int64_t t = 0; t < d; ++t) {
+      uint32_t bits = static_cast<uint32_t>(row[t]) << 16;
+      float r;
+      std::memcpy(&r, &bits, sizeof r);
+      const double e = static_cast<double>(xi[t]) - static_cast<double>(r);
+      res += e * e;
+      b16 += static_cast<double>(r) * r;
+      norm += static_cast<double>(xi[t]) * xi[t];
+    }
+    max_res = std::max(max_res, std::sqrt(res));
+    max_b16 = std::max(max_b16, std::sqrt(b16));
+    max_norm = std::max(max_norm, std::sqrt(norm));
+  }
+  const double sums = static_cast<double>(d) * std::ldexp(1.0, -24) * (max_b16 * max_b16 + max_norm * max_norm);
+  // 1.01: the double arithmetic above, and products flushed as denormals (each below 2^-126).
+  const double bound = (2.0 * max_b16 * max_res + max_res * max_res + sums) * 1.01 + static_cast<double>(d) * std::ldexp(1.0, -120);
+  return std::min(bound, bf16_error_bound(d));
+}
+
+float bf16_margin(double bound) {
+  const double m = 2.0 * bound + 1e-6;
   float f = static_cast<float>(m);
   if (static_cast<double>(f) < m) f = std::nextafter(f, 1.0f);
   return f;

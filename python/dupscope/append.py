@@ -257,7 +257,7 @@ def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verif
                              valid_new=lv[n0:], valid_all=lv, valid_old=lv[:n0])
         known = VerifiedPairs(old["verified/a"], old["verified/b"], old["verified/inliers"],
                               old["verified/coverage"], old["verified/mirrored"])
-        bar_value, rank = candidate_bar(spec.name)
+        bar_value, rank = candidate_bar(spec.family)
         columns = spec.fusion.branches[0].dim if spec.fusion is not None else None
         resolved = list(old["resolved"]) + list(table.resolved)
         console.print("verifying the new candidate pairs", markup=False, highlight=False)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from . import defaults
 from .errors import DupscopeError
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, default_model
 
 #: Errors printed as one line (exit status 2): dupscope's own, and what the file system says
 #: (missing files, permissions, full disks). Anything else is a bug and keeps its traceback.
@@ -43,9 +43,10 @@ def _phase1_arguments(p: argparse.ArgumentParser) -> None:
     """Options of phase 1, shared by `similarity` and `run`."""
     p.add_argument("--image-root", metavar="DIR",
                    help="folder relative image paths start from (default: the annotation file's folder)")
-    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_ONNX",
-                   help=f"{DEFAULT_MODEL} (default: copy detector), efficientnet-lite0 (plain "
-                   "ImageNet features), dct32 (model-free), or an ONNX file")
+    p.add_argument("--model", default=None, metavar="NAME_OR_ONNX",
+                   help=f"{DEFAULT_MODEL} (the copy detector), {DEFAULT_MODEL}-int8 (the same, network in int8; "
+                   f"the default on CPUs with VNNI, else {DEFAULT_MODEL}), efficientnet-lite0 (plain ImageNet "
+                   "features), dct32 (model-free), or an ONNX file")
     p.add_argument("--input-size", metavar="H[xW]",
                    help="input size for an ONNX model whose height/width are dynamic")
     p.add_argument("--mean", metavar="M[,M,M]", help="per-channel mean of pixel/255 for an ONNX model")
@@ -101,7 +102,8 @@ def _run_phase1(args: argparse.Namespace, annotations: str, output: str, command
         mean, std = _floats(args.mean), _floats(args.std)
     except ValueError:
         raise ModelError(f"--mean/--std must be numbers separated by commas, got {args.mean or args.std!r}") from None
-    model = get_model(args.model, input_size=size, mean=mean, std=std, resize=args.resize)
+    name = args.model if args.model is not None else default_model(args.device)
+    model = get_model(name, input_size=size, mean=mean, std=std, resize=args.resize)
     summary = compute_similarity(
         annotations, output, image_root=args.image_root, model=model,
         device=args.device, batch_size=args.batch_size, workers=args.workers, k=args.k,
@@ -161,7 +163,7 @@ def _run_append(args: argparse.Namespace) -> int:
     flag = "--append" if args.append else "--reference"
     if args.append and args.reference:
         raise AppendError("--append and --reference cannot be given together")
-    for name, default in (("model", DEFAULT_MODEL), ("k", defaults.K), ("dense", None), ("input_size", None),
+    for name, default in (("model", None), ("k", defaults.K), ("dense", None), ("input_size", None),
                           ("mean", None), ("std", None), ("resize", None)):
         if getattr(args, name, default) != default:
             raise AppendError(f"--{name.replace('_', '-')} cannot be given with {flag}: the file's own is used")
@@ -268,8 +270,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", metavar="TARGET_DIR", help="folder to write the demo into")
     p.add_argument("--images", type=_ranged(int, 2, 100000), default=240, metavar="N",
                    help="distinct generated pictures (default 240; copies are added on top)")
-    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME_OR_ONNX",
-                   help=f"{DEFAULT_MODEL} (default), efficientnet-lite0 or dct32")
+    p.add_argument("--model", default=None, metavar="NAME_OR_ONNX",
+                   help=f"{DEFAULT_MODEL}, {DEFAULT_MODEL}-int8 (default on CPUs with VNNI, else {DEFAULT_MODEL}), "
+                   "efficientnet-lite0 or dct32")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
 
@@ -287,8 +290,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         data = make_demo_dataset(target / "dataset", n_originals=args.images,
                                  n_copied=max(1, args.images // 4))
         # Exactly `dupscope run` on the generated dataset, so every other option keeps its default.
-        argv = ["run", str(data.annotations), str(target), "--model", args.model,
-                "--device", args.device, "--predictions", str(data.predictions)]
+        argv = ["run", str(data.annotations), str(target), "--device", args.device,
+                "--predictions", str(data.predictions)] + (["--model", args.model] if args.model else [])
         status = _run_both(build_parser().parse_args(argv + (["--quiet"] if args.quiet else [])))
         if status == 0:
             h5 = target / "similarity.h5"

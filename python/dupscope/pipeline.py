@@ -27,7 +27,7 @@ from .embed import embed_images
 from .errors import OutputError, PipelineError
 from .fusion import fuse_embeddings
 from .images import failure_kind
-from .models import DEFAULT_MODEL, ModelSpec, get_model
+from .models import ModelSpec, default_model, get_model
 from .pairs import neighbor_pairs
 from .store import OutputLock, SimilarityWriter, check_output, printable
 from .verify import KeptGreys, VerifyConfig
@@ -109,7 +109,7 @@ def compute_similarity(
     append: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
     image_root: str | os.PathLike | None = None,
-    model: str | os.PathLike | ModelSpec = DEFAULT_MODEL,
+    model: str | os.PathLike | ModelSpec | None = None,
     device: str = "auto",
     batch_size: int | None = None,
     workers: int | None = None,
@@ -146,10 +146,12 @@ def compute_similarity(
         (:func:`dupscope.reference.reference_similarity`; the reference is only read).
     image_root : path-like, optional
         Folder that relative image paths are relative to (default: the annotation file's folder).
-    model : str, path or ModelSpec
-        ``"dupscope-v3"`` (default: the copy detector, post-processed per data set by
-        :func:`dupscope.fusion.fuse_embeddings`), ``"efficientnet-lite0"`` (the network's
-        pooled embedding), ``"dct32"``, or an ONNX file.
+    model : str, path or ModelSpec, optional
+        ``"dupscope-v3"`` (the copy detector, post-processed per data set by
+        :func:`dupscope.fusion.fuse_embeddings`), ``"dupscope-v3-int8"`` (the same with the
+        network quantised to int8), ``"efficientnet-lite0"`` (the network's pooled embedding),
+        ``"dct32"``, or an ONNX file. Default: :func:`dupscope.models.default_model` (the int8
+        network on a CPU with VNNI, else ``"dupscope-v3"``).
     device : {"auto", "cpu", "cuda", "cuda:N"} or dupscope.device.Device
         Where the model and the similarity engine run (the same GPU for both).
     batch_size, workers : int, optional
@@ -249,7 +251,7 @@ def _incremental(annotations, output, append, reference, *, image_root, model, d
 
     if append is not None and reference is not None:
         raise AppendError("append and reference cannot be given together")
-    changed = [name for name, value, default in (("model", model, DEFAULT_MODEL), ("k", k, defaults.K),
+    changed = [name for name, value, default in (("model", model, None), ("k", k, defaults.K),
                                                  ("dense", dense, None), ("verify", verify, True))
                if value != default]
     if changed:
@@ -292,7 +294,7 @@ def _compute_similarity(annotations, output: Path, lock, t_start: float, *, imag
     table = load_annotations(annotations, image_root=image_root, path_column=path_column,
                              label_column=label_column, split_column=split_column)
     _refuse_inputs_as_output(output, table)
-    spec = model if isinstance(model, ModelSpec) else get_model(model)
+    spec = model if isinstance(model, ModelSpec) else get_model(default_model(device) if model is None else model)
     n = len(table)
     console.print(f"[bold]{n}[/bold] images from {table.source} ({table.format}); model {spec.describe()}")
     if dense is None:
@@ -472,7 +474,7 @@ def _phase_1(console, bar, table, spec, output, lock, t_start, *, n, device, bat
         "resumed_images": resumed,
         "pairs_verified": n_checked,
         "pairs_above": {t: int(np.count_nonzero(pair_sims >= t))
-                        for t in (_VERIFIED_THRESHOLDS if verify else _MODEL_THRESHOLDS.get(spec.name, _THRESHOLDS))},
+                        for t in (_VERIFIED_THRESHOLDS if verify else _MODEL_THRESHOLDS.get(spec.family, _THRESHOLDS))},
         "dense": bool(dense),
         "device": f"embed {result.device}, similarity {sim_used}",
         "model": spec.name,
@@ -502,7 +504,7 @@ def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar, *,
 
     task = bar.add_task("verifying", total=None, unit="pair") if bar else None
     columns = spec.fusion.branches[0].dim if spec.fusion is not None else None
-    bar_value, rank = candidate_bar(spec.name)
+    bar_value, rank = candidate_bar(spec.family)
     scored = score_neighbors(
         *neighbours, raw, paths, bar=bar_value, rank=rank, columns=columns, extra=extra, embeddings=embeddings,
         kept=kept, layout=result.layout, verifier=verifier, progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,

@@ -117,7 +117,7 @@ def reference_similarity(annotations: str | os.PathLike, reference: str | os.Pat
         scored = None
         n_checked = cross = 0
         if verify:
-            bar_value, rank = candidate_bar(spec.name)
+            bar_value, rank = candidate_bar(spec.family)
             columns = spec.fusion.branches[0].dim if spec.fusion is not None else None
             extra = (local[lay_pairs[0]], local[lay_pairs[1]])
             console.print("verifying the candidate pairs", markup=False, highlight=False)

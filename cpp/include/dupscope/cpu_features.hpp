@@ -18,4 +18,9 @@ std::vector<SimdLevel> simd_supported();
 // (throws std::runtime_error if that level is unknown or unsupported here).
 SimdLevel simd_default();
 
+// The CPU's int8 dot-product instructions ("avx512_vnni", "avx_vnni"; empty when none): where
+// onnxruntime's quantised convolutions run at four times the float multiply rate, so the int8
+// network is the default there (dupscope.models.default_model).
+std::vector<std::string> cpu_int8_dot();
+
 }  // namespace dupscope

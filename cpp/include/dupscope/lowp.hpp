@@ -47,11 +47,17 @@ void pack_bf16(const uint16_t* b, int64_t n, int64_t dp, uint16_t* pack);
 // d and the float32 kernel's: bf16 rounding of both inputs (2u + u^2 with u = 2^-8) and the
 // float32 sums of both (d * 2^-24 each), with a margin.
 double bf16_error_bound(int64_t d);
-// The near-miss margin of the candidate pass, in raw product (cosine) units: twice the bound,
-// so a column left out is worth less in float32 than each of the k best bf16 columns, plus
-// 1e-6 so that the gap survives the float32 map to [0, 1] (a difference of more than 2^-22
-// stays a strict one), rounded up to float.
-float bf16_margin(int64_t d);
+// The same bound for products between the n rows of x (row stride d) in particular, by
+// Cauchy-Schwarz on the rows' actual bf16 rounding residuals: a.b - â.b̂ = â.δb + δa.b̂ + δa.δb,
+// so with R the largest residual norm |δa| and A the largest bf16 row norm |â|, the bf16
+// product is within 2AR + R² of the exact one, plus both float32 sums' d 2^-24 |a||b|. Random
+// rows round to about 0.6 of the worst case; never more than bf16_error_bound(d).
+double bf16_rows_bound(const float* x, int64_t n, int64_t d);
+// The near-miss margin of the candidate pass, in raw product (cosine) units, for an error
+// bound: twice it, so a column left out is worth less in float32 than each of the k best bf16
+// columns, plus 1e-6 so that the gap survives the float32 map to [0, 1] (a difference of more
+// than 2^-22 stays a strict one), rounded up to float.
+float bf16_margin(double bound);
 
 namespace lowp_detail {
 void gemm_bf16_avx512(const uint16_t* a, int64_t m, int64_t n, int64_t dp, float* c, int64_t ldc,

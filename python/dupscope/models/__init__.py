@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import ModelError
 from ..fusion import DUPSCOPE_V3, Fusion
 
-__all__ = ["ModelSpec", "ModelError", "get_model", "builtin_models", "file_sha256", "DEFAULT_MODEL"]
+__all__ = ["ModelSpec", "ModelError", "get_model", "builtin_models", "file_sha256", "DEFAULT_MODEL", "default_model"]
 
 _HERE = Path(__file__).resolve().parent
 
@@ -72,6 +72,9 @@ class ModelSpec:
         For a model whose output is several embeddings side by side (``dupscope-v3``): how they
         are normalised against the data set and joined after embedding
         (:func:`dupscope.fusion.fuse_embeddings`). None: the output is used as it is.
+    variant_of : str or None
+        For another file of a built-in network (the int8 ``dupscope-v3-int8``): the model whose
+        tuned settings it shares (candidate bar, threshold grid; see :attr:`family`).
     """
 
     name: str
@@ -91,6 +94,12 @@ class ModelSpec:
     dim: int | None = None
     builtin: bool = False
     fusion: Fusion | None = None
+    variant_of: str | None = None
+
+    @property
+    def family(self) -> str:
+        """The name per-model settings are looked up by: :attr:`variant_of`, else :attr:`name`."""
+        return self.variant_of or self.name
 
     @property
     def channels(self) -> int:
@@ -150,12 +159,38 @@ _BUILTIN: dict[str, ModelSpec] = {
         fusion=DUPSCOPE_V3,
     ),
 }
-_ALIASES = {"default": "dupscope-v3", "efficientnet": "efficientnet-lite0", "dct": "dct32",
+# The same network quantised to int8 (tools/quantize_model.py: static, calibrated on sample photos
+# that ship in Python packages, weights per channel): about half the network's time on a CPU with
+# VNNI, its accuracy in benchmarks/RESULTS.md. Its two outputs are those of the float file.
+_INT8 = dict(path=str(_HERE / "efficientnet_lite0_int8.onnx"),
+             sha256="b1fc3dff711292c05464124efaeacfe9c0f5a895bad8b1a87cfe7668124db27f")
+_BUILTIN["dupscope-v3-int8"] = replace(_BUILTIN["dupscope-v3"], name="dupscope-v3-int8", variant_of="dupscope-v3", **_INT8)
+_BUILTIN["efficientnet-lite0-int8"] = replace(_EFFICIENTNET_LITE0, name="efficientnet-lite0-int8",
+                                              variant_of="efficientnet-lite0", **_INT8)
+_ALIASES = {"efficientnet": "efficientnet-lite0", "dct": "dct32",
             "dupscope": "dupscope-v3"}
 
 #: The default: on the real-photo accuracy benchmark it beats the plain network (average
 #: precision and recall at precision 0.95 in benchmarks/ACCURACY.md) at about its time.
 DEFAULT_MODEL = "dupscope-v3"
+
+
+def default_model(device="auto") -> str:
+    """The model a run uses when none is named.
+
+    ``dupscope-v3-int8`` where the network runs on a CPU with int8 dot-product instructions
+    (``build_info()["cpu_int8_dot"]``: AVX512-VNNI or AVX-VNNI): there it takes about half the
+    float network's time at no loss of accuracy on the benchmarks (benchmarks/RESULTS.md, issue
+    15). Else, and wherever a GPU runs the network (``device`` ``cuda``, or ``auto`` with a usable
+    GPU), :data:`DEFAULT_MODEL` (``dupscope-v3``). Name a model to have the same one everywhere.
+    """
+    from .. import _core
+    from ..device import gpu_status, parse_device
+
+    d = parse_device(device)
+    if d.kind == "cuda" or (d.kind == "auto" and gpu_status()[0]):
+        return DEFAULT_MODEL
+    return DEFAULT_MODEL + "-int8" if _core.build_info().get("cpu_int8_dot") else DEFAULT_MODEL
 
 
 def builtin_models() -> list[str]:
@@ -229,7 +264,7 @@ def get_model(
         spec = name_or_path
     else:
         key = os.fspath(name_or_path)
-        key = _ALIASES.get(key, key)
+        key = default_model() if key == "default" else _ALIASES.get(key, key)
         if key in _BUILTIN:
             spec = _BUILTIN[key]
             if not os.path.isfile(spec.path):
