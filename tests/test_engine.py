@@ -471,6 +471,9 @@ def test_bf16_refusals():
         engine.SimilarityJob(e, k=3, device="cpu", precision="int4")
     with pytest.raises(ValueError, match="top-k lists only"):
         engine.SimilarityJob(e, k=3, device="cpu", output="chunks", precision="bf16-emulated")
+    with pytest.raises(ValueError, match="rectangle"):
+        engine.SimilarityJob(np.ones((40, 8), np.float32), k=3, tile=16, device="cpu", rect=(0, 1, 1, 3),
+                             precision="bf16-emulated")
     if "bf16" not in _lowp_kernels():
         with pytest.raises(ValueError, match="AVX512_BF16"):
             engine.SimilarityJob(e, k=3, device="cpu", precision="bf16")

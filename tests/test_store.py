@@ -263,3 +263,26 @@ def test_names_that_are_not_utf8_are_stored_losslessly(tmp_path):
     with SimilarityFile(path) as f:
         assert f.paths == names
         assert os.fsencode(f.paths[1]) == b"bad\xff\xfe.jpg"
+
+
+def test_neighbour_lists_use_bf16_tiles_where_native_and_equal_float32(tmp_path, monkeypatch):
+    """write_similarity without the dense matrix asks the engine for bf16 candidate tiles where
+    the CPU runs them (precision "auto"), and the lists it writes equal the float32 engine's."""
+    import dupscope.store as store_mod
+    from dupscope import engine
+
+    seen = []
+    real = store_mod.SimilarityJob
+
+    def spy(*args, **kw):
+        seen.append(kw.get("precision"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(store_mod, "SimilarityJob", spy)
+    e = fresh_rng().standard_normal((700, 40)).astype(np.float32)
+    with SimilarityWriter(tmp_path / "n.h5") as w:
+        index, sim = w.write_similarity(e, k=7, dense=False, device="cpu", tile=64)
+    assert seen == [engine.resolve_precision("auto", "cpu")]
+    want = engine.topk(e, 7, device="cpu", tile=64, precision="fp32")
+    np.testing.assert_array_equal(index, want[0])
+    np.testing.assert_array_equal(sim.view(np.uint16), want[1].view(np.uint16))

