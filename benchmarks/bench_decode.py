@@ -21,7 +21,6 @@ Usage: python benchmarks/bench_decode.py [--data bench-data] [--limit 600] [--re
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -122,11 +121,11 @@ def main() -> int:
     print(f"CPU: {cpu_model()}, {cores} logical cores; {len(jpegs)} JPEG, {len(pngs)} PNG images")
     # (name, decoder, whether it reads PNG)
     methods = [("Pillow, full decode + resize", pillow_full, True), ("dupscope load_image (JPEG draft)", dupscope_decode, True)]
-    try:
-        import simplejpeg  # noqa: F401
+    import importlib.util
 
+    if importlib.util.find_spec("simplejpeg") is not None:
         methods.append(("simplejpeg, DCT-scaled + resize", simplejpeg_decode, False))
-    except ImportError:
+    else:
         print("simplejpeg not installed: left out")
     tj = turbojpeg_decoder()
     if tj is not None:

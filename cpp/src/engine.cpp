@@ -26,6 +26,14 @@ struct AlignedFloats {
   AlignedFloats& operator=(const AlignedFloats&) = delete;
 };
 
+inline void prefetch(const char* p) {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p);
+#else
+  (void)p;
+#endif
+}
+
 }  // namespace
 
 #if !defined(DUPSCOPE_HAS_CUDA)
@@ -336,10 +344,23 @@ void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks) {
   auto better = [](const std::pair<float, int32_t>& x, const std::pair<float, int32_t>& y) {
     return x.first > y.first || (x.first == y.first && x.second < y.second);
   };
+  // The candidates' rows are scattered over the whole matrix: the next row's are fetched into
+  // the cache while this row's products are computed.
+  std::vector<std::pair<float, int32_t>> next;
+  bool next_proven = r0 < r1 && valid_[r0] ? topk_.candidates(r0, next) : true;
   for (int64_t row = r0; row < r1; ++row) {
     best.clear();
+    cand.swap(next);
+    const bool proven = next_proven;
+    next.clear();
+    if (row + 1 < r1 && valid_[row + 1]) {
+      next_proven = topk_.candidates(row + 1, next);
+      for (const auto& c : next) {
+        const char* p = reinterpret_cast<const char*>(emb_.data() + static_cast<int64_t>(c.second) * d_);
+        for (int64_t off = 0; off < d_ * 4; off += 64) prefetch(p + off);
+      }
+    }
     if (!valid_[row]) continue;
-    const bool proven = topk_.candidates(row, cand);
     const int64_t cnt = static_cast<int64_t>(cand.size());
     if (proven && cnt > 0) {
       for (int64_t t = 0; t < cnt; ++t)
