@@ -300,6 +300,27 @@ def test_cuda_matches_reference(n, d):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("n,d,k", [(1000, 513, 8), (2600, 64, 32)])
+def test_cuda_topk_equals_the_cpu_lists_up_to_near_ties(n, d, k):
+    """The device filters each tile against the rows' thresholds and sends back only candidates:
+    the lists hold the CPU's neighbours wherever their float64 similarities are more than the
+    float16 inputs' error apart, with invalid rows too."""
+    rng = fresh_rng()
+    e = clustered_embeddings(rng, n, d)
+    valid = rng.random(n) > 0.05
+    gi, _ = dupscope.topk(e, k, device="cuda", valid=valid)
+    ci, _ = dupscope.topk(e, k, device="cpu", valid=valid)
+    ref = reference(e)
+    for i in range(n):
+        if not valid[i]:
+            assert (gi[i] == -1).all()
+            continue
+        g, c = np.sort(ref[i, gi[i][gi[i] >= 0]]), np.sort(ref[i, ci[i][ci[i] >= 0]])
+        assert len(g) == len(c)
+        np.testing.assert_allclose(g, c, atol=2e-3)
+
+
+@pytest.mark.gpu
 def test_cuda_kernel_benchmark_runs_and_agrees():
     r = _core.cuda_benchmark(512, 512, 256, 3)
     assert r["tflops_ours"] > 0
@@ -478,3 +499,40 @@ def test_bf16_refusals():
         with pytest.raises(ValueError, match="AVX512_BF16"):
             engine.SimilarityJob(e, k=3, device="cpu", precision="bf16")
     assert engine.resolve_precision("auto", "cuda") == "fp32"
+
+
+# ---- the CUDA path's selection (candidate lists), run on the host -------------------------------
+
+@pytest.mark.parametrize("n,d,k,tile,data", [(517, 33, 10, 64, "random"), (300, 16, 5, 32, "ties"),
+                                             (40, 7, 50, 16, "random"), (700, 24, 32, 96, "clustered")])
+def test_candidate_lists_give_the_tile_selection_lists(n, d, k, tile, data):
+    """Thresholds read before each tile, the tile filtered against them, the survivors offered
+    as a list (what the device does, so that only candidates cross PCIe): the lists equal the
+    ordinary selection's, with invalid rows, exact ties, k > N and every tile shape, and both
+    equal the float64 reference."""
+    rng = fresh_rng()
+    e = clustered_embeddings(rng, n, d) if data == "clustered" else random_embeddings(rng, n, d)
+    if data == "ties":
+        e[1::3] = e[0::3][: len(e[1::3])]
+    valid = rng.random(n) > 0.05
+    lists = []
+    for selection in ("tile", "candidates"):
+        job = engine.SimilarityJob(e, k=k, tile=tile, device="cpu", valid=valid, selection=selection)
+        job.start().wait()
+        lists.append(job.topk())
+    np.testing.assert_array_equal(lists[1][0], lists[0][0])
+    np.testing.assert_array_equal(lists[1][1].view(np.uint16), lists[0][1].view(np.uint16))
+    x = e.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ref = np.clip((1 + x @ x.T) / 2, 0, 1)
+    idx, sim = lists[1]
+    for i in np.flatnonzero(valid)[:50]:
+        row = ref[i].copy()
+        row[i] = -1
+        row[~valid] = -1
+        got = idx[i][idx[i] >= 0]
+        assert len(got) == min(k, valid.sum() - 1)
+        np.testing.assert_allclose(sim[i][: len(got)].astype(np.float64), row[got], atol=2e-3)
+        assert np.sort(row)[::-1][len(got) - 1] <= row[got].min() + 2e-3  # nothing better was left out
+    with pytest.raises(ValueError, match="selection"):
+        engine.SimilarityJob(e, k=k, device="cpu", selection="heap")

@@ -73,9 +73,12 @@ class PyJob {
   PyJob(py::array_t<float, py::array::c_style> normalized, py::object valid, int64_t tile, int k,
         int threads, const std::string& simd, const std::string& device,
         const std::string& output, py::object dense_out, int queue_chunks, std::array<int64_t, 4> rect,
-        const std::string& precision, int candidates) {
+        const std::string& precision, int candidates, const std::string& selection) {
     auto [n, d] = check_matrix(normalized, "normalized");
     JobOptions opt;
+    if (selection != "tile" && selection != "candidates")
+      throw py::value_error("selection must be 'tile' or 'candidates', got '" + selection + "'");
+    opt.candidate_lists = selection == "candidates";
     if (precision == "bf16" || precision == "bf16-emulated") {
       opt.precision = Precision::Bf16;
       opt.bf16_hardware = precision == "bf16";
@@ -408,12 +411,12 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PyJob>(m, "Job")
       .def(py::init<py::array_t<float, py::array::c_style>, py::object, int64_t, int, int,
                     const std::string&, const std::string&, const std::string&, py::object,
-                    int, std::array<int64_t, 4>, const std::string&, int>(),
+                    int, std::array<int64_t, 4>, const std::string&, int, const std::string&>(),
            py::arg("normalized"), py::arg("valid"), py::arg("tile"), py::arg("k"),
            py::arg("threads"), py::arg("simd"), py::arg("device"), py::arg("output"),
            py::arg("dense_out"), py::arg("queue_chunks"), 
            py::arg("rect") = std::array<int64_t, 4>{0, 0, 0, 0}, py::arg("precision") = "fp32",
-           py::arg("candidates") = 0)
+           py::arg("candidates") = 0, py::arg("selection") = "tile")
       .def_property_readonly("fallback_rows", [](const PyJob& j) { return j.job_->fallback_rows(); })
       .def("topk_values", &PyJob::topk_values)
       .def("start", &PyJob::start)

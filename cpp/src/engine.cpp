@@ -50,6 +50,8 @@ TileContext::TileContext(const float*, int64_t, int64_t, int64_t, int, int) {
 }
 TileContext::~TileContext() = default;
 void TileContext::tile(int, int64_t, int64_t, int64_t, int64_t, float*, int64_t) {}
+void TileContext::tile_candidates(int, int64_t, int64_t, int64_t, int64_t, bool, const float*, const float*,
+                                  std::vector<TileCandidate>&) {}
 KernelTiming benchmark_kernel(int64_t, int64_t, int64_t, int) {
   throw std::runtime_error("dupscope was built without CUDA");
 }
@@ -97,6 +99,8 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
       pack_bf16(emb16_.data(), n, dp_, packed16_.data());
     }
   }
+  use_candidate_lists_ = opt.output == Output::None && opt.precision == Precision::Fp32 &&
+                         (opt.candidate_lists || opt.use_cuda);
   int t = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
   threads_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(t, tiles_total_)));
   if (opt.output == Output::Dense && opt.dense_out == nullptr)
@@ -205,7 +209,9 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
   const int64_t i0 = bi * T, j0 = bj * T;
   const int64_t m = std::min(T, n_ - i0), nn = std::min(T, n_ - j0);
   const bool diag = bi == bj;
-  if (cuda_) {
+  if (cuda_ && use_candidate_lists_) {
+    // The device filters the tile; only its candidates come back (offer_candidate_lists).
+  } else if (cuda_) {
     ws.ldc = round_up(nn, 16);
     cuda_->tile(slot, i0, m, j0, nn, ws.c, ws.ldc);
   } else if (opt_.precision == Precision::Bf16) {
@@ -220,6 +226,10 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
   }
   const uint8_t* rv = valid_.data() + i0;
   const uint8_t* cv = valid_.data() + j0;
+  if (use_candidate_lists_) {
+    offer_candidate_lists(slot, i0, m, j0, nn, diag, ws);
+    return;
+  }
   if (opt_.output == Output::Dense) {
     uint16_t* out = opt_.dense_out + i0 * n_ + j0;
     uint16_t* out_t = diag ? nullptr : opt_.dense_out + j0 * n_ + i0;
@@ -255,6 +265,35 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
     kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, nullptr, 0, nullptr, 0);
   }  // bf16 candidates are chosen on the raw products (the map is monotonic): see bf16_margin
   topk_.offer_tile(ws.c, ws.ldc, i0, m, j0, nn, valid_.data(), diag, kernels_->scan);
+}
+
+// The candidate-list selection: thresholds of the tile's rows and columns read first, the tile
+// filtered against them (on the device for CUDA; here on the host from the float32 tile, mapped
+// by the epilogue), and what passed offered to the lists, checked again against the thresholds
+// of the moment.
+void SimilarityJob::offer_candidate_lists(int slot, int64_t i0, int64_t m, int64_t j0, int64_t nn, bool diag,
+                                          TileWorkspace& ws) {
+  if (opt_.k == 0) return;
+  thread_local std::vector<float> rthr, cthr;
+  thread_local std::vector<TileCandidate> cand;
+  rthr.resize(static_cast<size_t>(m));
+  cthr.resize(static_cast<size_t>(nn));
+  topk_.thresholds(i0, m, valid_.data(), rthr.data());
+  if (!diag) topk_.thresholds(j0, nn, valid_.data(), cthr.data());
+  cand.clear();
+  if (cuda_) {
+    cuda_->tile_candidates(slot, i0, m, j0, nn, diag, rthr.data(), cthr.data(), cand);
+  } else {
+    kernels_->gemm(emb_.data() + i0 * d_, m, emb_.data() + j0 * d_, nn, d_, ws);
+    kernels_->epilogue(ws.c, ws.ldc, m, nn, valid_.data() + i0, valid_.data() + j0, diag, nullptr, 0, nullptr, 0);
+    for (int64_t r = 0; r < m; ++r) {
+      const float* cr = ws.c + r * ws.ldc;
+      for (int64_t s = 0; s < nn; ++s)
+        if (cr[s] >= rthr[r] || (!diag && cr[s] >= cthr[s]))
+          cand.push_back(TileCandidate{static_cast<int32_t>(r), static_cast<int32_t>(s), cr[s]});
+    }
+  }
+  topk_.offer_candidates(cand.data(), static_cast<int64_t>(cand.size()), i0, j0, valid_.data(), diag);
 }
 
 int SimilarityJob::pop(uint16_t* dst, ChunkInfo& info, int timeout_ms) {

@@ -143,6 +143,29 @@ void TopK::offer_tile(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_
   }
 }
 
+void TopK::offer_candidates(const TileCandidate* c, int64_t count, int64_t i0, int64_t j0,
+                            const uint8_t* valid, bool diag) {
+  if (k_ == 0) return;
+  const int64_t bi = i0 / block_, bj = j0 / block_;
+  std::unique_lock<std::mutex> first(locks_[std::min(bi, bj)]);
+  std::unique_lock<std::mutex> second;
+  if (bi != bj) second = std::unique_lock<std::mutex>(locks_[std::max(bi, bj)]);
+  for (int64_t q = 0; q < count; ++q) {
+    const int64_t i = i0 + c[q].r, j = j0 + c[q].s;
+    const float v = c[q].v;
+    if (i == j || !valid[i] || !valid[j]) continue;
+    if (v >= scan_threshold(i)) offer(i, v, static_cast<int32_t>(j));
+    if (!diag && v >= scan_threshold(j)) offer(j, v, static_cast<int32_t>(i));
+  }
+}
+
+void TopK::thresholds(int64_t r0, int64_t n, const uint8_t* valid, float* out) const {
+  const int64_t bi = r0 / block_;
+  std::lock_guard<std::mutex> lock(locks_[bi]);
+  for (int64_t t = 0; t < n; ++t)
+    out[t] = valid[r0 + t] ? scan_threshold(r0 + t) : std::numeric_limits<float>::infinity();
+}
+
 bool TopK::candidates(int64_t row, std::vector<std::pair<float, int32_t>>& out) const {
   out.clear();
   const float* hv = val_.data() + row * k_;

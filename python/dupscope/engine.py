@@ -147,7 +147,12 @@ class SimilarityJob:
         rect: Optional[Tuple[int, int, int, int]] = None,
         precision: str = "fp32",
         candidates: Optional[int] = None,
+        selection: str = "tile",
     ) -> None:
+        """``selection="candidates"`` (top-k only, float32): each tile's values are filtered
+        against thresholds read before the tile and offered as a list, the selection the CUDA
+        path runs on the device so that only candidates cross PCIe; on the CPU it gives the same
+        lists as ``"tile"`` and exists to check that logic without a GPU."""
         normalized = normalize(embeddings)
         self.n, self.d = normalized.shape
         if int(k) < 0:
@@ -170,6 +175,7 @@ class SimilarityJob:
             tuple(int(v) for v in rect) if rect is not None else (0, 0, 0, 0),
             precision,
             int(candidates if candidates is not None else default_candidates(self.k)),
+            selection,
         )
 
     @property

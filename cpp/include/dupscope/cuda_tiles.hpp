@@ -4,6 +4,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "dupscope/topk.hpp"
 
 namespace dupscope {
 namespace cuda {
@@ -27,6 +30,12 @@ class TileContext {
   TileContext& operator=(const TileContext&) = delete;
   // cos of rows [i0, i0+m) x [j0, j0+n) into host c (row stride ldc floats).
   void tile(int slot, int64_t i0, int64_t m, int64_t j0, int64_t n, float* c, int64_t ldc);
+  // The same tile mapped to [0, 1] on the device (clamp((1 + cos) / 2), the CPU epilogue's map)
+  // and filtered there: only the values v at (r, s) with v >= row_thr[r] or, unless diag,
+  // v >= col_thr[s] are copied back, appended to out. The top-k path: at 1M images the whole
+  // tiles would be 4 TB across PCIe, the candidates a few GB.
+  void tile_candidates(int slot, int64_t i0, int64_t m, int64_t j0, int64_t n, bool diag,
+                       const float* row_thr, const float* col_thr, std::vector<TileCandidate>& out);
 
  private:
   struct Impl;

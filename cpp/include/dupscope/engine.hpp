@@ -51,6 +51,11 @@ struct JobOptions {
   Precision precision = Precision::Fp32;
   int candidates = 0;
   bool bf16_hardware = true;
+  // Output::None, float32: choose each tile's top-k candidates with thresholds read before the
+  // tile, as a list of TileCandidate (what the CUDA path does on the device, so that only
+  // candidates cross PCIe; always on for CUDA). On the CPU it runs the same selection on the host,
+  // which checks that logic on machines without a GPU.
+  bool candidate_lists = false;
 };
 
 struct ChunkInfo {
@@ -97,6 +102,7 @@ class SimilarityJob {
   void fail(std::exception_ptr e);
   void rerank();  // Precision::Bf16, once after the workers are joined
   void rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks);
+  void offer_candidate_lists(int slot, int64_t i0, int64_t m, int64_t j0, int64_t nn, bool diag, TileWorkspace& ws);
 
   int64_t n_, d_;
   JobOptions opt_;
@@ -115,6 +121,7 @@ class SimilarityJob {
   std::vector<float> final_sim_;
   int64_t fallback_rows_ = 0;
   bool reranked_ = false;
+  bool use_candidate_lists_ = false;
 
   std::atomic<int64_t> next_tile_{0};
   std::atomic<int64_t> tiles_done_{0};

@@ -17,6 +17,13 @@ namespace dupscope {
 // A tile row filter (KernelSet::scan): positions s with c[s] >= rthr or c[s] >= cthr[s].
 using ScanFn = int64_t (*)(const float* c, int64_t n, float rthr, const float* cthr, int32_t* hits);
 
+// One value of a tile that may enter a list: tile row r, tile column s (the CUDA path's filter,
+// which sends only these across PCIe instead of the whole tile).
+struct TileCandidate {
+  int32_t r, s;
+  float v;
+};
+
 class TopK {
  public:
   // margin > 0 (the bf16 candidate pass, see lowp.hpp): besides its k best, a row keeps up to
@@ -35,6 +42,16 @@ class TopK {
   // read once, and a pair is looked at only when it can enter one of its two rows.
   void offer_tile(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
                   const uint8_t* valid, bool diag, ScanFn scan);
+
+  // The same for a tile given as the values a filter let through (in row-major order): the pairs
+  // whose value reached the row's or the column's threshold as the filter saw it. Thresholds
+  // only rise, so a filter that read older thresholds lets more through, never fewer; every
+  // candidate is checked again here against the current ones.
+  void offer_candidates(const TileCandidate* c, int64_t count, int64_t i0, int64_t j0,
+                        const uint8_t* valid, bool diag);
+  // Each row's current threshold for rows [r0, r0 + n) into out (-inf while a row holds fewer
+  // than k, +inf for rows not valid): what a filter elsewhere needs.
+  void thresholds(int64_t r0, int64_t n, const uint8_t* valid, float* out) const;
 
   // Writes each row's neighbours, best first: index (-1 where fewer than k) and similarity as
   // float16 (NaN where the index is -1). Must not run concurrently with offers.

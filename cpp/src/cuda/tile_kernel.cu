@@ -91,6 +91,22 @@ __global__ void __launch_bounds__(128) cosine_tile(const __half* __restrict__ ea
   }
 }
 
+// The CPU epilogue's map to [0, 1], then the top-k filter: (r, s, v) for every v that reaches
+// its row's threshold or (off the diagonal) its column's, appended at an atomic counter. The
+// order of the list does not matter: the lists are a set with ties broken by index.
+__global__ void map_filter(const float* __restrict__ c, int64_t ldc, int m, int n, const float* __restrict__ rthr,
+                           const float* __restrict__ cthr, int diag, TileCandidate* __restrict__ out,
+                           unsigned int* __restrict__ count) {
+  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<int64_t>(m) * n) return;
+  const int r = static_cast<int>(idx / n), s = static_cast<int>(idx % n);
+  const float v = fminf(fmaxf(fmaf(c[r * ldc + s], 0.5f, 0.5f), 0.0f), 1.0f);
+  if (v >= rthr[r] || (!diag && v >= cthr[s])) {
+    const unsigned int p = atomicAdd(count, 1u);
+    out[p] = TileCandidate{r, s, v};  // room for the whole tile: p < m * n
+  }
+}
+
 void launch(const __half* ea, int64_t i0, int64_t m, const __half* eb, int64_t j0, int64_t n,
             int64_t dp, float* c, int64_t ldc, cudaStream_t st) {
   dim3 grid(static_cast<unsigned>((n + BN - 1) / BN), static_cast<unsigned>((m + BM - 1) / BM));
@@ -129,6 +145,12 @@ struct TileContext::Impl {
   __half* e = nullptr;
   std::vector<cudaStream_t> streams;
   std::vector<float*> cdev;
+  // Per slot, for tile_candidates: thresholds in, candidates and their count out (pinned on
+  // the host side so the copies are asynchronous).
+  std::vector<float*> thr_dev;
+  std::vector<TileCandidate*> cand_dev;
+  std::vector<unsigned int*> count_dev;
+  std::vector<unsigned int*> count_host;
 };
 
 TileContext::TileContext(const float* normalized, int64_t n, int64_t d, int64_t max_tile,
@@ -162,6 +184,17 @@ TileContext::TileContext(const float* normalized, int64_t n, int64_t d, int64_t 
     check(cudaMalloc(&c, sizeof(float) * max_tile * max_tile), "cudaMalloc");
     s.streams.push_back(st);
     s.cdev.push_back(c);
+    float* thr = nullptr;
+    TileCandidate* cand = nullptr;
+    unsigned int *cnt = nullptr, *cnt_host = nullptr;
+    check(cudaMalloc(&thr, sizeof(float) * 2 * max_tile), "cudaMalloc");
+    check(cudaMalloc(&cand, sizeof(TileCandidate) * max_tile * max_tile), "cudaMalloc");
+    check(cudaMalloc(&cnt, sizeof(unsigned int)), "cudaMalloc");
+    check(cudaMallocHost(&cnt_host, sizeof(unsigned int)), "cudaMallocHost");
+    s.thr_dev.push_back(thr);
+    s.cand_dev.push_back(cand);
+    s.count_dev.push_back(cnt);
+    s.count_host.push_back(cnt_host);
   }
 }
 
@@ -170,6 +203,10 @@ TileContext::~TileContext() {
   cudaSetDevice(impl_->device);
   for (auto st : impl_->streams) cudaStreamDestroy(st);
   for (auto c : impl_->cdev) cudaFree(c);
+  for (auto p : impl_->thr_dev) cudaFree(p);
+  for (auto p : impl_->cand_dev) cudaFree(p);
+  for (auto p : impl_->count_dev) cudaFree(p);
+  for (auto p : impl_->count_host) cudaFreeHost(p);
   cudaFree(impl_->e);
 }
 
@@ -182,6 +219,34 @@ void TileContext::tile(int slot, int64_t i0, int64_t m, int64_t j0, int64_t n, f
   check(cudaMemcpy2DAsync(c, sizeof(float) * ldc, s.cdev[slot], sizeof(float) * n,
                           sizeof(float) * n, m, cudaMemcpyDeviceToHost, st), "copy back");
   check(cudaStreamSynchronize(st), "tile");
+}
+
+void TileContext::tile_candidates(int slot, int64_t i0, int64_t m, int64_t j0, int64_t n, bool diag,
+                                  const float* row_thr, const float* col_thr, std::vector<TileCandidate>& out) {
+  Impl& s = *impl_;
+  check(cudaSetDevice(s.device), "cudaSetDevice");
+  cudaStream_t st = s.streams[slot];
+  float* thr = s.thr_dev[slot];
+  check(cudaMemcpyAsync(thr, row_thr, sizeof(float) * m, cudaMemcpyHostToDevice, st), "thresholds");
+  if (!diag) check(cudaMemcpyAsync(thr + s.max_tile, col_thr, sizeof(float) * n, cudaMemcpyHostToDevice, st), "thresholds");
+  check(cudaMemsetAsync(s.count_dev[slot], 0, sizeof(unsigned int), st), "count");
+  launch(s.e, i0, m, s.e, j0, n, s.dp, s.cdev[slot], n, st);
+  const int64_t total = m * n;
+  map_filter<<<static_cast<unsigned>((total + 255) / 256), 256, 0, st>>>(
+      s.cdev[slot], n, static_cast<int>(m), static_cast<int>(n), thr, thr + s.max_tile, diag ? 1 : 0,
+      s.cand_dev[slot], s.count_dev[slot]);
+  check(cudaGetLastError(), "map_filter launch");
+  check(cudaMemcpyAsync(s.count_host[slot], s.count_dev[slot], sizeof(unsigned int), cudaMemcpyDeviceToHost, st),
+        "count back");
+  check(cudaStreamSynchronize(st), "tile_candidates");
+  const size_t got = *s.count_host[slot];
+  const size_t at = out.size();
+  out.resize(at + got);
+  if (got > 0) {
+    check(cudaMemcpyAsync(out.data() + at, s.cand_dev[slot], sizeof(TileCandidate) * got, cudaMemcpyDeviceToHost, st),
+          "candidates back");
+    check(cudaStreamSynchronize(st), "tile_candidates");
+  }
 }
 
 namespace {
