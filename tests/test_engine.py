@@ -499,6 +499,7 @@ def test_bf16_refusals():
         with pytest.raises(ValueError, match="AVX512_BF16"):
             engine.SimilarityJob(e, k=3, device="cpu", precision="bf16")
     assert engine.resolve_precision("auto", "cuda") == "fp32"
+    assert engine.resolve_precision("auto", "cpu", engine.BF16_MAX_DIM + 1) == "fp32"  # wide rows: no gain
 
 
 # ---- the CUDA path's selection (candidate lists), run on the host -------------------------------

@@ -282,7 +282,7 @@ def test_neighbour_lists_use_bf16_tiles_where_native_and_equal_float32(tmp_path,
     e = fresh_rng().standard_normal((700, 40)).astype(np.float32)
     with SimilarityWriter(tmp_path / "n.h5") as w:
         index, sim = w.write_similarity(e, k=7, dense=False, device="cpu", tile=64)
-    assert seen == [engine.resolve_precision("auto", "cpu")]
+    assert seen == [engine.resolve_precision("auto", "cpu", 40)]
     want = engine.topk(e, 7, device="cpu", tile=64, precision="fp32")
     np.testing.assert_array_equal(index, want[0])
     np.testing.assert_array_equal(sim.view(np.uint16), want[1].view(np.uint16))

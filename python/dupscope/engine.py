@@ -288,13 +288,23 @@ def default_candidates(k: int) -> int:
     return 4 * int(k) + 16
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """``"auto"``: ``"bf16"`` on a CPU with AVX512_BF16 whose selected SIMD level is avx512,
-    else ``"fp32"``; other values are returned as they are (checked by the engine)."""
+#: Widest embedding for which ``precision="auto"`` picks bf16 tiles. Measured on a 2-core AMD
+#: EPYC with AVX512_BF16 (benchmarks/RESULTS.md): 1.41-1.48x float32 at D = 256 and 320, no gain
+#: from D = 512 on (the bf16 kernel has no depth blocking), and on clustered, centred 1952-d
+#: rows 6.6x slower, with many rows searched again.
+BF16_MAX_DIM = 384
+
+
+def resolve_precision(precision: str, device: str, dim: Optional[int] = None) -> str:
+    """``"auto"``: ``"bf16"`` on a CPU with AVX512_BF16 whose selected SIMD level is avx512, for
+    embeddings of at most :data:`BF16_MAX_DIM` columns (``dim``; None: no limit checked), else
+    ``"fp32"``; other values are returned as they are (checked by the engine)."""
     if precision != "auto":
         return precision
     info = _core.build_info()
     use = device == "cpu" and "bf16" in info.get("lowp_kernels", []) and info.get("simd_selected") == "avx512"
+    if dim is not None and dim > BF16_MAX_DIM:
+        use = False
     return "bf16" if use else "fp32"
 
 
@@ -313,7 +323,8 @@ def topk(
     """The k most similar other rows of every row, without building the N x N matrix.
 
     ``precision="bf16"`` (CPUs with AVX512_BF16; ``"bf16-emulated"`` anywhere, slowly, for
-    tests; ``"auto"`` picks bf16 where it runs natively) computes the tiles from bf16 rows at
+    tests; ``"auto"`` picks bf16 where it runs natively and the rows have at most
+    :data:`BF16_MAX_DIM` columns) computes the tiles from bf16 rows at
     twice the multiply rate. Each row keeps its k best bf16 products and its near misses (those
     within twice the bf16 error bound of its k-th best of the moment; at most ``candidates - k``
     of them, default ``candidates = 4 k + 16``), and these are re-ranked with the float32
@@ -332,8 +343,9 @@ def topk(
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     dev = resolve_device(device)
+    dim = np.shape(embeddings)[1] if np.ndim(embeddings) == 2 else None
     job = SimilarityJob(embeddings, k=k, tile=tile, device=dev, valid=valid,
-                        threads=threads, output="none", precision=resolve_precision(precision, dev),
+                        threads=threads, output="none", precision=resolve_precision(precision, dev, dim),
                         candidates=candidates)
     job.start().wait(progress)
     return job.topk()
