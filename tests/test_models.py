@@ -287,12 +287,20 @@ def test_int8_models_share_the_float_models_settings():
 
 def test_int8_network_follows_the_float_network(tmp_path):
     """On real decoded pictures the int8 outputs point where the float outputs do, and each
-    picture stays nearest to itself across the two networks."""
+    picture stays nearest to itself across the two networks. That is checked where the int8
+    network is the default (CPUs with VNNI); elsewhere onnxruntime runs other int8 kernels,
+    which were not measured, and only a sane output is required."""
+    import dupscope
+
+    vnni = bool(dupscope.build_info()["cpu_int8_dot"])
     spec, x, _ = _v3_inputs(tmp_path)
     for name in ("dupscope-v3", "efficientnet-lite0"):
         f, q = get_model(name), get_model(name + "-int8")
         a = create_session(f, device="cpu")[0].run([f.output_name], {f.input_name: x})[0].astype(np.float64)
         b = create_session(q, device="cpu")[0].run([q.output_name], {q.input_name: x})[0].astype(np.float64)
+        assert b.shape == a.shape and np.isfinite(b).all() and (np.linalg.norm(b, axis=1) > 0).all()
+        if not vnni:
+            continue
         a /= np.linalg.norm(a, axis=1, keepdims=True)
         b /= np.linalg.norm(b, axis=1, keepdims=True)
         cross = a @ b.T
