@@ -289,9 +289,12 @@ def default_candidates(k: int) -> int:
 
 
 #: Widest embedding for which ``precision="auto"`` picks bf16 tiles. Measured on a 2-core AMD
-#: EPYC with AVX512_BF16 (benchmarks/RESULTS.md): 1.41-1.48x float32 at D = 256 and 320, no gain
-#: from D = 512 on (the bf16 kernel has no depth blocking), and on clustered, centred 1952-d
-#: rows 6.6x slower, with many rows searched again.
+#: EPYC with AVX512_BF16 (benchmarks/RESULTS.md): 1.41-1.48x float32 at D = 256 and 320 (N =
+#: 100,000), no gain from D = 512 on at N = 20,000, and on clustered, centred 1952-d rows 6.6x
+#: slower, with many rows searched again. The bf16 tiles stay about twice as fast when the rows
+#: are wide; the re-rank is what grows: the bf16 error bound does not shrink with D while the
+#: spread of the similarities does, so more near misses fall in the margin, and each costs a
+#: D-wide float32 row.
 BF16_MAX_DIM = 384
 
 
