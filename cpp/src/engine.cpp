@@ -67,7 +67,7 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
       chunks_total_(blocks_ * blocks_),
       threads_(1),
       topk_(n, opt.k, opt.tile, opt.precision == Precision::Bf16 ? std::max(0, opt.candidates - opt.k) : 0,
-            opt.precision == Precision::Bf16 ? bf16_margin(bf16_error_bound(d)) : 0.0f) {
+            opt.precision == Precision::Bf16 ? bf16_margin(bf16_rows_bound(normalized, n, d)) : 0.0f) {
   if (n < 1 || d < 1) throw std::invalid_argument("need at least one row and one column");
   if (opt.tile < 16) throw std::invalid_argument("tile must be at least 16");
   if (valid != nullptr) std::memcpy(valid_.data(), valid, static_cast<size_t>(n));
@@ -93,7 +93,6 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
     dp_ = bf16_depth(d);
     emb16_.resize(static_cast<size_t>(n * dp_));
     to_bf16(emb_.data(), n, d, emb16_.data());
-    topk_.set_margin(bf16_margin(bf16_rows_bound(emb_.data(), n, d)));  // these rows' own bound
     if (opt.bf16_hardware && opt.tile % 32 == 0) {  // every tile's columns start a strip: pack once
       packed16_.resize(static_cast<size_t>(bf16_pack_elems(n, dp_)));
       pack_bf16(emb16_.data(), n, dp_, packed16_.data());
@@ -286,11 +285,13 @@ void SimilarityJob::offer_candidate_lists(int slot, int64_t i0, int64_t m, int64
   } else {
     kernels_->gemm(emb_.data() + i0 * d_, m, emb_.data() + j0 * d_, nn, d_, ws);
     kernels_->epilogue(ws.c, ws.ldc, m, nn, valid_.data() + i0, valid_.data() + j0, diag, nullptr, 0, nullptr, 0);
+    thread_local std::vector<int32_t> hits;
+    hits.resize(static_cast<size_t>(nn));
     for (int64_t r = 0; r < m; ++r) {
       const float* cr = ws.c + r * ws.ldc;
-      for (int64_t s = 0; s < nn; ++s)
-        if (cr[s] >= rthr[r] || (!diag && cr[s] >= cthr[s]))
-          cand.push_back(TileCandidate{static_cast<int32_t>(r), static_cast<int32_t>(s), cr[s]});
+      const int64_t h = kernels_->scan(cr, nn, rthr[r], diag ? nullptr : cthr.data(), hits.data());
+      for (int64_t q = 0; q < h; ++q)
+        cand.push_back(TileCandidate{static_cast<int32_t>(r), hits[q], cr[hits[q]]});
     }
   }
   topk_.offer_candidates(cand.data(), static_cast<int64_t>(cand.size()), i0, j0, valid_.data(), diag);

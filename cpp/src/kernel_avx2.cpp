@@ -85,8 +85,6 @@ void to_half(const float* c, uint16_t* out, int64_t n) {
   }
 }
 
-// Packs 8 rows x kc columns into strip lanes with 8x8 register transposes: the packing of b
-// is about a tenth of a tile's time when done one float at a time.
 inline bool any16(const float* c, float rthr, const float* cthr) {
   const __m256 r = _mm256_set1_ps(rthr);
   const __m256 v0 = _mm256_loadu_ps(c), v1 = _mm256_loadu_ps(c + 8);
@@ -97,6 +95,8 @@ inline bool any16(const float* c, float rthr, const float* cthr) {
   return _mm256_movemask_ps(hit) != 0;
 }
 
+// Packs 8 rows x kc columns into strip lanes with 8x8 register transposes: the packing of b
+// is about a tenth of a tile's time when done one float at a time.
 inline bool pack8(const float* src, int64_t d, int64_t kc, int R, float* p) {
   int64_t k = 0;
   for (; k + 8 <= kc; k += 8) {

@@ -110,17 +110,12 @@ void TopK::offer(int64_t row, float v, int32_t j) {
 void TopK::offer_tile(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
                       const uint8_t* valid, bool diag, ScanFn scan) {
   if (k_ == 0) return;
-  const int64_t bi = i0 / block_, bj = j0 / block_;
-  std::unique_lock<std::mutex> first(locks_[std::min(bi, bj)]);
-  std::unique_lock<std::mutex> second;
-  if (bi != bj) second = std::unique_lock<std::mutex>(locks_[std::max(bi, bj)]);
+  const auto held = lock_blocks(i0, j0);
   thread_local std::vector<float> cthr;
   thread_local std::vector<int32_t> hits;
   cthr.resize(static_cast<size_t>(n));
   hits.resize(static_cast<size_t>(n));
-  const float never = std::numeric_limits<float>::infinity();
-  if (!diag)
-    for (int64_t s = 0; s < n; ++s) cthr[s] = valid[j0 + s] ? scan_threshold(j0 + s) : never;
+  if (!diag) thresholds_held(j0, n, valid, cthr.data());
   for (int64_t r = 0; r < m; ++r) {
     const int64_t i = i0 + r;
     if (!valid[i]) continue;
@@ -146,10 +141,7 @@ void TopK::offer_tile(const float* c, int64_t ldc, int64_t i0, int64_t m, int64_
 void TopK::offer_candidates(const TileCandidate* c, int64_t count, int64_t i0, int64_t j0,
                             const uint8_t* valid, bool diag) {
   if (k_ == 0) return;
-  const int64_t bi = i0 / block_, bj = j0 / block_;
-  std::unique_lock<std::mutex> first(locks_[std::min(bi, bj)]);
-  std::unique_lock<std::mutex> second;
-  if (bi != bj) second = std::unique_lock<std::mutex>(locks_[std::max(bi, bj)]);
+  const auto held = lock_blocks(i0, j0);
   for (int64_t q = 0; q < count; ++q) {
     const int64_t i = i0 + c[q].r, j = j0 + c[q].s;
     const float v = c[q].v;
@@ -160,10 +152,21 @@ void TopK::offer_candidates(const TileCandidate* c, int64_t count, int64_t i0, i
 }
 
 void TopK::thresholds(int64_t r0, int64_t n, const uint8_t* valid, float* out) const {
-  const int64_t bi = r0 / block_;
-  std::lock_guard<std::mutex> lock(locks_[bi]);
+  std::lock_guard<std::mutex> lock(locks_[r0 / block_]);
+  thresholds_held(r0, n, valid, out);
+}
+
+void TopK::thresholds_held(int64_t r0, int64_t n, const uint8_t* valid, float* out) const {
   for (int64_t t = 0; t < n; ++t)
     out[t] = valid[r0 + t] ? scan_threshold(r0 + t) : std::numeric_limits<float>::infinity();
+}
+
+std::pair<std::unique_lock<std::mutex>, std::unique_lock<std::mutex>> TopK::lock_blocks(int64_t i0, int64_t j0) const {
+  const int64_t bi = i0 / block_, bj = j0 / block_;
+  std::unique_lock<std::mutex> first(locks_[std::min(bi, bj)]);
+  std::unique_lock<std::mutex> second;
+  if (bi != bj) second = std::unique_lock<std::mutex>(locks_[std::max(bi, bj)]);
+  return {std::move(first), std::move(second)};
 }
 
 bool TopK::candidates(int64_t row, std::vector<std::pair<float, int32_t>>& out) const {

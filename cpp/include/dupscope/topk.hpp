@@ -32,8 +32,6 @@ class TopK {
   TopK(int64_t n, int k, int64_t block, int spare = 0, float margin = 0.0f);
 
   int k() const { return k_; }
-  // Before any offer: a tighter margin than the constructor's (both > 0, or both 0).
-  void set_margin(float margin) { margin_ = margin; }
 
   // c holds similarities of rows [i0, i0+m) (tile rows r) and [j0, j0+n) (tile columns s).
   // Offers c[r][s] to row i0+r and, unless diag (a tile on the diagonal: c is the whole square
@@ -70,6 +68,10 @@ class TopK {
   void keep_near(int64_t row, float v, int32_t j);
   float threshold(int64_t row) const;
   float scan_threshold(int64_t row) const { return threshold(row) - margin_; }
+  // thresholds() for a caller that already holds the rows' lock.
+  void thresholds_held(int64_t r0, int64_t n, const uint8_t* valid, float* out) const;
+  // The locks of the blocks of rows i0 and j0, in increasing block order (one when they agree).
+  std::pair<std::unique_lock<std::mutex>, std::unique_lock<std::mutex>> lock_blocks(int64_t i0, int64_t j0) const;
 
   int64_t n_;
   int k_;
