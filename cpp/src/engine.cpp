@@ -370,7 +370,7 @@ void SimilarityJob::rerank() {
 void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks) {
   const int k = opt_.k;
   const int64_t T = opt_.tile;
-  const int64_t most = k + std::max(0, opt_.candidates - k);
+  const int64_t most = topk_.max_candidates();
   const int64_t width = std::max<int64_t>(most, T);
   AlignedFloats a_pack(a_pack_floats(*kernels_, 1, d_)), b_pack(b_pack_floats(*kernels_, width));
   AlignedFloats c(c_floats(*kernels_, width) + round_up(width, 16) * kernels_->mr);

@@ -32,6 +32,8 @@ class TopK {
   TopK(int64_t n, int k, int64_t block, int spare = 0, float margin = 0.0f);
 
   int k() const { return k_; }
+  // The most entries candidates() can return: k and the near-miss places.
+  int max_candidates() const { return k_ + spare_; }
 
   // c holds similarities of rows [i0, i0+m) (tile rows r) and [j0, j0+n) (tile columns s).
   // Offers c[r][s] to row i0+r and, unless diag (a tile on the diagonal: c is the whole square
