@@ -376,8 +376,13 @@ def test_pairs_and_merge_refuse_bad_input():
 
 # ---- bf16 candidate tiles -------------------------------------------------------------------
 
+BF16_KERNELS = ["bf16-emulated", "bf16-avx512", "bf16-amx"]
+
+
 def _lowp_kernels():
-    return [k for k in ("bf16-emulated", "bf16") if k in dupscope.build_info()["lowp_kernels"]]
+    """The bf16 kernels this CPU runs, and "bf16" (the fastest of them) where it has one."""
+    have = [k for k in BF16_KERNELS if k in dupscope.build_info()["lowp_kernels"]]
+    return have + (["bf16"] if len(have) > 1 else [])
 
 
 def _bf16(x: np.ndarray) -> np.ndarray:
@@ -387,14 +392,16 @@ def _bf16(x: np.ndarray) -> np.ndarray:
     return r.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
-@pytest.mark.parametrize("kernel", ["bf16-emulated", "bf16"])
-@pytest.mark.parametrize("m,n,d", [(1, 1, 1), (13, 37, 33), (12, 32, 64), (25, 70, 320), (7, 3, 1281)])
+@pytest.mark.parametrize("kernel", BF16_KERNELS)
+@pytest.mark.parametrize("m,n,d", [(1, 1, 1), (13, 37, 33), (12, 32, 64), (25, 70, 320), (7, 3, 1281),
+                                   (50, 45, 100), (16, 33, 32), (83, 97, 257)])
 def test_bf16_products_against_float64(kernel, m, n, d):
     """The bf16 tile products equal float64 products of the bf16-rounded rows within float32
     summation, and the float32 products of the rows themselves within the stated bound; the
-    hardware kernel gives the emulation's bits."""
+    AVX512_BF16 kernel gives the emulation's bits. The sizes cover the AMX kernel's 32-row and
+    16-row blocks, the rows left to the AVX-512 kernel and a depth padded to 32."""
     if kernel not in _lowp_kernels():
-        pytest.skip("this CPU has no AVX512_BF16 (the emulation covers the instruction)")
+        pytest.skip(f"this CPU cannot run {kernel} (the emulation covers the instruction)")
     rng = fresh_rng()
     a = random_embeddings(rng, m, d)
     b = random_embeddings(rng, n, d)
@@ -406,7 +413,7 @@ def test_bf16_products_against_float64(kernel, m, n, d):
     assert np.max(np.abs(got - exact_rounded)) <= 2 * d * 2.0**-24 + 1e-7
     bound = _core.bf16_error_bound(d)
     assert np.max(np.abs(got - a.astype(np.float64) @ b.astype(np.float64).T)) <= bound
-    if kernel == "bf16":
+    if kernel == "bf16-avx512":
         np.testing.assert_array_equal(got.view(np.uint32), _core.bf16_products(a, b, "bf16-emulated").view(np.uint32))
 
 
@@ -432,21 +439,23 @@ def test_bf16_rows_bound_holds_and_is_tighter(rows, d):
         assert err > 0.5 * bound  # and close to the truth where the errors add up
 
 
-@pytest.mark.parametrize("kernel", ["bf16-emulated", "bf16"])
+@pytest.mark.parametrize("kernel", BF16_KERNELS + ["bf16"])
+@pytest.mark.parametrize("tile", [64, 48])
 @pytest.mark.parametrize("n,d,k,data", [(600, 40, 10, "random"), (517, 33, 32, "clustered"), (40, 7, 50, "random"),
                                         (300, 64, 5, "ties")])
-def test_bf16_topk_lists_equal_the_float32_lists(kernel, n, d, k, data):
+def test_bf16_topk_lists_equal_the_float32_lists(kernel, tile, n, d, k, data):
     """Candidates from bf16 tiles, re-ranked with the float32 kernel, give the float32 path's
-    lists exactly (indices and float16 values), with invalid rows and exact ties."""
+    lists exactly (indices and float16 values), with invalid rows and exact ties; with tiles of
+    whole 32-column strips (packed once) and without (packed per tile)."""
     if kernel not in _lowp_kernels():
-        pytest.skip("this CPU has no AVX512_BF16 (the emulation covers the instruction)")
+        pytest.skip(f"this CPU cannot run {kernel} (the emulation covers the instruction)")
     rng = fresh_rng()
     e = clustered_embeddings(rng, n, d) if data == "clustered" else random_embeddings(rng, n, d)
     if data == "ties":
         e[1::3] = e[0::3][: len(e[1::3])]
     valid = rng.random(n) > 0.05
-    want = dupscope.topk(e, k, device="cpu", tile=64, valid=valid)
-    got = dupscope.topk(e, k, device="cpu", tile=64, valid=valid, precision=kernel)
+    want = dupscope.topk(e, k, device="cpu", tile=tile, valid=valid)
+    got = dupscope.topk(e, k, device="cpu", tile=tile, valid=valid, precision=kernel)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1].view(np.uint16), want[1].view(np.uint16))
 
@@ -498,6 +507,14 @@ def test_bf16_refusals():
     if "bf16" not in _lowp_kernels():
         with pytest.raises(ValueError, match="AVX512_BF16"):
             engine.SimilarityJob(e, k=3, device="cpu", precision="bf16")
+    for kernel in ("bf16-avx512", "bf16-amx"):
+        if kernel not in _lowp_kernels():
+            with pytest.raises(ValueError, match="AVX512_BF16|AMX"):
+                engine.SimilarityJob(e, k=3, device="cpu", precision=kernel)
+            with pytest.raises(ValueError, match="cannot run"):
+                _core.bf16_products(e, e, kernel)
+    with pytest.raises(ValueError, match="kernel must be"):
+        _core.bf16_products(e, e, "bf16-fast")
     assert engine.resolve_precision("auto", "cuda") == "fp32"
     assert engine.resolve_precision("auto", "cpu", engine.BF16_MAX_DIM + 1) == "fp32"  # wide rows: no gain
 

@@ -68,6 +68,20 @@ py::array_t<float> normalize(const py::array& emb) {
   return out;
 }
 
+// "bf16" (the fastest hardware kernel here: AMX, else AVX512_BF16), "bf16-avx512", "bf16-amx"
+// or "bf16-emulated".
+Bf16Kernel parse_bf16_kernel(const std::string& name, const char* what) {
+  if (name == "bf16-emulated") return Bf16Kernel::Emulated;
+  if (name == "bf16-avx512") return Bf16Kernel::Avx512;
+  if (name == "bf16-amx") return Bf16Kernel::Amx;
+  if (name == "bf16") {
+    const Bf16Kernel k = best_bf16_kernel();
+    if (k == Bf16Kernel::Emulated) throw py::value_error("this CPU has no AVX512_BF16 (use bf16-emulated or fp32)");
+    return k;
+  }
+  throw py::value_error(std::string(what) + " must be bf16, bf16-avx512, bf16-amx or bf16-emulated, got '" + name + "'");
+}
+
 class PyJob {
  public:
   PyJob(py::array_t<float, py::array::c_style> normalized, py::object valid, int64_t tile, int k,
@@ -79,12 +93,12 @@ class PyJob {
     if (selection != "tile" && selection != "candidates")
       throw py::value_error("selection must be 'tile' or 'candidates', got '" + selection + "'");
     opt.candidate_lists = selection == "candidates";
-    if (precision == "bf16" || precision == "bf16-emulated") {
+    if (precision.rfind("bf16", 0) == 0) {
       opt.precision = Precision::Bf16;
-      opt.bf16_hardware = precision == "bf16";
+      opt.bf16_kernel = parse_bf16_kernel(precision, "precision");
       opt.candidates = candidates;
     } else if (precision != "fp32") {
-      throw py::value_error("precision must be fp32, bf16 or bf16-emulated, got '" + precision + "'");
+      throw py::value_error("precision must be fp32, bf16, bf16-avx512, bf16-amx or bf16-emulated, got '" + precision + "'");
     }
     opt.rect_row_begin = rect[0];
     opt.rect_row_end = rect[1];
@@ -357,11 +371,9 @@ PYBIND11_MODULE(_core, m) {
     auto [m, d] = check_matrix(a, "a");
     auto [n, d2] = check_matrix(b, "b");
     if (d != d2) throw py::value_error("a and b must have the same number of columns");
-    if (kernel != "bf16" && kernel != "bf16-emulated")
-      throw py::value_error("kernel must be bf16 or bf16-emulated, got '" + kernel + "'");
-    const bool hw = kernel == "bf16";
-    if (hw && !bf16_hardware()) throw py::value_error("this CPU has no AVX512_BF16");
-    const int64_t dp = bf16_depth(d), ldc = (n + 31) / 32 * 32;
+    const Bf16Kernel kern = parse_bf16_kernel(kernel, "kernel");
+    if (!bf16_kernel_available(kern)) throw py::value_error("this CPU cannot run the " + kernel + " kernel");
+    const int64_t dp = bf16_depth_for(d, kern), ldc = (n + 31) / 32 * 32;
     py::array_t<float> out({m, n});
     const float* pa = a.data();
     const float* pb = b.data();
@@ -371,9 +383,9 @@ PYBIND11_MODULE(_core, m) {
       std::vector<uint16_t> a16(static_cast<size_t>(m * dp)), b16(static_cast<size_t>(n * dp));
       std::vector<uint16_t> pack(static_cast<size_t>(bf16_pack_elems(n, dp)));
       std::vector<float> c(static_cast<size_t>(((m + 11) / 12 * 12) * ldc));
-      to_bf16(pa, m, d, a16.data());
-      to_bf16(pb, n, d, b16.data());
-      gemm_bf16(a16.data(), m, b16.data(), n, dp, c.data(), ldc, pack.data(), hw);
+      to_bf16(pa, m, d, a16.data(), dp);
+      to_bf16(pb, n, d, b16.data(), dp);
+      gemm_bf16(a16.data(), m, b16.data(), n, dp, c.data(), ldc, pack.data(), kern);
       for (int64_t r = 0; r < m; ++r) std::copy(c.begin() + r * ldc, c.begin() + r * ldc + n, po + r * n);
     }
     return out;

@@ -88,12 +88,14 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
     if (opt.use_cuda) throw std::invalid_argument("bf16 tiles run on the CPU");
     if (rect_width_ > 0)  // a row that is searched again would search every column, not the rectangle's
       throw std::invalid_argument("bf16 tiles compute whole jobs, not a rectangle of tiles (use float32)");
-    if (opt.bf16_hardware && !bf16_hardware())
-      throw std::invalid_argument("this CPU has no AVX512_BF16 (use the emulation or float32)");
-    dp_ = bf16_depth(d);
+    if (!bf16_kernel_available(opt.bf16_kernel))
+      throw std::invalid_argument(opt.bf16_kernel == Bf16Kernel::Amx
+                                      ? "this CPU or OS gives no AMX-BF16 (use bf16, the emulation or float32)"
+                                      : "this CPU has no AVX512_BF16 (use the emulation or float32)");
+    dp_ = bf16_depth_for(d, opt.bf16_kernel);
     emb16_.resize(static_cast<size_t>(n * dp_));
-    to_bf16(emb_.data(), n, d, emb16_.data());
-    if (opt.bf16_hardware && opt.tile % 32 == 0) {  // every tile's columns start a strip: pack once
+    to_bf16(emb_.data(), n, d, emb16_.data(), dp_);
+    if (opt.bf16_kernel != Bf16Kernel::Emulated && opt.tile % 32 == 0) {  // every tile's columns start a strip: pack once
       packed16_.resize(static_cast<size_t>(bf16_pack_elems(n, dp_)));
       pack_bf16(emb16_.data(), n, dp_, packed16_.data());
     }
@@ -216,10 +218,11 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
   } else if (opt_.precision == Precision::Bf16) {
     ws.ldc = round_up(nn, 32);
     if (!packed16_.empty())
-      gemm_bf16(emb16_.data() + i0 * dp_, m, nullptr, nn, dp_, ws.c, ws.ldc, packed16_.data() + j0 * dp_, true, true);
+      gemm_bf16(emb16_.data() + i0 * dp_, m, nullptr, nn, dp_, ws.c, ws.ldc, packed16_.data() + j0 * dp_,
+                opt_.bf16_kernel, true);
     else
       gemm_bf16(emb16_.data() + i0 * dp_, m, emb16_.data() + j0 * dp_, nn, dp_, ws.c, ws.ldc, ws.b16,
-                opt_.bf16_hardware);
+                opt_.bf16_kernel);
   } else {
     kernels_->gemm(emb_.data() + i0 * d_, m, emb_.data() + j0 * d_, nn, d_, ws);
   }

@@ -95,58 +95,7 @@ inline bool any16(const float* c, float rthr, const float* cthr) {
   return _mm256_movemask_ps(hit) != 0;
 }
 
-// Packs 8 rows x kc columns into strip lanes with 8x8 register transposes: the packing of b
-// is about a tenth of a tile's time when done one float at a time.
-inline bool pack8(const float* src, int64_t d, int64_t kc, int R, float* p) {
-  int64_t k = 0;
-  for (; k + 8 <= kc; k += 8) {
-    __m256 r0 = _mm256_loadu_ps(src + 0 * d + k), r1 = _mm256_loadu_ps(src + 1 * d + k);
-    __m256 r2 = _mm256_loadu_ps(src + 2 * d + k), r3 = _mm256_loadu_ps(src + 3 * d + k);
-    __m256 r4 = _mm256_loadu_ps(src + 4 * d + k), r5 = _mm256_loadu_ps(src + 5 * d + k);
-    __m256 r6 = _mm256_loadu_ps(src + 6 * d + k), r7 = _mm256_loadu_ps(src + 7 * d + k);
-    const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-    const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-    const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-    const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(p + (k + 0) * R, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(p + (k + 1) * R, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(p + (k + 2) * R, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(p + (k + 3) * R, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(p + (k + 4) * R, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(p + (k + 5) * R, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(p + (k + 6) * R, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(p + (k + 7) * R, _mm256_permute2f128_ps(u3, u7, 0x31));
-  }
-  for (; k < kc; ++k)
-    for (int r = 0; r < 8; ++r) p[k * R + r] = src[r * d + k];
-  return true;
-}
-// 8 x 8 transpose of float16 bit patterns in three rounds of unpacks (16-, 32-, 64-bit), for
-// the mirrored half of an off-diagonal tile.
-inline bool transpose8_half(const uint16_t* in, int64_t ldi, uint16_t* out, int64_t ldo) {
-  __m128i a[8], b[8], c[8];
-  for (int i = 0; i < 8; ++i) a[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i * ldi));
-  for (int i = 0; i < 4; ++i) {
-    b[2 * i] = _mm_unpacklo_epi16(a[2 * i], a[2 * i + 1]);
-    b[2 * i + 1] = _mm_unpackhi_epi16(a[2 * i], a[2 * i + 1]);
-  }
-  c[0] = _mm_unpacklo_epi32(b[0], b[2]); c[1] = _mm_unpackhi_epi32(b[0], b[2]);
-  c[2] = _mm_unpacklo_epi32(b[1], b[3]); c[3] = _mm_unpackhi_epi32(b[1], b[3]);
-  c[4] = _mm_unpacklo_epi32(b[4], b[6]); c[5] = _mm_unpackhi_epi32(b[4], b[6]);
-  c[6] = _mm_unpacklo_epi32(b[5], b[7]); c[7] = _mm_unpackhi_epi32(b[5], b[7]);
-  for (int j = 0; j < 4; ++j) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * j) * ldo),
-                     _mm_unpacklo_epi64(c[j], c[j + 4]));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (2 * j + 1) * ldo),
-                     _mm_unpackhi_epi64(c[j], c[j + 4]));
-  }
-  return true;
-}
-
+#include "avx2_shuffles.inc"
 #include "tile_gemm.inc"
 
 }  // namespace

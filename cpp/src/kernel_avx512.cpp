@@ -77,9 +77,7 @@ inline bool any16(const float* c, float rthr, const float* cthr) {
   return hit != 0;
 }
 
-inline bool pack8(const float*, int64_t, int64_t, int, float*) { return false; }
-inline bool transpose8_half(const uint16_t*, int64_t, uint16_t*, int64_t) { return false; }
-
+#include "avx2_shuffles.inc"
 #include "tile_gemm.inc"
 
 }  // namespace

@@ -64,17 +64,41 @@ void gemm_bf16_avx512(const uint16_t*, int64_t, int64_t, int64_t, float*, int64_
 }
 }  // namespace lowp_detail
 #endif
+#if !defined(DUPSCOPE_AMX)
+namespace lowp_detail {
+bool cpu_has_amx_bf16() { return false; }
+void gemm_bf16_amx(const uint16_t*, int64_t, int64_t, int64_t, float*, int64_t, const uint16_t*) {
+  throw std::runtime_error("this build has no AMX kernel");
+}
+}  // namespace lowp_detail
+#endif
 
 bool bf16_hardware() { return lowp_detail::cpu_has_bf16(); }
+bool amx_bf16_usable() { return lowp_detail::cpu_has_amx_bf16(); }
+
+Bf16Kernel best_bf16_kernel() {
+  if (amx_bf16_usable()) return Bf16Kernel::Amx;
+  return bf16_hardware() ? Bf16Kernel::Avx512 : Bf16Kernel::Emulated;
+}
+
+bool bf16_kernel_available(Bf16Kernel kernel) {
+  switch (kernel) {
+    case Bf16Kernel::Emulated: return true;
+    case Bf16Kernel::Avx512: return bf16_hardware();
+    case Bf16Kernel::Amx: return amx_bf16_usable();
+  }
+  return false;
+}
 
 std::vector<std::string> lowp_kernels() {
   std::vector<std::string> out{"bf16-emulated"};
-  if (bf16_hardware()) out.emplace_back("bf16");
+  if (bf16_hardware()) out.emplace_back("bf16-avx512");
+  if (amx_bf16_usable()) out.emplace_back("bf16-amx");
   return out;
 }
 
-void to_bf16(const float* x, int64_t n, int64_t d, uint16_t* out) {
-  const int64_t dp = bf16_depth(d);
+void to_bf16(const float* x, int64_t n, int64_t d, uint16_t* out, int64_t dp) {
+  if (dp < 0) dp = bf16_depth(d);
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t k = 0; k < d; ++k) out[r * dp + k] = to_bf16_one(x[r * d + k]);
     for (int64_t k = d; k < dp; ++k) out[r * dp + k] = 0;
@@ -98,14 +122,18 @@ void pack_bf16(const uint16_t* b, int64_t n, int64_t dp, uint16_t* pack) {
 }
 
 void gemm_bf16(const uint16_t* a, int64_t m, const uint16_t* b, int64_t n, int64_t dp, float* c, int64_t ldc,
-               uint16_t* pack, bool hardware, bool packed) {
+               uint16_t* pack, Bf16Kernel kernel, bool packed) {
   if (dp % 2) throw std::invalid_argument("bf16 depth must be even");
-  if (!hardware) {
+  if (kernel == Bf16Kernel::Amx && dp % 32) throw std::invalid_argument("the AMX kernel needs a depth that is a multiple of 32");
+  if (kernel == Bf16Kernel::Emulated) {
     gemm_bf16_emulated(a, m, b, n, dp, c, ldc);
     return;
   }
   if (!packed) pack_bf16(b, n, dp, pack);
-  lowp_detail::gemm_bf16_avx512(a, m, n, dp, c, ldc, pack);
+  if (kernel == Bf16Kernel::Amx)
+    lowp_detail::gemm_bf16_amx(a, m, n, dp, c, ldc, pack);
+  else
+    lowp_detail::gemm_bf16_avx512(a, m, n, dp, c, ldc, pack);
 }
 
 double bf16_error_bound(int64_t d) {

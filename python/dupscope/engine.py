@@ -111,9 +111,12 @@ def _valid_mask(valid: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
     return np.ascontiguousarray(v.astype(np.uint8))
 
 
-def effective_tile(n: int, tile: Optional[int], device: str) -> int:
-    """The tile a job over ``n`` rows uses: ``tile`` (or the device's default), capped at N
-    rounded up to 16 (a larger tile would only pad)."""
+def effective_tile(n: int, tile: Optional[int], device: str, precision: str = "fp32") -> int:
+    """The tile a job over ``n`` rows uses: ``tile`` (or the default for the device, or for bf16
+    tiles :data:`dupscope.defaults.TILE_BF16`), capped at N rounded up to 16 (a larger tile would
+    only pad)."""
+    if tile is None and precision.startswith("bf16"):
+        tile = defaults.TILE_BF16
     return min(_check_tile(tile, device), -(-int(n) // 16) * 16)
 
 
@@ -159,7 +162,7 @@ class SimilarityJob:
             raise ValueError(f"k must be >= 0, got {k}")
         self.k = int(k)
         self.device = resolve_device(device)
-        self.tile = effective_tile(self.n, tile, self.device)
+        self.tile = effective_tile(self.n, tile, self.device, precision)
         self.threads = default_threads() if threads is None else max(1, int(threads))
         self._job = _core.Job(
             normalized,
@@ -305,7 +308,7 @@ def resolve_precision(precision: str, device: str, dim: Optional[int] = None) ->
     if precision != "auto":
         return precision
     info = _core.build_info()
-    use = device == "cpu" and "bf16" in info.get("lowp_kernels", []) and info.get("simd_selected") == "avx512"
+    use = device == "cpu" and "bf16-avx512" in info.get("lowp_kernels", []) and info.get("simd_selected") == "avx512"
     if dim is not None and dim > BF16_MAX_DIM:
         use = False
     return "bf16" if use else "fp32"
@@ -325,10 +328,12 @@ def topk(
 ) -> Tuple[np.ndarray, np.ndarray]:
     """The k most similar other rows of every row, without building the N x N matrix.
 
-    ``precision="bf16"`` (CPUs with AVX512_BF16; ``"bf16-emulated"`` anywhere, slowly, for
-    tests; ``"auto"`` picks bf16 where it runs natively and the rows have at most
-    :data:`BF16_MAX_DIM` columns) computes the tiles from bf16 rows at
-    twice the multiply rate. Each row keeps its k best bf16 products and its near misses (those
+    ``precision="bf16"`` (CPUs with AVX512_BF16; ``"auto"`` picks it where it runs natively and
+    the rows have at most :data:`BF16_MAX_DIM` columns) computes the tiles from bf16 rows, with
+    the fastest kernel the CPU runs: AMX-BF16 tile products where the CPU has them and the OS
+    grants the tile state (``"bf16-amx"``; Intel Sapphire Rapids and later), else AVX512_BF16 at
+    twice the float32 multiply rate (``"bf16-avx512"``); ``"bf16-emulated"`` runs anywhere,
+    slowly, for tests. ``build_info()["lowp_kernels"]`` lists the ones available. Each row keeps its k best bf16 products and its near misses (those
     within twice the bf16 error bound of its k-th best of the moment; at most ``candidates - k``
     of them, default ``candidates = 4 k + 16``), and these are re-ranked with the float32
     kernel's own products. Every column left out is then worth less in float32 than the k kept,

@@ -47,10 +47,10 @@ struct JobOptions {
   int64_t rect_row_begin = 0, rect_row_end = 0, rect_col_begin = 0, rect_col_end = 0;
   // Precision::Bf16 (Output::None only): tiles from bf16 rows; each row keeps its k best and up
   // to `candidates` - k near misses (TopK's spare), re-ranked with the float32 kernel (see
-  // lowp.hpp); bf16_hardware picks the AVX512_BF16 kernel or the emulation.
+  // lowp.hpp); bf16_kernel picks the kernel (a hardware one must be available).
   Precision precision = Precision::Fp32;
   int candidates = 0;
-  bool bf16_hardware = true;
+  Bf16Kernel bf16_kernel = Bf16Kernel::Avx512;
   // Output::None, float32: choose each tile's top-k candidates with thresholds read before the
   // tile, as a list of TileCandidate (what the CUDA path does on the device, so that only
   // candidates cross PCIe; always on for CUDA). On the CPU it runs the same selection on the host,

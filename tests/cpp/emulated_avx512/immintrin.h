@@ -27,3 +27,23 @@ inline __m256i _mm512_cvtps_ph(__m512 a, int) { __m256i r; for (int i = 0; i < 1
 inline void _mm256_storeu_si256(__m256i* p, __m256i a) { std::memcpy(p, a.v, 32); }
 inline void _mm256_mask_storeu_epi16(void* p, __mmask16 m, __m256i a) { for (int i = 0; i < 16; ++i) if (m >> i & 1) ((uint16_t*)p)[i] = a.v[i]; }
 inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, int op) { if (op != _CMP_GE_OQ) abort(); __mmask16 m = 0; for (int i = 0; i < 16; ++i) if (a.v[i] >= b.v[i]) m |= (__mmask16)(1u << i); return m; }
+// The AVX2/SSE2 shuffles of cpp/src/avx2_shuffles.inc (pack8, transpose8_half), which the AVX-512
+// kernel shares with the AVX2 one.
+struct __m256 { float v[8]; };
+struct __m128i { uint16_t v[8]; };
+inline __m256 _mm256_loadu_ps(const float* p) { __m256 r; std::memcpy(r.v, p, 32); return r; }
+inline void _mm256_storeu_ps(float* p, __m256 a) { std::memcpy(p, a.v, 32); }
+// Per 128-bit lane L: unpacklo (a0 b0 a1 b1), unpackhi (a2 b2 a3 b3).
+inline __m256 _mm256_unpacklo_ps(__m256 a, __m256 b) { __m256 r; for (int L = 0; L < 8; L += 4) { r.v[L] = a.v[L]; r.v[L + 1] = b.v[L]; r.v[L + 2] = a.v[L + 1]; r.v[L + 3] = b.v[L + 1]; } return r; }
+inline __m256 _mm256_unpackhi_ps(__m256 a, __m256 b) { __m256 r; for (int L = 0; L < 8; L += 4) { r.v[L] = a.v[L + 2]; r.v[L + 1] = b.v[L + 2]; r.v[L + 2] = a.v[L + 3]; r.v[L + 3] = b.v[L + 3]; } return r; }
+inline __m256 _mm256_shuffle_ps(__m256 a, __m256 b, int imm) { __m256 r; for (int L = 0; L < 8; L += 4) { r.v[L] = a.v[L + (imm & 3)]; r.v[L + 1] = a.v[L + (imm >> 2 & 3)]; r.v[L + 2] = b.v[L + (imm >> 4 & 3)]; r.v[L + 3] = b.v[L + (imm >> 6 & 3)]; } return r; }
+inline __m256 _mm256_permute2f128_ps(__m256 a, __m256 b, int imm) { __m256 r; for (int h = 0; h < 2; ++h) { const int sel = imm >> (4 * h) & 3; const float* src = sel < 2 ? a.v + 4 * sel : b.v + 4 * (sel - 2); for (int i = 0; i < 4; ++i) r.v[4 * h + i] = (imm >> (4 * h + 3) & 1) ? 0.f : src[i]; } return r; }
+inline __m128i _mm_loadu_si128(const __m128i* p) { __m128i r; std::memcpy(r.v, p, 16); return r; }
+inline void _mm_storeu_si128(__m128i* p, __m128i a) { std::memcpy(p, a.v, 16); }
+template <int W> inline __m128i unpack_(__m128i a, __m128i b, bool hi) { __m128i r; const int n = 8 / W; for (int i = 0; i < n / 2; ++i) for (int w = 0; w < W; ++w) { r.v[(2 * i) * W + w] = a.v[(i + (hi ? n / 2 : 0)) * W + w]; r.v[(2 * i + 1) * W + w] = b.v[(i + (hi ? n / 2 : 0)) * W + w]; } return r; }
+inline __m128i _mm_unpacklo_epi16(__m128i a, __m128i b) { return unpack_<1>(a, b, false); }
+inline __m128i _mm_unpackhi_epi16(__m128i a, __m128i b) { return unpack_<1>(a, b, true); }
+inline __m128i _mm_unpacklo_epi32(__m128i a, __m128i b) { return unpack_<2>(a, b, false); }
+inline __m128i _mm_unpackhi_epi32(__m128i a, __m128i b) { return unpack_<2>(a, b, true); }
+inline __m128i _mm_unpacklo_epi64(__m128i a, __m128i b) { return unpack_<4>(a, b, false); }
+inline __m128i _mm_unpackhi_epi64(__m128i a, __m128i b) { return unpack_<4>(a, b, true); }
