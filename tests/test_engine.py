@@ -519,6 +519,23 @@ def test_bf16_refusals():
     assert engine.resolve_precision("auto", "cpu", engine.BF16_MAX_DIM + 1) == "fp32"  # wide rows: no gain
 
 
+@pytest.mark.parametrize("kernels,vendor,simd,want", [
+    (["bf16-emulated", "bf16-avx512", "bf16-amx"], "GenuineIntel", "avx512", "bf16"),
+    (["bf16-emulated", "bf16-avx512"], "GenuineIntel", "avx512", "fp32"),  # measured slower than float32
+    (["bf16-emulated", "bf16-avx512"], "AuthenticAMD", "avx512", "bf16"),
+    (["bf16-emulated", "bf16-avx512", "bf16-amx"], "GenuineIntel", "avx2", "fp32"),  # DUPSCOPE_SIMD=avx2
+    (["bf16-emulated"], "AuthenticAMD", "avx512", "fp32"),
+])
+def test_auto_precision_picks_bf16_only_where_it_was_measured_faster(monkeypatch, kernels, vendor, simd, want):
+    """The "auto" rule, given what the CPU reports (the hardware facts are replaced; the rule is
+    what is tested)."""
+    real = _core.build_info()
+    monkeypatch.setattr(engine._core, "build_info", lambda: {**real, "lowp_kernels": kernels, "simd_selected": simd})
+    monkeypatch.setattr(engine, "_cpu_vendor", lambda: vendor)
+    assert engine.resolve_precision("auto", "cpu", 320) == want
+    assert engine.resolve_precision("auto", "cpu", engine.BF16_MAX_DIM + 1) == "fp32"
+
+
 # ---- the CUDA path's selection (candidate lists), run on the host -------------------------------
 
 @pytest.mark.parametrize("n,d,k,tile,data", [(517, 33, 10, 64, "random"), (300, 16, 5, 32, "ties"),

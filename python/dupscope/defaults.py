@@ -14,8 +14,8 @@ K = 32
 #: Similarity tile edge (and HDF5 chunk edge) by device kind.
 TILE = {"cpu": 256, "cuda": 1024}
 #: Tile edge of the bf16 candidate pass (neighbour lists only, no HDF5 chunks): the AMX kernel
-#: does less per-tile work at 512 (N = 100,000, D = 320 on a 2-core Sapphire Rapids VM: 13.1-15.8 s
-#: against 14.9-24.8 s at 256; benchmarks/RESULTS.md).
+#: does less per-tile work at 512 (N = 100,000, D = 320 on a 2-core Sapphire Rapids VM, two runs
+#: each: 13.1 and 15.8 s against 14.9 and 24.8 s at 256; benchmarks/RESULTS.md).
 TILE_BF16 = 512
 #: Images per model call.
 BATCH_SIZE = 32
