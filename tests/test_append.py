@@ -142,9 +142,16 @@ def test_append_refuses_another_model_or_an_old_schema(tmp_path, capsys):
     compute_similarity(_list(tmp_path / "old.txt", paths[:6]), h5, model="dct32", k=3, progress=False)
     new = _list(tmp_path / "new.txt", paths[6:])
     with h5py.File(h5, "r+") as f:
+        assert f.attrs["preprocess"] == "frame-trim-1"
+        sha = f.attrs["model_sha256"]
+        del f.attrs["preprocess"]  # a file from before frames were cut off
+    with pytest.raises(AppendError, match="prepared images for the model differently"):
+        append_similarity(new, h5, progress=False)
+    with h5py.File(h5, "r+") as f:
         f.attrs["model_sha256"] = "0" * 64
     with pytest.raises(AppendError, match="which this dupscope does not have"):
         append_similarity(new, h5, progress=False)
+    assert sha != "0" * 64
     with h5py.File(h5, "r+") as f:
         f.attrs["schema_version"] = 1
         del f["embeddings"]

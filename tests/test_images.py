@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+import pytest
+from PIL import Image, ImageOps
 
 import imagegen
 from dupscope.images import BACKGROUND, decode_image, failure_kind, load_image, load_images
@@ -149,3 +150,51 @@ def test_bomb_limit_follows_pillow_setting(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # 10,000 px > 2 x 4000: refused
     r = load_image(path, 16)
     assert failure_kind(r.error) == "decompression bomb"
+
+
+# ---- uniform frames -----------------------------------------------------------------------------
+
+def _picture(rng, w=180, h=120):
+    """A textured picture (no uniform band at any edge)."""
+    base = rng.integers(30, 220, (h // 6, w // 6, 3), dtype=np.uint8)
+    return Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC)
+
+
+@pytest.mark.parametrize("fill", [(255, 255, 255), (0, 0, 0), (128, 128, 128)])
+def test_frame_box_finds_a_border_and_the_model_sees_the_picture(tmp_path, fill):
+    """A bordered copy is cut back to the picture (within a pixel or two of the reduction), and
+    load_image gives pixels close to the original's."""
+    from dupscope.images import frame_box
+    rng = np.random.default_rng(7)
+    pic = _picture(rng, 600, 400)
+    framed = ImageOps.expand(pic, border=48, fill=fill)
+    box = frame_box(framed)
+    assert box is not None
+    l, t, r, b = box
+    assert 40 <= l <= 48 and 40 <= t <= 48 and 648 <= r <= 656 and 448 <= b <= 456
+    assert frame_box(pic) is None
+    pic.save(tmp_path / "pic.png")
+    framed.save(tmp_path / "framed.png")
+    a = load_image(str(tmp_path / "pic.png"), 64).pixels.astype(float)
+    c = load_image(str(tmp_path / "framed.png"), 64).pixels.astype(float)
+    u = load_image(str(tmp_path / "framed.png"), 64, trim=False).pixels.astype(float)
+    assert np.abs(a - c).mean() < 0.5 * np.abs(a - u).mean()
+
+
+def test_frame_box_letterbox_yes_one_sided_band_no():
+    """Even bands on two opposite sides (a letterbox) are cut; a dark band on one side only (a
+    night sky, say) and a mostly uniform image are left alone."""
+    from dupscope.images import frame_box
+    rng = np.random.default_rng(8)
+    pic = _picture(rng, 400, 200)
+    letter = Image.new("RGB", (400, 300), (0, 0, 0))
+    letter.paste(pic, (0, 50))
+    l, t, r, b = frame_box(letter)
+    assert (l, r) == (0, 400) and 45 <= t <= 50 and 250 <= b <= 255
+    one_sided = Image.new("RGB", (400, 300), (0, 0, 0))
+    one_sided.paste(pic, (0, 100))
+    assert frame_box(one_sided) is None
+    mostly = Image.new("RGB", (400, 300), (250, 250, 250))
+    mostly.paste(pic.resize((40, 30)), (180, 135))
+    assert frame_box(mostly) is None
+    assert frame_box(Image.new("RGB", (5, 5))) is None

@@ -35,6 +35,7 @@ from .annotations import load_annotations
 from .device import parse_device, require_gpu
 from .embed import embed_images
 from .errors import AppendError, PipelineError
+from .images import PREPROCESS
 from .models import get_model
 from .store import OutputLock, SimilarityFile, SimilarityWriter, printable
 
@@ -209,6 +210,10 @@ def check_model(target: Path, old: dict):
         raise AppendError(f"{target} was made by model {attrs.get('model')!r} "
                           f"({str(attrs.get('model_sha256', ''))[:12]}...), which this dupscope "
                           "does not have in that version: run the whole set again")
+    if attrs.get("preprocess") != PREPROCESS:
+        raise AppendError(f"{target} was made by a dupscope that prepared images for the model "
+                          f"differently (preprocess {attrs.get('preprocess', 'before frame trimming')!r}, "
+                          f"this one {PREPROCESS!r}): run the whole set again")
     return spec
 
 

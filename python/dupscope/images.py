@@ -12,7 +12,9 @@ Every file goes through the same steps:
 5. the mode normalised to 8-bit RGB or grey (see :func:`to_colour`): transparency is composited on
    a fixed white background, palettes and CMYK converted, 16/32-bit and float images scaled to
    0-255 instead of being clipped;
-6. resized to the model's input. ``"stretch"`` (the default of the built-in models) resizes the
+6. a uniform frame cut off (:func:`frame_box`: a border, letterbox or pillarbox of even width on
+   two opposite sides), so that a bordered copy reaches the model as the picture itself;
+7. resized to the model's input. ``"stretch"`` (the default of the built-in models) resizes the
    whole image to the input size and ignores the aspect ratio: nothing is cut, so a cropped or
    padded copy still shares most of its content with the original. ``"crop"`` scales the shorter
    side and cuts the centre. On the test photos the default model ranked 70% corner crops as the
@@ -325,6 +327,59 @@ def feature_grey(img: Image.Image, side: int) -> np.ndarray:
     return np.asarray(grey, dtype=np.uint8)
 
 
+#: What reaches the model, recorded in each file (``preprocess``): files made with other steps
+#: cannot take appended images (their embeddings would not compare).
+PREPROCESS = "frame-trim-1"
+
+#: Largest difference from the frame's colour (per channel, 0-255) a frame pixel may have: a
+#: JPEG-compressed flat band stays within it.
+FRAME_TOLERANCE = 10
+
+
+def frame_box(img: Image.Image, tolerance: int = FRAME_TOLERANCE) -> tuple[int, int, int, int] | None:
+    """The part of ``img`` inside a uniform frame, as a crop box (left, top, right, bottom), or
+    None when there is no frame.
+
+    A frame is a band of one colour (the median of the outermost pixels, within ``tolerance``)
+    of even width on two opposite sides (within 10%, at least 2% of the shorter side): a border
+    added around a picture, a letterbox or a pillarbox. A copy with such a border then reaches
+    the model as the picture itself. Bands on one side only, or of very different widths, are
+    left alone: they are more often part of the picture (a dark sky) than added to it. An image
+    that is mostly uniform is left alone. Measured on a copy reduced to at most 256 pixels; the
+    box keeps one reduced pixel of margin."""
+    W, H = img.size
+    f = max(1, -(-max(W, H) // 256))
+    small = img.reduce(f) if f > 1 else img
+    a = np.asarray(small if small.mode == "RGB" else small.convert("RGB"), np.int16)
+    h, w = a.shape[:2]
+    if h < 8 or w < 8:
+        return None
+    ring = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
+    ok = np.abs(a - np.median(ring, axis=0)).max(axis=2) <= tolerance
+    rows, cols = ok.all(axis=1), ok.all(axis=0)
+
+    def lead(v: np.ndarray) -> int:
+        return len(v) if v.all() else int(np.argmin(v))
+
+    top, bottom, left, right = lead(rows), lead(rows[::-1]), lead(cols), lead(cols[::-1])
+    if top + bottom >= h // 2 or left + right >= w // 2:
+        return None
+    least = max(2, round(0.02 * min(h, w)))
+
+    def even(x: int, y: int) -> bool:
+        return min(x, y) >= least and abs(x - y) <= max(1, 0.1 * max(x, y))
+
+    if not even(top, bottom):
+        top = bottom = 0
+    if not even(left, right):
+        left = right = 0
+    if top + bottom + left + right == 0:
+        return None
+    sx, sy = W / w, H / h
+    return (round(max(0, left - 1) * sx) if left else 0, round(max(0, top - 1) * sy) if top else 0,
+            W - (round(max(0, right - 1) * sx) if right else 0), H - (round(max(0, bottom - 1) * sy) if bottom else 0))
+
+
 def _resize(img: Image.Image, height: int, width: int, mode: str) -> Image.Image:
     box = None
     if mode == "crop":
@@ -349,6 +404,7 @@ def load_image(
     colour: str = "rgb",
     resize: str = "stretch",
     grey_side: int | None = None,
+    trim: bool = True,
 ) -> LoadedImage:
     """Decode and resize one image for a model; never raises for a bad file.
 
@@ -366,7 +422,9 @@ def load_image(
         Also return :func:`feature_grey` of the decoded image at this side, so that verification
         need not decode the file again; only for RGB and when the decoder did not reduce the
         image (a JPEG drafted down to the model's size would give verification a smaller image
-        than its own decoding does).
+        than its own decoding does). It keeps any frame (verification matches through it).
+    trim : bool
+        Cut off a uniform frame before resizing (:func:`frame_box`).
 
     Returns
     -------
@@ -377,6 +435,9 @@ def load_image(
     try:
         img, w, h = decode_image(path, colour=colour, draft_size=max(height, width))
         grey = feature_grey(img, grey_side) if grey_side and colour == "rgb" and img.size == (w, h) else None
+        box = frame_box(img) if trim else None
+        if box is not None:
+            img = img.crop(box)
         img = _resize(img, height, width, resize)
         return LoadedImage(np.asarray(img, dtype=np.uint8), w, h, grey=grey)
     except ImageLoadError as exc:

@@ -26,7 +26,7 @@ from .device import parse_device, require_gpu
 from .embed import embed_images
 from .errors import OutputError, PipelineError
 from .fusion import fuse_embeddings
-from .images import failure_kind
+from .images import PREPROCESS, failure_kind
 from .models import ModelSpec, default_model, get_model
 from .pairs import neighbor_pairs
 from .store import OutputLock, SimilarityWriter, check_output, printable
@@ -327,7 +327,7 @@ def _phase_1(console, bar, table, spec, output, lock, t_start, *, n, device, bat
     # Finished rows are checkpointed in blocks beside the output: the same command after a
     # crash embeds only the rest (dupscope.checkpoint).
     dtype = "float16" if spec.fusion is not None else "float32"
-    ckpt = EmbeddingCheckpoint(output, checkpoint_key(table.resolved, spec.sha256, batch_size, str(device),
+    ckpt = EmbeddingCheckpoint(output, checkpoint_key(table.resolved, spec.sha256, PREPROCESS, batch_size, str(device),
                                                       dtype, bool(verify)), n)
     resume = ckpt.load()
     if ckpt.note:
@@ -427,6 +427,7 @@ def _phase_1(console, bar, table, spec, output, lock, t_start, *, n, device, bat
             w.attrs.update({
                 "model": spec.name,
                 "model_sha256": spec.sha256,
+                "preprocess": PREPROCESS,
                 "model_input": f"{spec.layout} {spec.channels}x{spec.height}x{spec.width} {spec.colour} "
                                f"resize={spec.resize}",
                 "embedding_dim": int(embeddings.shape[1]),
