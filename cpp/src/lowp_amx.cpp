@@ -8,6 +8,7 @@
 //
 // Linux grants a process the tile registers' state only on request (arch_prctl
 // ARCH_REQ_XCOMP_PERM); amx_usable asks once and reports whether it was granted.
+#include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -88,8 +89,10 @@ void block(const uint16_t* a, int64_t dp, const unsigned char* bp, float* c, int
 }  // namespace
 
 bool cpu_has_amx_bf16() {
-  __builtin_cpu_init();
-  if (!__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16") || !cpu_has_bf16()) return false;
+  // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 22 AMX-BF16 (read directly: not every compiler that
+  // builds this file knows the names in __builtin_cpu_supports).
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 24 & 1u) || !(d >> 22 & 1u) || !cpu_has_bf16()) return false;
   static const bool granted = request_tile_state();
   return granted;
 }
