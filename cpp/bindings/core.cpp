@@ -308,6 +308,7 @@ py::dict build_info() {
     py::list v;
     for (const auto& k : cpu_int8_dot()) v.append(k);
     d["cpu_int8_dot"] = v;
+    d["cpu_vendor"] = cpu_vendor();
   }
   d["threads"] = "std::thread";
   d["hardware_concurrency"] = std::thread::hardware_concurrency();

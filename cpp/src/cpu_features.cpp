@@ -67,6 +67,15 @@ std::vector<std::string> cpu_int8_dot() {
   return out;
 }
 
+std::string cpu_vendor() {
+#if defined(DUPSCOPE_X86) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_is("intel")) return "intel";
+  if (__builtin_cpu_is("amd")) return "amd";
+#endif
+  return "";
+}
+
 std::vector<SimdLevel> simd_supported() {
   std::vector<SimdLevel> out;
   for (SimdLevel l : simd_compiled())

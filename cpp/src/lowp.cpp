@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace dupscope {
@@ -91,9 +92,11 @@ bool bf16_kernel_available(Bf16Kernel kernel) {
 }
 
 std::vector<std::string> lowp_kernels() {
-  std::vector<std::string> out{"bf16-emulated"};
-  if (bf16_hardware()) out.emplace_back("bf16-avx512");
-  if (amx_bf16_usable()) out.emplace_back("bf16-amx");
+  std::vector<std::string> out;
+  const std::pair<Bf16Kernel, const char*> names[] = {
+      {Bf16Kernel::Emulated, "bf16-emulated"}, {Bf16Kernel::Avx512, "bf16-avx512"}, {Bf16Kernel::Amx, "bf16-amx"}};
+  for (const auto& [kernel, name] : names)
+    if (bf16_kernel_available(kernel)) out.emplace_back(name);
   return out;
 }
 

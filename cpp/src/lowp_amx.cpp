@@ -7,7 +7,7 @@
 // multiple of 32 (bf16_depth_for); rows past the last whole 16 go to the AVX-512 kernel.
 //
 // Linux grants a process the tile registers' state only on request (arch_prctl
-// ARCH_REQ_XCOMP_PERM); amx_usable asks once and reports whether it was granted.
+// ARCH_REQ_XCOMP_PERM); cpu_has_amx_bf16 asks once and reports whether it was granted.
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>

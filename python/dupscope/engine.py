@@ -301,18 +301,6 @@ def default_candidates(k: int) -> int:
 BF16_MAX_DIM = 384
 
 
-def _cpu_vendor() -> str:
-    """``vendor_id`` of /proc/cpuinfo ("GenuineIntel", "AuthenticAMD"), "" where unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def resolve_precision(precision: str, device: str, dim: Optional[int] = None) -> str:
     """``"auto"``: ``"bf16"`` for embeddings of at most :data:`BF16_MAX_DIM` columns (``dim``;
     None: no limit checked) on a CPU whose selected SIMD level is avx512 and whose bf16 kernel
@@ -324,7 +312,7 @@ def resolve_precision(precision: str, device: str, dim: Optional[int] = None) ->
         return precision
     info = _core.build_info()
     kernels = info.get("lowp_kernels", [])
-    fast = "bf16-amx" in kernels or ("bf16-avx512" in kernels and _cpu_vendor() == "AuthenticAMD")
+    fast = "bf16-amx" in kernels or ("bf16-avx512" in kernels and info.get("cpu_vendor") == "amd")
     use = device == "cpu" and fast and info.get("simd_selected") == "avx512"
     if dim is not None and dim > BF16_MAX_DIM:
         use = False

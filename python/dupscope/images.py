@@ -379,8 +379,8 @@ def frame_box(img: Image.Image, tolerance: int = FRAME_TOLERANCE) -> tuple[int, 
     if top + bottom + left + right == 0:
         return None
     sx, sy = W / w, H / h
-    return (round(max(0, left - 1) * sx) if left else 0, round(max(0, top - 1) * sy) if top else 0,
-            W - (round(max(0, right - 1) * sx) if right else 0), H - (round(max(0, bottom - 1) * sy) if bottom else 0))
+    return (round(max(0, left - 1) * sx), round(max(0, top - 1) * sy),
+            W - round(max(0, right - 1) * sx), H - round(max(0, bottom - 1) * sy))
 
 
 def _resize(img: Image.Image, height: int, width: int, mode: str) -> Image.Image:

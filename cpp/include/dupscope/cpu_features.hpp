@@ -23,4 +23,8 @@ SimdLevel simd_default();
 // network is the default there (dupscope.models.default_model).
 std::vector<std::string> cpu_int8_dot();
 
+// "intel", "amd", or "" (another vendor, or a build that cannot ask): which bf16 kernel is
+// worth using depends on it (dupscope.engine.resolve_precision).
+std::string cpu_vendor();
+
 }  // namespace dupscope
