@@ -1,9 +1,10 @@
 """Accuracy on data shaped like a real collection, score stability and the cost of verification.
 
-The data set (benchmarks/realistic_data.py): every Debian stellarium-data astronomy photo and
-wallpaper parts, over 80% of them with no copy, the rest with 1-2 edited copies; look-alikes and
-two photos of one object or scene as hard negatives; the collection's own re-cuts marked as junk
-and left out of scoring. One run reports, per method, AP and recall at precision 0.95 over all
+The data set (benchmarks/realistic_data.py): every Debian stellarium-data astronomy photo,
+wallpaper parts and the scikit-image / scikit-learn sample photos, over 80% of them with no copy,
+the rest with 1-2 edited copies; look-alikes and two photos of one object or scene as hard
+negatives; the collection's own re-cuts and near-identical pictures marked as junk and left out
+of scoring. One run reports, per method, AP and recall at precision 0.95 over all
 pairs (a true pair missing from a method's neighbour lists is a miss), recall per transform
 family at that threshold, and precision / recall at the threshold ``dupscope report`` suggests:
 

@@ -7,19 +7,24 @@ copies):
   alike, and several objects photographed twice, e.g. ``m101.png`` and ``m101-vasey.png``: two
   photos of one object), and each wallpaper split into a left and a right part that do not
   overlap (two photos of one scene: same light, colours and style, no shared content), plus
-  scikit-image's and scikit-learn's sample photos when those packages are installed
-  (motorcycle_left / motorcycle_right: one object from two sides);
+  scikit-image's and scikit-learn's sample photos (both packages are required, so that the set
+  does not depend on what happens to be installed; ``pip install ".[bench]"`` brings them);
 - *copies*: one picture in ``--copy-every`` (default 12) gets 1 or 2 edited copies (drawn from
   bench_accuracy.py's 17 transforms: resize, JPEG, crop, brightness, contrast, rotation, flip,
   watermark, border, grayscale, blur), so that at least 80% of the images have no copy;
 - *junk*: pairs that are the source collection's own edits of one picture, which no ground truth
   can call right or wrong: a wallpaper part cut again from the same wallpaper shipped at another
-  resolution and aspect ratio, and astronomy photos that pHash and the plain network both call
-  near-identical. They are marked and left out of scoring, as retrieval benchmarks do with "junk".
+  resolution and aspect ratio, and any two pictures that pHash and the plain network both call
+  near-identical (astronomy photos of one field; scikit-image's ``motorcycle_left`` /
+  ``motorcycle_right``, the two views of a stereo pair). They are marked and left out of scoring,
+  as retrieval benchmarks do with "junk", and never get copies.
+
+Version 1 applied the near-identical rule to the astronomy photos only and took the sample photos
+only when installed; version 2 applies it to every picture and requires them.
 
 ``build(data, seed)`` writes ``images.txt``, ``groups.json`` (the true groups) and
 ``manifest.json`` (every image's picture, family and origin; the junk pairs) into
-``bench-data/realistic-v1-s<seed>/`` and reuses them when present.
+``bench-data/realistic-v<VERSION>-s<seed>/`` and reuses them when present.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from PIL import Image
 
 import bench_accuracy as acc
 
-VERSION = 1
+VERSION = 2
 #: Width of each wallpaper part as a fraction of the wallpaper; the gap between them is what is left.
 PART = 0.45
 
@@ -67,6 +72,9 @@ def build(data: Path, seed: int = 0, copy_every: int = 12, log=print) -> Path:
     sources = acc.find_sources(data)
     if not sources["stellarium"]:
         raise SystemExit(f"no photos under {data}/unpacked: run bash benchmarks/accuracy_setup.sh first")
+    if not sources["wheels"]:
+        raise SystemExit("the realistic set includes scikit-image's and scikit-learn's sample photos: "
+                         "pip install scikit-image scikit-learn (or \".[bench]\")")
     pic_dir, copy_dir = folder / "pictures", folder / "copies"
     pic_dir.mkdir(parents=True, exist_ok=True)
     copy_dir.mkdir(exist_ok=True)
@@ -102,14 +110,13 @@ def build(data: Path, seed: int = 0, copy_every: int = 12, log=print) -> Path:
     junk = [(r["path"], by_name[r["junk_of"]]["path"]) for r in pictures
             if r["junk_of"] and r["junk_of"] in by_name]
 
-    # Near-identical astronomy photos in the collection itself (both pHash and the network agree).
-    astro = [r for r in pictures if r["name"].startswith("astro_")]
-    paths = [str(folder / r["path"]) for r in astro]
+    # Near-identical pictures in the collection itself (both pHash and the network agree).
+    paths = [str(folder / r["path"]) for r in pictures]
     ph = acc.phash_similarity(acc.phash_bits(paths)).astype(np.float32)
     emb, _ = acc.plain_embeddings(paths)
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     ii, jj = np.nonzero(np.triu((ph >= 1 - 10 / 64) & (e @ e.T >= 0.9), 1))
-    junk += [(astro[i]["path"], astro[j]["path"]) for i, j in zip(ii, jj)]
+    junk += [(pictures[i]["path"], pictures[j]["path"]) for i, j in zip(ii, jj)]
     # Wallpaper variants the collection ships as separate files (Elephants.jpg and
     # Elephants_3840x2160.jpg; Ubuntu-Mate-Cold/-Warm/-Radioactive: one star field, recoloured):
     # same folder, same first word of the file name, same side.
