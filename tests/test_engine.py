@@ -321,6 +321,38 @@ def test_cuda_topk_equals_the_cpu_lists_up_to_near_ties(n, d, k):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("n,d,tile", [(300, 65, 256), (1100, 129, 512)])
+def test_cuda_float16_epilogue_matches_the_cpu(n, d, tile, tmp_path):
+    """The device maps and converts the dense tiles itself (and filters the same products for the
+    top-k): the dense array and the chunked HDF5 file equal the CPU's within the float16 inputs'
+    error, with NaN rows and columns exactly where rows are invalid and 1 on the diagonal."""
+    import h5py
+
+    rng = fresh_rng()
+    e = clustered_embeddings(rng, n, d)
+    valid = rng.random(n) > 0.1
+    cpu = dupscope.similarity_matrix(e, device="cpu", tile=tile, valid=valid)
+    out = np.full((n, n), POISON, dtype=np.float16)
+    got = dupscope.similarity_matrix(e, device="cuda", out=out, tile=tile, valid=valid)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(cpu))
+    both = ~np.isnan(cpu)
+    assert np.max(np.abs(got[both].astype(np.float64) - cpu[both].astype(np.float64))) <= ERR
+    assert (np.diag(got)[valid] == 1).all()
+    np.testing.assert_array_equal(got.view(np.uint16), got.T.view(np.uint16))
+    for dev in ("cpu", "cuda"):
+        dupscope.write_similarity(e, tmp_path / f"{dev}.h5", k=8, dense=True, tile=tile, device=dev, valid=valid)
+        with h5py.File(tmp_path / f"{dev}.h5") as f:
+            dense, idx = f["similarity"][:], f["neighbors/index"][:]
+        np.testing.assert_array_equal(np.isnan(dense), np.isnan(cpu))
+        assert np.max(np.abs(dense[both].astype(np.float64) - cpu[both].astype(np.float64))) <= ERR
+        ref = reference(e, valid)
+        for i in np.flatnonzero(valid)[:50]:
+            near = np.sort(ref[i, idx[i][idx[i] >= 0]])
+            best = np.sort(np.where(valid & (np.arange(n) != i), ref[i], -np.inf))[-len(near):]
+            np.testing.assert_allclose(near, best, atol=2e-3)
+
+
+@pytest.mark.gpu
 def test_cuda_kernel_benchmark_runs_and_agrees():
     r = _core.cuda_benchmark(512, 512, 256, 3)
     assert r["tflops_ours"] > 0

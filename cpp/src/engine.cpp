@@ -26,6 +26,15 @@ struct AlignedFloats {
   AlignedFloats& operator=(const AlignedFloats&) = delete;
 };
 
+// out_t[s * ldo_t + r] = in[r * ldi + s] for an m x n block of float16 values, in 32 x 32 blocks.
+void transpose_half(const uint16_t* in, int64_t ldi, int64_t m, int64_t n, uint16_t* out_t, int64_t ldo_t) {
+  constexpr int64_t B = 32;
+  for (int64_t r0 = 0; r0 < m; r0 += B)
+    for (int64_t s0 = 0; s0 < n; s0 += B)
+      for (int64_t s = s0; s < std::min(n, s0 + B); ++s)
+        for (int64_t r = r0; r < std::min(m, r0 + B); ++r) out_t[s * ldo_t + r] = in[r * ldi + s];
+}
+
 inline void prefetch(const char* p) {
 #if defined(__GNUC__) || defined(__clang__)
   __builtin_prefetch(p);
@@ -52,6 +61,9 @@ TileContext::~TileContext() = default;
 void TileContext::tile(int, int64_t, int64_t, int64_t, int64_t, float*, int64_t) {}
 void TileContext::tile_candidates(int, int64_t, int64_t, int64_t, int64_t, bool, const float*, const float*,
                                   std::vector<TileCandidate>&) {}
+void TileContext::tile_half(int, int64_t, int64_t, int64_t, int64_t, bool, const uint8_t*, const uint8_t*, uint16_t*,
+                            int64_t, const float*, const float*, std::vector<TileCandidate>*) {}
+void TileContext::filter(int, int64_t, int64_t, bool, const float*, const float*, std::vector<TileCandidate>&) {}
 KernelTiming benchmark_kernel(int64_t, int64_t, int64_t, int) {
   throw std::runtime_error("dupscope was built without CUDA");
 }
@@ -210,7 +222,10 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
   const int64_t i0 = bi * T, j0 = bj * T;
   const int64_t m = std::min(T, n_ - i0), nn = std::min(T, n_ - j0);
   const bool diag = bi == bj;
-  if (cuda_ && use_candidate_lists_) {
+  // With CUDA and a dense output, the device also maps the tile and converts it to float16
+  // (write_half below): half the bytes cross PCIe and the host only transposes.
+  const bool device_half = cuda_ && opt_.output != Output::None;
+  if (cuda_ && (use_candidate_lists_ || device_half)) {
     // The device filters the tile; only its candidates come back (offer_candidate_lists).
   } else if (cuda_) {
     ws.ldc = round_up(nn, 16);
@@ -232,10 +247,18 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
     offer_candidate_lists(slot, i0, m, j0, nn, diag, ws);
     return;
   }
+  auto write_half = [&](uint16_t* out, int64_t ldo, uint16_t* out_t, int64_t ldo_t) {
+    if (!device_half) {
+      kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, out, ldo, out_t, ldo_t);
+      return;
+    }
+    offer_candidate_lists(slot, i0, m, j0, nn, diag, ws, out, ldo);  // the top-k offered there
+    if (out_t != nullptr) transpose_half(out, ldo, m, nn, out_t, ldo_t);
+  };
   if (opt_.output == Output::Dense) {
     uint16_t* out = opt_.dense_out + i0 * n_ + j0;
     uint16_t* out_t = diag ? nullptr : opt_.dense_out + j0 * n_ + i0;
-    kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, out, n_, out_t, n_);
+    write_half(out, n_, out_t, n_);
   } else if (opt_.output == Output::Chunks) {
     const size_t need = diag ? 1 : 2;
     int ba = -1, bb = -1;
@@ -256,7 +279,7 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
       std::fill(out, out + T * T, uint16_t{0});
       if (out_t) std::fill(out_t, out_t + T * T, uint16_t{0});
     }
-    kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, out, T, out_t, T);
+    write_half(out, T, out_t, T);
     {
       std::lock_guard<std::mutex> lock(qmu_);
       ready_.push_back({ba, ChunkInfo{bi, bj}});
@@ -266,24 +289,32 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
   } else if (opt_.precision != Precision::Bf16) {
     kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, nullptr, 0, nullptr, 0);
   }  // bf16 candidates are chosen on the raw products (the map is monotonic): see bf16_margin
-  topk_.offer_tile(ws.c, ws.ldc, i0, m, j0, nn, valid_.data(), diag, kernels_->scan);
+  if (!device_half) topk_.offer_tile(ws.c, ws.ldc, i0, m, j0, nn, valid_.data(), diag, kernels_->scan);
 }
 
 // The candidate-list selection: thresholds of the tile's rows and columns read first, the tile
 // filtered against them (on the device for CUDA; here on the host from the float32 tile, mapped
 // by the epilogue), and what passed offered to the lists, checked again against the thresholds
-// of the moment.
+// of the moment. With `half` (CUDA only), the device also writes the tile's float16 values there
+// (row stride ldo), from the same products.
 void SimilarityJob::offer_candidate_lists(int slot, int64_t i0, int64_t m, int64_t j0, int64_t nn, bool diag,
-                                          TileWorkspace& ws) {
-  if (opt_.k == 0) return;
+                                          TileWorkspace& ws, uint16_t* half, int64_t ldo) {
+  const bool lists = opt_.k > 0;
+  if (!lists && half == nullptr) return;
   thread_local std::vector<float> rthr, cthr;
   thread_local std::vector<TileCandidate> cand;
   rthr.resize(static_cast<size_t>(m));
   cthr.resize(static_cast<size_t>(nn));
-  topk_.thresholds(i0, m, valid_.data(), rthr.data());
-  if (!diag) topk_.thresholds(j0, nn, valid_.data(), cthr.data());
+  if (lists) {
+    topk_.thresholds(i0, m, valid_.data(), rthr.data());
+    if (!diag) topk_.thresholds(j0, nn, valid_.data(), cthr.data());
+  }
   cand.clear();
-  if (cuda_) {
+  if (cuda_ && half != nullptr) {
+    cuda_->tile_half(slot, i0, m, j0, nn, diag, valid_.data() + i0, valid_.data() + j0, half, ldo, rthr.data(),
+                     cthr.data(), lists ? &cand : nullptr);
+    if (!lists) return;
+  } else if (cuda_) {
     cuda_->tile_candidates(slot, i0, m, j0, nn, diag, rthr.data(), cthr.data(), cand);
   } else {
     kernels_->gemm(emb_.data() + i0 * d_, m, emb_.data() + j0 * d_, nn, d_, ws);

@@ -36,8 +36,18 @@ class TileContext {
   // tiles would be 4 TB across PCIe, the candidates a few GB.
   void tile_candidates(int slot, int64_t i0, int64_t m, int64_t j0, int64_t n, bool diag,
                        const float* row_thr, const float* col_thr, std::vector<TileCandidate>& out);
+  // The dense output's tile, mapped and converted to float16 on the device exactly as the CPU
+  // epilogue does (1 on a diagonal tile's diagonal, float16 NaN in rows or columns not valid),
+  // into host out (row stride ldo): half the bytes of the float32 tile cross PCIe. With `cand`,
+  // the same products are also filtered for the top-k as tile_candidates does.
+  void tile_half(int slot, int64_t i0, int64_t m, int64_t j0, int64_t n, bool diag, const uint8_t* row_valid,
+                 const uint8_t* col_valid, uint16_t* out, int64_t ldo, const float* row_thr, const float* col_thr,
+                 std::vector<TileCandidate>* cand);
 
  private:
+  // The top-k filter of the products in the slot's tile buffer (after a launch on its stream).
+  void filter(int slot, int64_t m, int64_t n, bool diag, const float* row_thr, const float* col_thr,
+              std::vector<TileCandidate>& out);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -102,7 +102,8 @@ class SimilarityJob {
   void fail(std::exception_ptr e);
   void rerank();  // Precision::Bf16, once after the workers are joined
   void rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks);
-  void offer_candidate_lists(int slot, int64_t i0, int64_t m, int64_t j0, int64_t nn, bool diag, TileWorkspace& ws);
+  void offer_candidate_lists(int slot, int64_t i0, int64_t m, int64_t j0, int64_t nn, bool diag, TileWorkspace& ws,
+                             uint16_t* half = nullptr, int64_t ldo = 0);
 
   int64_t n_, d_;
   JobOptions opt_;

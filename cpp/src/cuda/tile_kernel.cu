@@ -107,6 +107,18 @@ __global__ void map_filter(const float* __restrict__ c, int64_t ldc, int m, int 
   }
 }
 
+// The CPU epilogue's float16 output on the device: clamp((1 + cos) / 2) rounded to nearest even,
+// 1 on the diagonal of a diagonal tile, float16 NaN (0x7E00) in rows or columns not valid.
+__global__ void map_half(const float* __restrict__ c, int64_t ldc, int m, int n, const uint8_t* __restrict__ rvalid,
+                         const uint8_t* __restrict__ cvalid, int diag, unsigned short* __restrict__ out) {
+  const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (idx >= static_cast<int64_t>(m) * n) return;
+  const int r = static_cast<int>(idx / n), s = static_cast<int>(idx % n);
+  float v = fminf(fmaxf(fmaf(c[r * ldc + s], 0.5f, 0.5f), 0.0f), 1.0f);
+  if (diag && r == s) v = 1.0f;
+  out[idx] = rvalid[r] && cvalid[s] ? __half_as_ushort(__float2half_rn(v)) : static_cast<unsigned short>(0x7E00);
+}
+
 void launch(const __half* ea, int64_t i0, int64_t m, const __half* eb, int64_t j0, int64_t n,
             int64_t dp, float* c, int64_t ldc, cudaStream_t st) {
   dim3 grid(static_cast<unsigned>((n + BN - 1) / BN), static_cast<unsigned>((m + BM - 1) / BM));
@@ -151,6 +163,9 @@ struct TileContext::Impl {
   std::vector<TileCandidate*> cand_dev;
   std::vector<unsigned int*> count_dev;
   std::vector<unsigned int*> count_host;
+  // Per slot, for tile_half: the tile's row and column validity in, its float16 values out.
+  std::vector<uint8_t*> valid_dev;
+  std::vector<unsigned short*> half_dev;
 };
 
 TileContext::TileContext(const float* normalized, int64_t n, int64_t d, int64_t max_tile,
@@ -195,6 +210,12 @@ TileContext::TileContext(const float* normalized, int64_t n, int64_t d, int64_t 
     s.cand_dev.push_back(cand);
     s.count_dev.push_back(cnt);
     s.count_host.push_back(cnt_host);
+    uint8_t* valid = nullptr;
+    unsigned short* half = nullptr;
+    check(cudaMalloc(&valid, 2 * max_tile), "cudaMalloc");
+    check(cudaMalloc(&half, sizeof(unsigned short) * max_tile * max_tile), "cudaMalloc");
+    s.valid_dev.push_back(valid);
+    s.half_dev.push_back(half);
   }
 }
 
@@ -207,6 +228,8 @@ TileContext::~TileContext() {
   for (auto p : impl_->cand_dev) cudaFree(p);
   for (auto p : impl_->count_dev) cudaFree(p);
   for (auto p : impl_->count_host) cudaFreeHost(p);
+  for (auto p : impl_->valid_dev) cudaFree(p);
+  for (auto p : impl_->half_dev) cudaFree(p);
   cudaFree(impl_->e);
 }
 
@@ -225,12 +248,41 @@ void TileContext::tile_candidates(int slot, int64_t i0, int64_t m, int64_t j0, i
                                   const float* row_thr, const float* col_thr, std::vector<TileCandidate>& out) {
   Impl& s = *impl_;
   check(cudaSetDevice(s.device), "cudaSetDevice");
+  launch(s.e, i0, m, s.e, j0, n, s.dp, s.cdev[slot], n, s.streams[slot]);
+  filter(slot, m, n, diag, row_thr, col_thr, out);
+}
+
+void TileContext::tile_half(int slot, int64_t i0, int64_t m, int64_t j0, int64_t n, bool diag,
+                            const uint8_t* row_valid, const uint8_t* col_valid, uint16_t* out, int64_t ldo,
+                            const float* row_thr, const float* col_thr, std::vector<TileCandidate>* cand) {
+  Impl& s = *impl_;
+  check(cudaSetDevice(s.device), "cudaSetDevice");
+  cudaStream_t st = s.streams[slot];
+  uint8_t* valid = s.valid_dev[slot];
+  check(cudaMemcpyAsync(valid, row_valid, m, cudaMemcpyHostToDevice, st), "validity");
+  check(cudaMemcpyAsync(valid + s.max_tile, col_valid, n, cudaMemcpyHostToDevice, st), "validity");
+  launch(s.e, i0, m, s.e, j0, n, s.dp, s.cdev[slot], n, st);
+  const int64_t total = m * n;
+  map_half<<<static_cast<unsigned>((total + 255) / 256), 256, 0, st>>>(
+      s.cdev[slot], n, static_cast<int>(m), static_cast<int>(n), valid, valid + s.max_tile, diag ? 1 : 0,
+      s.half_dev[slot]);
+  check(cudaGetLastError(), "map_half launch");
+  check(cudaMemcpy2DAsync(out, sizeof(uint16_t) * ldo, s.half_dev[slot], sizeof(uint16_t) * n, sizeof(uint16_t) * n,
+                          m, cudaMemcpyDeviceToHost, st), "float16 tile back");
+  if (cand != nullptr)
+    filter(slot, m, n, diag, row_thr, col_thr, *cand);  // the same products, still on the device
+  else
+    check(cudaStreamSynchronize(st), "tile_half");
+}
+
+void TileContext::filter(int slot, int64_t m, int64_t n, bool diag, const float* row_thr, const float* col_thr,
+                         std::vector<TileCandidate>& out) {
+  Impl& s = *impl_;
   cudaStream_t st = s.streams[slot];
   float* thr = s.thr_dev[slot];
   check(cudaMemcpyAsync(thr, row_thr, sizeof(float) * m, cudaMemcpyHostToDevice, st), "thresholds");
   if (!diag) check(cudaMemcpyAsync(thr + s.max_tile, col_thr, sizeof(float) * n, cudaMemcpyHostToDevice, st), "thresholds");
   check(cudaMemsetAsync(s.count_dev[slot], 0, sizeof(unsigned int), st), "count");
-  launch(s.e, i0, m, s.e, j0, n, s.dp, s.cdev[slot], n, st);
   const int64_t total = m * n;
   map_filter<<<static_cast<unsigned>((total + 255) / 256), 256, 0, st>>>(
       s.cdev[slot], n, static_cast<int>(m), static_cast<int>(n), thr, thr + s.max_tile, diag ? 1 : 0,
