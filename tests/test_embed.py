@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import imagegen
-from dupscope.embed import create_session, embed_images, preprocess
+from dupscope.embed import ModelRunner, create_session, embed_images, preprocess
 from dupscope.models import get_model
 
 N_ORIGINALS = 8
@@ -139,3 +139,23 @@ def test_real_photo_crops_with_default_model():
     emb = unit(res.embeddings.astype(np.float64))
     sims = emb[len(paths):] @ emb[: len(paths)].T
     assert (sims.argmax(axis=1) == np.arange(len(paths))).all(), sims.round(3)
+
+
+@pytest.mark.parametrize("model", ["dct32", "dupscope-v3"])
+def test_io_binding_runner_gives_the_sessions_output(model):
+    """The CUDA path's IO binding, run on the CPU provider: the same numbers as session.run, for
+    batches of changing size (the bound output is reallocated) and for a model with two outputs
+    (only the model's own is bound)."""
+    spec = get_model(model)
+    sess, used = create_session(spec, device="cpu")
+    plain, bound = ModelRunner(sess, used, spec), ModelRunner(sess, used, spec, binding=True)
+    assert plain.io is None and bound.io is not None
+    rng = np.random.default_rng(7)
+    for n in (3, 3, 1, 4):
+        pixels = [rng.integers(0, 256, (spec.height, spec.width, spec.channels), dtype=np.uint8) for _ in range(n)]
+        x = preprocess(pixels, spec)
+        want = sess.run([spec.output_name], {spec.input_name: x})[0]
+        got = bound(x)
+        assert got.shape == want.shape == (n, want.shape[1])
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(plain(x), want)
