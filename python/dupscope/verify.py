@@ -68,7 +68,11 @@ class VerifyConfig:
     features : int
         Most ORB keypoints kept per image (the strongest).
     levels : int
-        ORB pyramid levels (scale factor 1.2 between levels).
+        ORB pyramid levels.
+    scale_factor : float
+        Scale between two pyramid levels: 5 levels at 1.4 span a factor of 3.8, as OpenCV's
+        default 8 at 1.2 (3.6) do, over two thirds of their pixels (on the realistic benchmark
+        25% less ORB time at the same AP).
     ratio : float
         Lowe's ratio test: a match is kept when its distance is below ``ratio`` times the
         second-best one.
@@ -91,7 +95,8 @@ class VerifyConfig:
 
     side: int = 384
     features: int = 1000
-    levels: int = 8
+    levels: int = 5
+    scale_factor: float = 1.4
     ratio: float = 0.8
     ransac_px: float = 6.0
     max_scale: float = 6.0
@@ -281,7 +286,8 @@ def mirrored_features(grey: np.ndarray, direct: Features, config: VerifyConfig =
 
 
 def _orb(config: VerifyConfig):
-    return _cv2().ORB_create(nfeatures=config.features, nlevels=config.levels, fastThreshold=10)
+    return _cv2().ORB_create(nfeatures=config.features, scaleFactor=config.scale_factor, nlevels=config.levels,
+                             fastThreshold=10)
 
 
 def mutual_matches(d1: np.ndarray, d2: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
