@@ -119,6 +119,35 @@ def test_append_with_a_fused_model_keeps_the_fit_and_finds_planted_copies(tmp_pa
         _old_scores_kept(i0, s0, idx, sim, 30)
 
 
+def test_append_checks_pairs_of_another_verifier_again(tmp_path, capsys):
+    """The stored evidence is reused only when the file names this verifier's settings: a file
+    from other settings (or from before they were recorded) has its old pairs checked again,
+    and the grown file names this verifier. The old set holds copies of pictures 0-2, so it
+    has checked pairs."""
+    from dupscope.verify import verifier_id
+
+    paths = _collection(tmp_path / "img", n_pictures=20)
+    counts = {}
+    for case in ("same", "other", "unrecorded"):
+        grown = tmp_path / f"{case}.h5"
+        compute_similarity(_list(tmp_path / "old.txt", paths[:23]), grown, model="dupscope-v3", k=5, progress=False)
+        with h5py.File(grown, "r+") as f:
+            assert f.attrs["verifier"] == verifier_id()
+            old_pairs = len(f["verified/a"])
+            if case == "other":
+                f.attrs["verifier"] = "orb side=384 features=1000 levels=8x1.2"
+            elif case == "unrecorded":
+                del f.attrs["verifier"]
+        capsys.readouterr()
+        counts[case] = append_similarity(_list(tmp_path / "new.txt", paths[23:]), grown, progress=True)["pairs_verified"]
+        said = capsys.readouterr().err
+        assert ("checking them again" in said) == (case != "same")
+        with h5py.File(grown) as f:
+            assert f.attrs["verifier"] == verifier_id()
+    assert old_pairs > 0
+    assert counts["other"] == counts["unrecorded"] >= counts["same"] + old_pairs
+
+
 def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

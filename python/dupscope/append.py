@@ -38,6 +38,7 @@ from .errors import AppendError, PipelineError
 from .images import PREPROCESS
 from .models import get_model
 from .store import OutputLock, SimilarityFile, SimilarityWriter, printable
+from .verify import verifier_id
 
 __all__ = ["append_similarity", "AppendError"]
 
@@ -260,8 +261,14 @@ def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verif
         near = old["layout/index"].shape[1]
         lists = _union_lists(old["layout/index"], old["layout/similarity"], lay_new, layout, lay_old, near,
                              valid_new=lv[n0:], valid_all=lv, valid_old=lv[:n0])
-        known = VerifiedPairs(old["verified/a"], old["verified/b"], old["verified/inliers"],
-                              old["verified/coverage"], old["verified/mirrored"])
+        known = None
+        if old["attrs"].get("verifier") == verifier_id():
+            known = VerifiedPairs(old["verified/a"], old["verified/b"], old["verified/inliers"],
+                                  old["verified/coverage"], old["verified/mirrored"])
+        else:  # evidence of another verifier would not compare with this one's
+            console.print(f"{target}'s pairs were checked with other verification settings "
+                          f"({old['attrs'].get('verifier', 'before they were recorded')}): checking them again",
+                          markup=False, highlight=False)
         bar_value, rank = candidate_bar(spec.family)
         columns = spec.fusion.branches[0].dim if spec.fusion is not None else None
         resolved = list(old["resolved"]) + list(table.resolved)
@@ -294,6 +301,8 @@ def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verif
             w.write_array("neighbors/index", e_index)
             w.write_array("neighbors/similarity", e_sim)
         carry_attrs(w, attrs)
+        if verify:
+            w.attrs["verifier"] = verifier_id()
         w.attrs["n_images"] = n0 + m
         w.attrs["appended"] = int(attrs.get("appended", 0)) + 1
         w.attrs["annotations"] = f"{attrs.get('annotations', '')}; + {printable(table.source)}"

@@ -30,7 +30,7 @@ from .images import PREPROCESS, failure_kind
 from .models import ModelSpec, default_model, get_model
 from .pairs import neighbor_pairs
 from .store import OutputLock, SimilarityWriter, check_output, printable
-from .verify import KeptGreys, VerifyConfig
+from .verify import KeptGreys, VerifyConfig, verifier_id
 
 if TYPE_CHECKING:
     from .cluster import RayOptions
@@ -439,6 +439,7 @@ def _phase_1(console, bar, table, spec, output, lock, t_start, *, n, device, bat
                 "annotations_sha256": _annotations_sha256(table.source, table),
                 "image_root": "" if image_root is None else printable(str(Path(image_root).absolute())),
                 "score": "verified" if verify else "embedding",
+                **({"verifier": verifier_id()} if verify else {}),
             })
             sim_used = w.attrs["device"]
     except OSError as exc:

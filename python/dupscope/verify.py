@@ -53,7 +53,7 @@ from .defaults import usable_cpus
 from .errors import VerificationUnavailable
 
 __all__ = ["VerifyConfig", "Evidence", "Features", "KeptGreys", "image_features", "mirrored_features",
-           "match_features", "mirror_plausible", "verify_pairs",
+           "match_features", "mirror_plausible", "verifier_id", "verify_pairs",
            "VerificationUnavailable"]
 
 
@@ -148,6 +148,15 @@ class Evidence:
     @classmethod
     def empty(cls, n: int) -> "Evidence":
         return cls(np.zeros(n, np.int32), np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool))
+
+
+def verifier_id(config: VerifyConfig = VerifyConfig()) -> str:
+    """The settings that decide a pair's evidence, as one string (stored in each verified file's
+    ``attrs["verifier"]``): an append run reuses a file's evidence only when it was made by the
+    same verifier, and checks the old pairs again otherwise."""
+    return (f"orb side={config.side} features={config.features} levels={config.levels}x{config.scale_factor} "
+            f"ratio={config.ratio} ransac={config.ransac_px} scale<={config.max_scale} "
+            f"rotation<={config.max_rotation} mirror<{config.enough_inliers}")
 
 
 def _cv2():
