@@ -18,9 +18,9 @@ The coefficients :data:`COEFFICIENTS` are a logistic regression (classes weighte
 fitted once, by ``benchmarks/fit_pair_score.py``, on the 21,047 candidate pairs (at the bar of
 0.7 then, and ORB's former 8-level pyramid) of the accuracy benchmark's seed-0 images
 (benchmarks/bench_accuracy.py: 2,601 images, every picture with 17 copies), never on the
-realistic benchmark it is judged on; a refit after frames were cut off did no better (RESULTS.md). The score therefore reads as a
-probability that the pair is an edited copy: 0.5 is where a copy and a look-alike were equally
-likely in that fit.
+realistic benchmark it is judged on; a refit after frames were cut off did no better
+(RESULTS.md). The score therefore reads as a probability that the pair is an edited copy: 0.5
+is where a copy and a look-alike were equally likely in that fit.
 """
 
 from __future__ import annotations
