@@ -25,6 +25,6 @@ if ! timeout 240 python3 -m pip install --no-build-isolation --no-deps -v . > "$
 fi
 python3 -c "import dupscope, json; print(json.dumps(dupscope.build_info(), indent=1))" 2>&1 | tee "$OUT/build_info.txt"
 echo "== gpu tests"
-timeout 180 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_device.py 2>timeout 180 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py 2>&11 | tee "$OUT/gpu_tests.log"
+timeout 180 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_device.py 2>&1 | tee "$OUT/gpu_tests.log"
 echo "== bench_gpu"
 timeout 300 python3 benchmarks/bench_gpu.py --n 50000 --d 320 --k 32 2>&1 | tee "$OUT/bench_gpu.log"
