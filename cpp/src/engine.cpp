@@ -26,15 +26,6 @@ struct AlignedFloats {
   AlignedFloats& operator=(const AlignedFloats&) = delete;
 };
 
-// out_t[s * ldo_t + r] = in[r * ldi + s] for an m x n block of float16 values, in 32 x 32 blocks.
-void transpose_half(const uint16_t* in, int64_t ldi, int64_t m, int64_t n, uint16_t* out_t, int64_t ldo_t) {
-  constexpr int64_t B = 32;
-  for (int64_t r0 = 0; r0 < m; r0 += B)
-    for (int64_t s0 = 0; s0 < n; s0 += B)
-      for (int64_t s = s0; s < std::min(n, s0 + B); ++s)
-        for (int64_t r = r0; r < std::min(m, r0 + B); ++r) out_t[s * ldo_t + r] = in[r * ldi + s];
-}
-
 inline void prefetch(const char* p) {
 #if defined(__GNUC__) || defined(__clang__)
   __builtin_prefetch(p);
@@ -253,7 +244,7 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
       return;
     }
     offer_candidate_lists(slot, i0, m, j0, nn, diag, ws, out, ldo);  // the top-k offered there
-    if (out_t != nullptr) transpose_half(out, ldo, m, nn, out_t, ldo_t);
+    if (out_t != nullptr) kernels_->transpose(out, ldo, m, nn, out_t, ldo_t);
   };
   if (opt_.output == Output::Dense) {
     uint16_t* out = opt_.dense_out + i0 * n_ + j0;

@@ -83,7 +83,8 @@ inline bool any16(const float* c, float rthr, const float* cthr) {
 }  // namespace
 
 const KernelSet& kernels_avx512() {
-  static const KernelSet k{SimdLevel::AVX512, MR, NR, KC, &tile_gemm, &tile_epilogue, &tile_scan};
+  static const KernelSet k{SimdLevel::AVX512, MR, NR, KC, &tile_gemm, &tile_epilogue, &tile_scan,
+                           &tile_transpose_half};
   return k;
 }
 

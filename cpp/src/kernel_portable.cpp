@@ -53,7 +53,8 @@ inline bool transpose8_half(const uint16_t*, int64_t, uint16_t*, int64_t) { retu
 }  // namespace
 
 const KernelSet& kernels_portable() {
-  static const KernelSet k{SimdLevel::Portable, MR, NR, KC, &tile_gemm, &tile_epilogue, &tile_scan};
+  static const KernelSet k{SimdLevel::Portable, MR, NR, KC, &tile_gemm, &tile_epilogue, &tile_scan,
+                           &tile_transpose_half};
   return k;
 }
 

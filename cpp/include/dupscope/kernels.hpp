@@ -35,6 +35,9 @@ struct KernelSet {
   // Positions of a tile row worth offering to the top-k: c[s] >= rthr, or c[s] >= cthr[s]
   // (cthr may be null), in order into hits (room for n); returns the count.
   int64_t (*scan)(const float* c, int64_t n, float rthr, const float* cthr, int32_t* hits);
+  // out_t[s * ldo_t + r] = in[r * ldi + s] for m x n float16 values: the epilogue's mirrored half,
+  // also used where the device made the tile's float16 values.
+  void (*transpose)(const uint16_t* in, int64_t ldi, int64_t m, int64_t n, uint16_t* out_t, int64_t ldo_t);
 };
 
 const KernelSet& kernels_portable();
