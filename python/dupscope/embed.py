@@ -158,10 +158,9 @@ class ModelRunner:
     def __init__(self, session, device: str, spec: ModelSpec, *, binding: bool | None = None) -> None:
         self.session, self.spec = session, spec
         self.binding = device == "cuda" if binding is None else bool(binding)
-        self.where, self.index = ("cuda", 0) if device == "cuda" else ("cpu", 0)
-        if device == "cuda":
-            opts = session.get_provider_options().get("CUDAExecutionProvider", {})
-            self.index = int(opts.get("device_id", 0))
+        # Where the bound output lives: the session's own device.
+        self.where = "cuda" if device == "cuda" else "cpu"
+        self.index = int(session.get_provider_options().get("CUDAExecutionProvider", {}).get("device_id", 0))
         out = next(o for o in session.get_outputs() if o.name == spec.output_name)
         # Output dimensions after the batch, when the model states them (else onnxruntime allocates).
         tail = out.shape[1:]
