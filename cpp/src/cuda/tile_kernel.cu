@@ -91,6 +91,9 @@ __global__ void __launch_bounds__(128) cosine_tile(const __half* __restrict__ ea
   }
 }
 
+// The CPU epilogue's map of a cosine to [0, 1]: clamp((1 + c) / 2).
+__device__ inline float to_unit(float c) { return fminf(fmaxf(fmaf(c, 0.5f, 0.5f), 0.0f), 1.0f); }
+
 // The CPU epilogue's map to [0, 1], then the top-k filter: (r, s, v) for every v that reaches
 // its row's threshold or (off the diagonal) its column's, appended at an atomic counter. The
 // order of the list does not matter: the lists are a set with ties broken by index.
@@ -100,7 +103,7 @@ __global__ void map_filter(const float* __restrict__ c, int64_t ldc, int m, int 
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= static_cast<int64_t>(m) * n) return;
   const int r = static_cast<int>(idx / n), s = static_cast<int>(idx % n);
-  const float v = fminf(fmaxf(fmaf(c[r * ldc + s], 0.5f, 0.5f), 0.0f), 1.0f);
+  const float v = to_unit(c[r * ldc + s]);
   if (v >= rthr[r] || (!diag && v >= cthr[s])) {
     const unsigned int p = atomicAdd(count, 1u);
     out[p] = TileCandidate{r, s, v};  // room for the whole tile: p < m * n
@@ -114,7 +117,7 @@ __global__ void map_half(const float* __restrict__ c, int64_t ldc, int m, int n,
   const int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (idx >= static_cast<int64_t>(m) * n) return;
   const int r = static_cast<int>(idx / n), s = static_cast<int>(idx % n);
-  float v = fminf(fmaxf(fmaf(c[r * ldc + s], 0.5f, 0.5f), 0.0f), 1.0f);
+  float v = to_unit(c[r * ldc + s]);
   if (diag && r == s) v = 1.0f;
   out[idx] = rvalid[r] && cvalid[s] ? __half_as_ushort(__float2half_rn(v)) : static_cast<unsigned short>(0x7E00);
 }
