@@ -63,15 +63,15 @@ def test_edited_copies_verify(images, name):
 
 
 def test_mirrored_features_match_detection_on_the_flipped_image(images):
-    """The mirror image's features from the direct keypoints (mirrored, descriptors recomputed)
-    sit at the mirrored positions and match a mirrored copy about as well as detecting again."""
+    """The mirror image's features from the direct keypoints (positions mirrored, descriptor bit
+    pairs swapped) match a mirrored copy about as well as detecting on the flipped image again."""
     grey = prepared_grey(images["orig"])
     direct = image_features(grey)
     fast = mirrored_features(grey, direct)
     again = image_features(grey, mirror=True)
     w = grey.shape[1]
     assert fast.size == again.size == direct.size and len(fast.points) > 100
-    # Every keypoint ORB keeps is a mirrored direct one (ORB drops those too near the border).
+    # Every keypoint is a mirrored direct one.
     mirrored = {(round(w - 1 - x, 2), round(y, 2)) for x, y in direct.points.tolist()}
     assert all((round(x, 2), round(y, 2)) in mirrored for x, y in fast.points.tolist())
     copy = image_features(images["mirror"])

@@ -15,6 +15,7 @@
 #include "dupscope/engine.hpp"
 #include "dupscope/grouping.hpp"
 #include "dupscope/hamming.hpp"
+#include "dupscope/keypoints.hpp"
 #include "dupscope/lowp.hpp"
 #include "dupscope/normalize.hpp"
 
@@ -299,6 +300,7 @@ py::dict build_info() {
   } catch (const std::exception& e) {
     d["hamming_kernels"] = std::string("error: ") + e.what();
   }
+  d["keypoint_kernel"] = std::string(keypoint_kernel());
   {
     py::list lk;
     for (const auto& k : lowp_kernels()) lk.append(k);
@@ -326,6 +328,42 @@ py::dict build_info() {
   return d;
 }
 
+// Keypoints of a 2-D uint8 grey image: (points (K, 2) float32, descriptors (K, 32) uint8,
+// response (K,) float32, level (K,) int32).
+py::tuple keypoints_py(const py::array& grey, int features, int levels, float scale, int fast_threshold,
+                       const std::string& kernel) {
+  if (kernel != "auto" && kernel != "portable" && kernel != keypoint_kernel())
+    throw py::value_error("kernel must be 'auto', 'portable' or '" + std::string(keypoint_kernel()) + "'");
+  if (grey.ndim() != 2 || !has_dtype<uint8_t>(grey))
+    throw py::type_error("grey must be a 2-D uint8 array");
+  if (grey.strides(1) != 1 || grey.strides(0) < grey.shape(1))
+    throw py::value_error("grey must have contiguous rows, try numpy.ascontiguousarray");
+  const int h = static_cast<int>(grey.shape(0)), w = static_cast<int>(grey.shape(1));
+  const auto* px = static_cast<const uint8_t*>(grey.data());
+  const int64_t stride = grey.strides(0);
+  KeypointConfig cfg{features, levels, scale, fast_threshold, kernel == "portable"};
+  Keypoints k;
+  {
+    py::gil_scoped_release release;
+    // A bad config or an empty image: std::invalid_argument, a ValueError here.
+    detect_and_describe(px, w, h, stride, cfg, k);
+  }
+  const auto n = static_cast<py::ssize_t>(k.size());
+  py::array_t<float> pts({n, py::ssize_t{2}});
+  py::array_t<uint8_t> desc({n, py::ssize_t{32}});
+  std::copy(k.points.begin(), k.points.end(), pts.mutable_data());
+  std::copy(k.descriptors.begin(), k.descriptors.end(), desc.mutable_data());
+  return py::make_tuple(pts, desc, to_array(k.response), to_array(k.level));
+}
+
+py::array_t<uint8_t> mirror_descriptors_py(const py::array& desc) {
+  auto [n, d] = check_matrix(desc, "descriptors");
+  if (!has_dtype<uint8_t>(desc) || d != 32) throw py::type_error("descriptors must be uint8 rows of 32 bytes");
+  py::array_t<uint8_t> out({static_cast<py::ssize_t>(n), py::ssize_t{32}});
+  mirror_descriptors(static_cast<const uint8_t*>(desc.data()), n, out.mutable_data());
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -338,6 +376,14 @@ PYBIND11_MODULE(_core, m) {
         "Mutual nearest-neighbour matches of two uint8 descriptor sets (rows of a multiple of 8 "
         "bytes) by Hamming distance, each passing Lowe's ratio test; returns (index_a, index_b). "
         "kernel: 'auto' (the last of build_info()['hamming_kernels']) or one of those");
+  m.def("keypoints", &keypoints_py, py::arg("grey"), py::arg("features") = 1000, py::arg("levels") = 5,
+        py::arg("scale") = 1.4f, py::arg("fast_threshold") = 10, py::arg("kernel") = "auto",
+        "Oriented binary keypoints of a 2-D uint8 grey image (FAST-9 on a pyramid, Harris-ranked, "
+        "mirror-closed 256-bit pattern): (points (K, 2) float32, descriptors (K, 32) uint8, "
+        "response (K,) float32, level (K,) int32). kernel: 'auto', 'portable' or "
+        "build_info()['keypoint_kernel'] (the same keypoints)");
+  m.def("mirror_descriptors", &mirror_descriptors_py, py::arg("descriptors"),
+        "Descriptors of the same keypoints in the mirror image (the pattern's bit pairs swapped)");
   m.def("linkage_merges", &linkage_merges_py, py::arg("n"), py::arg("a"), py::arg("b"), py::arg("s"),
         "Complete-linkage merges of n images from scored pairs (dupscope.export.merge_list): "
         "(u, v, level) arrays in the order made");

@@ -16,7 +16,8 @@ collection:
 
 The coefficients :data:`COEFFICIENTS` are a logistic regression (classes weighted equally)
 fitted once, by ``benchmarks/fit_pair_score.py``, on the 21,047 candidate pairs (at the bar of
-0.7 then, and ORB's former 8-level pyramid) of the accuracy benchmark's seed-0 images
+0.7 then, and OpenCV's ORB with an 8-level pyramid, before the compiled detector replaced it:
+the coefficients carried over to it, see RESULTS.md) of the accuracy benchmark's seed-0 images
 (benchmarks/bench_accuracy.py: 2,601 images, every picture with 17 copies), never on the
 realistic benchmark it is judged on; a refit after frames were cut off did no better
 (RESULTS.md). The score therefore reads as a probability that the pair is an edited copy: 0.5

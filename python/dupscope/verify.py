@@ -13,11 +13,13 @@ transform. This module checks exactly that, for the candidate pairs phase 1 find
    longer side is :attr:`VerifyConfig.side` pixels (up or down: a quarter-size copy and its
    original then meet at one scale), its grey levels stretched so that the 1st and 99th
    percentiles become 0 and 255 (a darkened or low-contrast copy then shows the same corners),
-   and described by at most ``features`` ORB keypoints (OpenCV: FAST corners with binary
-   descriptors; on the realistic benchmark they found 8 or more inliers for all but 5 of 111 true
-   pairs where SIFT at 256-384 px missed 6-24, at a tenth of SIFT's time per image). The mirror
-   image's features, only for images whose pair fails the direct check, are the direct keypoints
-   mirrored, with their descriptors computed on the flipped image.
+   and described by at most ``features`` oriented binary keypoints (:func:`dupscope._core.keypoints`,
+   this package's own detector: FAST-9 corners on a 5-level pyramid ranked by the Harris measure,
+   oriented by their intensity centroid, each described by 256 comparisons of box-smoothed
+   pixels, the scheme of OpenCV's ORB). Its comparison pattern holds every comparison's
+   vertically flipped twin, so the mirror image's features are the direct keypoints mirrored with
+   their descriptors' bit pairs swapped, without a second pass over the pixels. On the realistic
+   benchmark it took about half of ORB's time per image, and the mirror features nothing.
 2. For a pair, descriptors are matched both ways (Hamming distance) with Lowe's ratio test
    (``ratio``) and kept when mutual; a similarity transform is fitted to the matched positions with RANSAC
    (``cv2.estimateAffinePartial2D``, reprojection threshold ``ransac_px`` pixels at ``side``).
@@ -66,13 +68,12 @@ class VerifyConfig:
     side : int
         Longer side, in pixels, each image is resized to before features are computed.
     features : int
-        Most ORB keypoints kept per image (the strongest).
+        Most keypoints kept per image (the strongest of each level).
     levels : int
-        ORB pyramid levels.
+        Pyramid levels.
     scale_factor : float
-        Scale between two pyramid levels: 5 levels at 1.4 span a factor of 3.8, as OpenCV's
-        default 8 at 1.2 (3.6) do, over two thirds of their pixels (on the realistic benchmark
-        25% less ORB time at the same AP).
+        Scale between two pyramid levels: 5 levels at 1.4 span a factor of 3.8, as OpenCV ORB's
+        default 8 at 1.2 (3.6) do, over two thirds of their pixels.
     ratio : float
         Lowe's ratio test: a match is kept when its distance is below ``ratio`` times the
         second-best one.
@@ -84,6 +85,8 @@ class VerifyConfig:
         Largest rotation, in degrees, that still counts.
     enough_inliers : int
         Inliers from which the direct check is trusted and the mirror image is not tried.
+    fast_threshold : int
+        Grey-level difference from the centre a FAST circle pixel needs to count.
     cache_bytes : int
         Memory the feature cache may use.
     keep_bytes : int
@@ -102,6 +105,7 @@ class VerifyConfig:
     max_scale: float = 6.0
     max_rotation: float = 25.0
     enough_inliers: int = 20
+    fast_threshold: int = 10
     cache_bytes: int = 512 * 1024**2
     keep_bytes: int = 1024**3
     workers: int | None = None
@@ -109,13 +113,13 @@ class VerifyConfig:
 
 @dataclass
 class Features:
-    """Keypoint positions (K, 2) float32 and ORB descriptors (K, 32) uint8 of one image (resized to
-    ``side``), that resized image's size, and the keypoints' other attributes."""
+    """Keypoint positions (K, 2) float32 and binary descriptors (K, 32) uint8 of one image (resized
+    to ``side``), that resized image's size, and the keypoints' other attributes."""
 
     points: np.ndarray
     descriptors: np.ndarray
     size: tuple[int, int]
-    #: (K, 4) float32 size, angle, response and octave of each keypoint (for the mirror image's features)
+    #: (K, 2) float32 Harris response and pyramid level of each keypoint
     shape: np.ndarray | None = None
 
     @property
@@ -154,7 +158,7 @@ def verifier_id(config: VerifyConfig = VerifyConfig()) -> str:
     """The settings that decide a pair's evidence, as one string (stored in each verified file's
     ``attrs["verifier"]``): an append run reuses a file's evidence only when it was made by the
     same verifier, and checks the old pairs again otherwise."""
-    return (f"orb side={config.side} features={config.features} levels={config.levels}x{config.scale_factor} "
+    return (f"dupscope-keypoints-1 fast={config.fast_threshold} side={config.side} features={config.features} levels={config.levels}x{config.scale_factor} "
             f"ratio={config.ratio} ransac={config.ransac_px} scale<={config.max_scale} "
             f"rotation<={config.max_rotation} mirror<{config.enough_inliers}")
 
@@ -249,54 +253,42 @@ def prepared_grey(path: str | os.PathLike, config: VerifyConfig = VerifyConfig()
     return _stretch(_grey_resized(os.fspath(path), config.side))
 
 
-def _features(kps, desc, grey: np.ndarray) -> Features:
-    size = (grey.shape[1], grey.shape[0])
-    if desc is None or not kps:
-        return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), size, np.zeros((0, 4), np.float32))
-    return Features(np.asarray(_cv2().KeyPoint_convert(kps), np.float32).reshape(-1, 2), desc, size,
-                    np.array([(k.size, k.angle, k.response, k.octave) for k in kps], np.float32))
-
-
 def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = VerifyConfig(), *,
                    mirror: bool = False) -> Features:
-    """ORB keypoints of one image: a path, or the array :func:`prepared_grey` returns for it
-    (``mirror`` then flips that array and detects on the flipped image).
+    """Oriented binary keypoints of one image (:func:`dupscope._core.keypoints`): a path, or the
+    array :func:`prepared_grey` returns for it (``mirror`` then flips that array and detects on
+    the flipped image).
 
     Raises
     ------
     dupscope.images.ImageLoadError
         The image cannot be read.
     """
+    from ._core import keypoints
+
     grey = path if isinstance(path, np.ndarray) else prepared_grey(path, config)
     if mirror:
-        grey = np.ascontiguousarray(grey[:, ::-1])
-    kps, desc = _orb(config).detectAndCompute(grey, None)
-    return _features(kps, desc, grey)
+        grey = grey[:, ::-1]
+    grey = np.ascontiguousarray(grey, np.uint8)
+    points, desc, response, level = keypoints(grey, config.features, config.levels, config.scale_factor,
+                                              config.fast_threshold)
+    return Features(points, desc, (grey.shape[1], grey.shape[0]), np.stack([response, level.astype(np.float32)], 1))
 
 
 def mirrored_features(grey: np.ndarray, direct: Features, config: VerifyConfig = VerifyConfig()) -> Features:
     """Features of the mirror image of ``grey`` (the array :func:`prepared_grey` returns) from its
-    direct features: the keypoints are mirrored and only their descriptors computed again (FAST
-    corners and their strength do not change under a mirror; the orientation mirrors to 180
-    degrees minus itself). About half the time of detecting on the flipped image, and as many
-    inliers within a few percent against a mirrored copy (measured on 80 stellarium photos)."""
-    cv2 = _cv2()
-    flipped = np.ascontiguousarray(grey[:, ::-1])
+    direct features, without touching the pixels: the keypoints' positions mirrored and their
+    descriptors' bit pairs swapped (:func:`dupscope._core.mirror_descriptors`; the comparison
+    pattern holds each comparison's vertically flipped twin, and a mirror maps a keypoint's
+    orientation t to 180 degrees - t, which turns each comparison into its twin). Detection on
+    the flipped image finds the same keypoints with the same descriptors, up to rounding ties
+    (tested)."""
+    from ._core import mirror_descriptors
+
     w = grey.shape[1]
-    # Columns as Python lists first: building keypoints from numpy scalars costs more than ORB.
-    sh = direct.shape
-    kps = [cv2.KeyPoint(x, y, size, angle, response, octave) for x, y, size, angle, response, octave in zip(
-        (w - 1 - direct.points[:, 0]).tolist(), direct.points[:, 1].tolist(), sh[:, 0].tolist(),
-        ((180.0 - sh[:, 1]) % 360.0).tolist(), sh[:, 2].tolist(), sh[:, 3].astype(np.int32).tolist())]
-    if not kps:
-        return _features((), None, flipped)
-    kps, desc = _orb(config).compute(flipped, kps)
-    return _features(kps, desc, flipped)
-
-
-def _orb(config: VerifyConfig):
-    return _cv2().ORB_create(nfeatures=config.features, scaleFactor=config.scale_factor, nlevels=config.levels,
-                             fastThreshold=10)
+    points = direct.points.copy()
+    points[:, 0] = (w - 1) - points[:, 0]
+    return Features(points, mirror_descriptors(np.ascontiguousarray(direct.descriptors)), direct.size, direct.shape)
 
 
 def mutual_matches(d1: np.ndarray, d2: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
