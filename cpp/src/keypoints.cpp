@@ -128,23 +128,22 @@ void resize(const Image& src, Image& dst, Workspace& ws) {
     ws.x0[x] = i;
     ws.ax[x] = static_cast<uint16_t>(std::lround((s - i) * 256.0f));
   }
-  ws.rows.resize(static_cast<size_t>(sh) * dw);  // each source row resized horizontally, x 256
-  for (int y = 0; y < sh; ++y) {
-    const uint8_t* r = src.px.data() + static_cast<size_t>(y) * sw;
-    uint16_t* o = ws.rows.data() + static_cast<size_t>(y) * dw;
-    for (int x = 0; x < dw; ++x) {
-      const int i = ws.x0[x], a = ws.ax[x];
-      o[x] = static_cast<uint16_t>(r[i] * (256 - a) + r[std::min(i + 1, sw - 1)] * a);
-    }
-  }
+  // Vertically first (unit stride, vectorised), then horizontally on the fewer output rows.
+  ws.rows.resize(static_cast<size_t>(sw));
+  uint16_t* blend = ws.rows.data();
   for (int y = 0; y < dh; ++y) {
     const float s = std::clamp((y + 0.5f) * sh / dh - 0.5f, 0.0f, static_cast<float>(sh - 1));
     const int i = std::min(static_cast<int>(s), std::max(sh - 2, 0));
-    const uint32_t a = static_cast<uint32_t>(std::lround((s - i) * 256.0f));
-    const uint16_t* r0 = ws.rows.data() + static_cast<size_t>(i) * dw;
-    const uint16_t* r1 = ws.rows.data() + static_cast<size_t>(std::min(i + 1, sh - 1)) * dw;
+    const uint16_t a = static_cast<uint16_t>(std::lround((s - i) * 256.0f));
+    const uint8_t* r0 = src.px.data() + static_cast<size_t>(i) * sw;
+    const uint8_t* r1 = src.px.data() + static_cast<size_t>(std::min(i + 1, sh - 1)) * sw;
+    for (int x = 0; x < sw; ++x) blend[x] = static_cast<uint16_t>(r0[x] * (256 - a) + r1[x] * a);
     uint8_t* o = dst.px.data() + static_cast<size_t>(y) * dw;
-    for (int x = 0; x < dw; ++x) o[x] = static_cast<uint8_t>((r0[x] * (256 - a) + r1[x] * a + 32768u) >> 16);
+    for (int x = 0; x < dw; ++x) {
+      const int j = ws.x0[x];
+      const uint32_t w = ws.ax[x];
+      o[x] = static_cast<uint8_t>((blend[j] * (256 - w) + blend[std::min(j + 1, sw - 1)] * w + 32768u) >> 16);
+    }
   }
 }
 
