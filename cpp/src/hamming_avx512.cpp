@@ -1,6 +1,6 @@
 // The AVX-512 Hamming matcher for 32-byte descriptors: 16 columns of the distance matrix per
-// step, the row's best two kept per lane and merged at the end of the row, the columns' best two
-// updated with masked blends. Compiled twice: with DUPSCOPE_HAMMING_VPOPCNT the 64-bit popcount
+// step for two rows at a time, each row's best two kept per lane and merged at the end of the
+// row, the columns' best two updated with masked blends (read and written once per two rows). Compiled twice: with DUPSCOPE_HAMMING_VPOPCNT the 64-bit popcount
 // is one instruction (AVX512_VPOPCNTDQ), without it a nibble table lookup (AVX512BW).
 #include <immintrin.h>
 
@@ -43,6 +43,49 @@ inline void offer16(__m512i d, __mmask16 valid, __m512i id, __m512i& d1, __m512i
   idx = _mm512_mask_mov_epi32(idx, m1, id);
 }
 
+// Rows of a per pass over the columns.
+constexpr int kRows = 2;
+
+// R rows of a against every column: each block of 16 columns is loaded once for the R rows, and
+// the columns' best two are read and written once per block, offered the R rows in order (the
+// same sequence as one row at a time).
+template <int R>
+void rows_against_columns(const uint64_t* a, int64_t i0, const uint64_t* bt, int64_t nb, int64_t ldb,
+                          int32_t* c1, int32_t* c2, int32_t* ci, Best2* fwd) {
+  const __m512i none = _mm512_set1_epi32(kNone);
+  const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512i x[R][4], r1[R], r2[R], ri[R];
+  for (int r = 0; r < R; ++r) {
+    for (int w = 0; w < 4; ++w) x[r][w] = _mm512_set1_epi64(static_cast<long long>(a[(i0 + r) * 4 + w]));
+    r1[r] = none;
+    r2[r] = none;
+    ri[r] = _mm512_set1_epi32(-1);
+  }
+  for (int64_t j = 0; j < nb; j += 16) {
+    const __mmask16 valid = nb - j >= 16 ? static_cast<__mmask16>(0xffff)
+                                         : static_cast<__mmask16>((1u << (nb - j)) - 1u);
+    const __m512i cols = _mm512_add_epi32(step, _mm512_set1_epi32(static_cast<int32_t>(j)));
+    __m512i b1 = _mm512_loadu_si512(c1 + j), b2 = _mm512_loadu_si512(c2 + j), bi = _mm512_loadu_si512(ci + j);
+    for (int r = 0; r < R; ++r) {
+      const __m256i lo = _mm512_cvtepi64_epi32(distances8(bt + j, ldb, x[r]));
+      const __m256i hi = _mm512_cvtepi64_epi32(distances8(bt + j + 8, ldb, x[r]));
+      const __m512i d = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      offer16(d, valid, cols, r1[r], r2[r], ri[r]);
+      offer16(d, valid, _mm512_set1_epi32(static_cast<int32_t>(i0 + r)), b1, b2, bi);
+    }
+    _mm512_storeu_si512(c1 + j, b1);
+    _mm512_storeu_si512(c2 + j, b2);
+    _mm512_storeu_si512(ci + j, bi);
+  }
+  alignas(64) int32_t l1[16], l2[16], li[16];
+  for (int r = 0; r < R; ++r) {
+    _mm512_store_si512(l1, r1[r]);
+    _mm512_store_si512(l2, r2[r]);
+    _mm512_store_si512(li, ri[r]);
+    fwd[i0 + r] = merge_lanes(l1, l2, li, 16);
+  }
+}
+
 }  // namespace
 
 #if defined(DUPSCOPE_HAMMING_VPOPCNT)
@@ -54,33 +97,9 @@ void best_two_avx512(const uint64_t* a, int64_t na, const uint64_t* bt, int64_t 
 #endif
   // The columns' best two, as planes of ldb int32 (the padding lanes are never offered).
   std::vector<int32_t> c1(ldb, kNone), c2(ldb, kNone), ci(ldb, -1);
-  const __m512i none = _mm512_set1_epi32(kNone);
-  const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  alignas(64) int32_t l1[16], l2[16], li[16];
-  for (int64_t i = 0; i < na; ++i) {
-    __m512i x[4];
-    for (int w = 0; w < 4; ++w) x[w] = _mm512_set1_epi64(static_cast<long long>(a[i * 4 + w]));
-    const __m512i row = _mm512_set1_epi32(static_cast<int32_t>(i));
-    __m512i r1 = none, r2 = none, ri = _mm512_set1_epi32(-1);
-    for (int64_t j = 0; j < nb; j += 16) {
-      const __m256i lo = _mm512_cvtepi64_epi32(distances8(bt + j, ldb, x));
-      const __m256i hi = _mm512_cvtepi64_epi32(distances8(bt + j + 8, ldb, x));
-      const __m512i d = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-      const __mmask16 valid = nb - j >= 16 ? static_cast<__mmask16>(0xffff)
-                                           : static_cast<__mmask16>((1u << (nb - j)) - 1u);
-      offer16(d, valid, _mm512_add_epi32(step, _mm512_set1_epi32(static_cast<int32_t>(j))), r1, r2, ri);
-      __m512i b1 = _mm512_loadu_si512(c1.data() + j), b2 = _mm512_loadu_si512(c2.data() + j);
-      __m512i bi = _mm512_loadu_si512(ci.data() + j);
-      offer16(d, valid, row, b1, b2, bi);
-      _mm512_storeu_si512(c1.data() + j, b1);
-      _mm512_storeu_si512(c2.data() + j, b2);
-      _mm512_storeu_si512(ci.data() + j, bi);
-    }
-    _mm512_store_si512(l1, r1);
-    _mm512_store_si512(l2, r2);
-    _mm512_store_si512(li, ri);
-    fwd[i] = merge_lanes(l1, l2, li, 16);
-  }
+  int64_t i = 0;
+  for (; i + kRows <= na; i += kRows) rows_against_columns<kRows>(a, i, bt, nb, ldb, c1.data(), c2.data(), ci.data(), fwd);
+  for (; i < na; ++i) rows_against_columns<1>(a, i, bt, nb, ldb, c1.data(), c2.data(), ci.data(), fwd);
   for (int64_t j = 0; j < nb; ++j) back[j] = Best2{c1[j], c2[j], ci[j]};
 }
 
