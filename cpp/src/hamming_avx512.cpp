@@ -1,7 +1,8 @@
 // The AVX-512 Hamming matcher for 32-byte descriptors: 16 columns of the distance matrix per
 // step for two rows at a time, each row's best two kept per lane and merged at the end of the
-// row, the columns' best two updated with masked blends (read and written once per two rows). Compiled twice: with DUPSCOPE_HAMMING_VPOPCNT the 64-bit popcount
-// is one instruction (AVX512_VPOPCNTDQ), without it a nibble table lookup (AVX512BW).
+// row, the columns' best two updated with masked blends (read and written once per two rows).
+// Compiled twice: with DUPSCOPE_HAMMING_VPOPCNT the 64-bit popcount is one instruction
+// (AVX512_VPOPCNTDQ), without it a nibble table lookup (AVX512BW).
 #include <immintrin.h>
 
 #include <vector>

@@ -114,17 +114,15 @@ class VerifyConfig:
 @dataclass
 class Features:
     """Keypoint positions (K, 2) float32 and binary descriptors (K, 32) uint8 of one image (resized
-    to ``side``), that resized image's size, and the keypoints' other attributes."""
+    to ``side``), and that resized image's size."""
 
     points: np.ndarray
     descriptors: np.ndarray
     size: tuple[int, int]
-    #: (K, 2) float32 Harris response and pyramid level of each keypoint
-    shape: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.points.nbytes + self.descriptors.nbytes + (0 if self.shape is None else self.shape.nbytes) + 64
+        return self.points.nbytes + self.descriptors.nbytes + 64
 
 
 @dataclass
@@ -270,9 +268,8 @@ def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = 
     if mirror:
         grey = grey[:, ::-1]
     grey = np.ascontiguousarray(grey, np.uint8)
-    points, desc, response, level = keypoints(grey, config.features, config.levels, config.scale_factor,
-                                              config.fast_threshold)
-    return Features(points, desc, (grey.shape[1], grey.shape[0]), np.stack([response, level.astype(np.float32)], 1))
+    points, desc, _, _ = keypoints(grey, config.features, config.levels, config.scale_factor, config.fast_threshold)
+    return Features(points, desc, (grey.shape[1], grey.shape[0]))
 
 
 def mirrored_features(grey: np.ndarray, direct: Features, config: VerifyConfig = VerifyConfig()) -> Features:
@@ -288,7 +285,7 @@ def mirrored_features(grey: np.ndarray, direct: Features, config: VerifyConfig =
     w = grey.shape[1]
     points = direct.points.copy()
     points[:, 0] = (w - 1) - points[:, 0]
-    return Features(points, mirror_descriptors(np.ascontiguousarray(direct.descriptors)), direct.size, direct.shape)
+    return Features(points, mirror_descriptors(np.ascontiguousarray(direct.descriptors)), direct.size)
 
 
 def mutual_matches(d1: np.ndarray, d2: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
