@@ -361,3 +361,24 @@ def test_greys_kept_by_phase_1_give_the_same_evidence(images, tmp_path):
     assert not tiny.put(0, grey)  # a row is kept once
     tiny.keep_only([5])
     assert len(tiny) == 0 and tiny.bytes == 0 and tiny.has_room()
+
+
+def test_faint_picture_matches_its_copy_with_a_bright_watermark(tmp_path):
+    """A bright overlay decides the global stretch of the copy alone (its 99th percentile), which
+    leaves the faint picture below the corner test's threshold there; the local equalisation gives
+    both images the same visible content again."""
+    from PIL import ImageFont
+
+    faint = Image.fromarray((np.asarray(scene(5)).astype(np.float32) * 0.08).astype(np.uint8))
+    marked = faint.copy()
+    draw = ImageDraw.Draw(marked)
+    draw.text((20, 100), "SAMPLE", fill=(255, 255, 255), font=ImageFont.load_default(size=48))
+    draw.rectangle((0, 200, 319, 239), fill=(255, 255, 0))
+    paths = [str(tmp_path / "faint.png"), str(tmp_path / "marked.png")]
+    faint.save(paths[0])
+    marked.save(paths[1])
+    off = verify_pairs(paths, np.array([0]), np.array([1]), VerifyConfig(local_contrast=0))
+    on = verify_pairs(paths, np.array([0]), np.array([1]))
+    assert off.checked[0] and on.checked[0]
+    assert off.inliers[0] == 0
+    assert on.inliers[0] >= 8 and not on.mirrored[0], int(on.inliers[0])

@@ -13,7 +13,9 @@ transform. This module checks exactly that, for the candidate pairs phase 1 find
    longer side is :attr:`VerifyConfig.side` pixels (up or down: a quarter-size copy and its
    original then meet at one scale), its grey levels stretched so that the 1st and 99th
    percentiles become 0 and 255 (a darkened or low-contrast copy then shows the same corners),
-   and described by at most ``features`` oriented binary keypoints (:func:`dupscope._core.keypoints`,
+   then equalised locally (CLAHE, :attr:`VerifyConfig.local_contrast`: a bright watermark or
+   border no longer decides the contrast of the whole picture, so faint content keeps its
+   corners in every copy), and described by at most ``features`` oriented binary keypoints (:func:`dupscope._core.keypoints`,
    this package's own detector: FAST-9 corners on a 5-level pyramid ranked by the Harris measure,
    oriented by their intensity centroid, each described by 256 comparisons of box-smoothed
    pixels, the scheme of OpenCV's ORB). Its comparison pattern holds every comparison's
@@ -87,6 +89,13 @@ class VerifyConfig:
         Inliers from which the direct check is trusted and the mirror image is not tried.
     fast_threshold : int
         Grey-level difference from the centre a FAST circle pixel needs to count.
+    local_contrast : float
+        Clip limit of the local histogram equalisation (CLAHE) after the global stretch; 0
+        turns it off. On the accuracy benchmarks (seed 0) 3 raised AP from 0.9973 to 0.9996
+        (realistic) and from 0.9968 to 0.9974 (existing): dark astronomy photos and copies with a
+        bright watermark found their matches (benchmarks/RESULTS.md).
+    contrast_tiles : int
+        Tiles per side of that equalisation.
     cache_bytes : int
         Memory the feature cache may use.
     keep_bytes : int
@@ -106,6 +115,8 @@ class VerifyConfig:
     max_rotation: float = 25.0
     enough_inliers: int = 20
     fast_threshold: int = 10
+    local_contrast: float = 3.0
+    contrast_tiles: int = 8
     cache_bytes: int = 512 * 1024**2
     keep_bytes: int = 1024**3
     workers: int | None = None
@@ -156,7 +167,7 @@ def verifier_id(config: VerifyConfig = VerifyConfig()) -> str:
     """The settings that decide a pair's evidence, as one string (stored in each verified file's
     ``attrs["verifier"]``): an append run reuses a file's evidence only when it was made by the
     same verifier, and checks the old pairs again otherwise."""
-    return (f"dupscope-keypoints-1 fast={config.fast_threshold} side={config.side} features={config.features} levels={config.levels}x{config.scale_factor} "
+    return (f"dupscope-keypoints-1 fast={config.fast_threshold} clahe={config.local_contrast}x{config.contrast_tiles} side={config.side} features={config.features} levels={config.levels}x{config.scale_factor} "
             f"ratio={config.ratio} ransac={config.ransac_px} scale<={config.max_scale} "
             f"rotation<={config.max_rotation} mirror<{config.enough_inliers}")
 
@@ -175,6 +186,16 @@ def _grey_resized(path: str, side: int) -> np.ndarray:
     from .images import decode_image, feature_grey
 
     return feature_grey(decode_image(path, colour="rgb", draft_size=side)[0], side)
+
+
+def _normalise(grey: np.ndarray, config: VerifyConfig) -> np.ndarray:
+    """:func:`_stretch`, then local histogram equalisation (CLAHE) when the config asks for it."""
+    grey = _stretch(grey)
+    if config.local_contrast > 0:
+        # A CLAHE object is not safe to share between threads; making one costs nothing.
+        tiles = (config.contrast_tiles, config.contrast_tiles)
+        grey = _cv2().createCLAHE(clipLimit=config.local_contrast, tileGridSize=tiles).apply(grey)
+    return grey
 
 
 def _stretch(grey: np.ndarray) -> np.ndarray:
@@ -241,14 +262,15 @@ class KeptGreys:
 
 
 def prepared_grey(path: str | os.PathLike, config: VerifyConfig = VerifyConfig()) -> np.ndarray:
-    """The grey image features are computed on: decoded, resized to ``config.side`` and stretched.
+    """The grey image features are computed on: decoded, resized to ``config.side``, stretched
+    and equalised locally (:func:`_normalise`).
 
     Raises
     ------
     dupscope.images.ImageLoadError
         The image cannot be read.
     """
-    return _stretch(_grey_resized(os.fspath(path), config.side))
+    return _normalise(_grey_resized(os.fspath(path), config.side), config)
 
 
 def image_features(path: str | os.PathLike | np.ndarray, config: VerifyConfig = VerifyConfig(), *,
@@ -351,7 +373,7 @@ class _Cache:
                 self.greys.move_to_end(i)
                 return grey
         grey = self.kept.take(i) if self.kept is not None else None
-        grey = _stretch(grey) if grey is not None else prepared_grey(self.paths[i], self.config)
+        grey = _normalise(grey, self.config) if grey is not None else prepared_grey(self.paths[i], self.config)
         with self.lock:
             if i not in self.greys:
                 self.greys[i] = grey
