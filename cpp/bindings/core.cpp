@@ -15,6 +15,7 @@
 #include "dupscope/engine.hpp"
 #include "dupscope/grouping.hpp"
 #include "dupscope/hamming.hpp"
+#include "dupscope/contrast.hpp"
 #include "dupscope/keypoints.hpp"
 #include "dupscope/lowp.hpp"
 #include "dupscope/normalize.hpp"
@@ -356,6 +357,25 @@ py::tuple keypoints_py(const py::array& grey, int features, int levels, float sc
   return py::make_tuple(pts, desc, to_array(k.response), to_array(k.level));
 }
 
+py::array_t<uint8_t> normalise_contrast_py(const py::array& grey, float clip_limit, int tiles) {
+  if (grey.ndim() != 2 || !has_dtype<uint8_t>(grey))
+    throw py::type_error("grey must be a 2-D uint8 array");
+  if (grey.shape(0) == 0 || grey.shape(1) == 0) throw py::value_error("grey's size must be positive");
+  if (grey.strides(1) != 1 || grey.strides(0) < grey.shape(1))
+    throw py::value_error("grey must have contiguous rows, try numpy.ascontiguousarray");
+  const int h = static_cast<int>(grey.shape(0)), w = static_cast<int>(grey.shape(1));
+  py::array_t<uint8_t> out({static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(w)});
+  const auto* px = static_cast<const uint8_t*>(grey.data());
+  const int64_t stride = grey.strides(0);
+  uint8_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    // An empty image or tiles < 1: std::invalid_argument, a ValueError here.
+    normalise_contrast(px, w, h, stride, ContrastConfig{clip_limit, tiles}, o);
+  }
+  return out;
+}
+
 py::array_t<uint8_t> mirror_descriptors_py(const py::array& desc) {
   auto [n, d] = check_matrix(desc, "descriptors");
   if (!has_dtype<uint8_t>(desc) || d != 32) throw py::type_error("descriptors must be uint8 rows of 32 bytes");
@@ -382,6 +402,11 @@ PYBIND11_MODULE(_core, m) {
         "mirror-closed 256-bit pattern): (points (K, 2) float32, descriptors (K, 32) uint8, "
         "response (K,) float32, level (K,) int32). kernel: 'auto', 'portable' or "
         "build_info()['keypoint_kernel'] (the same keypoints)");
+  m.def("normalise_contrast", &normalise_contrast_py, py::arg("grey"), py::arg("clip_limit") = 3.0f,
+        py::arg("tiles") = 8,
+        "A 2-D uint8 grey image stretched (1st and 99th percentiles to 0 and 255) and then equalised "
+        "locally (CLAHE: tiles x tiles histograms clipped at clip_limit x their mean bin, bilinear "
+        "between tile centres; clip_limit <= 0: the stretch only), as a new uint8 array");
   m.def("mirror_descriptors", &mirror_descriptors_py, py::arg("descriptors"),
         "Descriptors of the same keypoints in the mirror image (the pattern's bit pairs swapped)");
   m.def("linkage_merges", &linkage_merges_py, py::arg("n"), py::arg("a"), py::arg("b"), py::arg("s"),

@@ -13,9 +13,10 @@ transform. This module checks exactly that, for the candidate pairs phase 1 find
    longer side is :attr:`VerifyConfig.side` pixels (up or down: a quarter-size copy and its
    original then meet at one scale), its grey levels stretched so that the 1st and 99th
    percentiles become 0 and 255 (a darkened or low-contrast copy then shows the same corners),
-   then equalised locally (CLAHE, :attr:`VerifyConfig.local_contrast`: a bright watermark or
-   border no longer decides the contrast of the whole picture, so faint content keeps its
-   corners in every copy), and described by at most ``features`` oriented binary keypoints (:func:`dupscope._core.keypoints`,
+   then equalised locally (contrast-limited adaptive histogram equalisation, CLAHE, in the
+   compiled core: :attr:`VerifyConfig.local_contrast`; a bright watermark or border no longer
+   decides the contrast of the whole picture, so faint content keeps its corners in every
+   copy), and described by at most ``features`` oriented binary keypoints (:func:`dupscope._core.keypoints`,
    this package's own detector: FAST-9 corners on a 5-level pyramid ranked by the Harris measure,
    oriented by their intensity centroid, each described by 256 comparisons of box-smoothed
    pixels, the scheme of OpenCV's ORB). Its comparison pattern holds every comparison's
@@ -189,25 +190,12 @@ def _grey_resized(path: str, side: int) -> np.ndarray:
 
 
 def _normalise(grey: np.ndarray, config: VerifyConfig) -> np.ndarray:
-    """:func:`_stretch`, then local histogram equalisation (CLAHE) when the config asks for it."""
-    grey = _stretch(grey)
-    if config.local_contrast > 0:
-        # A CLAHE object is not safe to share between threads; making one costs nothing.
-        tiles = (config.contrast_tiles, config.contrast_tiles)
-        grey = _cv2().createCLAHE(clipLimit=config.local_contrast, tileGridSize=tiles).apply(grey)
-    return grey
+    """Grey levels stretched so that the 1st and 99th percentiles become 0 and 255, then equalised
+    locally (CLAHE with ``config.local_contrast`` and ``config.contrast_tiles``; 0: the stretch
+    only), by the compiled core (:func:`dupscope._core.normalise_contrast`, the GIL released)."""
+    from ._core import normalise_contrast
 
-
-def _stretch(grey: np.ndarray) -> np.ndarray:
-    """Grey levels mapped linearly so that the 1st and 99th percentiles become 0 and 255."""
-    cv2 = _cv2()
-    cum = np.cumsum(cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel())
-    lo = int(np.searchsorted(cum, 0.01 * cum[-1]))
-    hi = int(np.searchsorted(cum, 0.99 * cum[-1]))
-    if hi <= lo:
-        return grey
-    lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
-    return cv2.LUT(grey, lut)
+    return normalise_contrast(np.ascontiguousarray(grey, np.uint8), config.local_contrast, config.contrast_tiles)
 
 
 class KeptGreys:
