@@ -92,8 +92,8 @@ class VerifyConfig:
         Grey-level difference from the centre a FAST circle pixel needs to count.
     local_contrast : float
         Clip limit of the local histogram equalisation (CLAHE) after the global stretch; 0
-        turns it off. On the accuracy benchmarks (seed 0) 3 raised AP from 0.9973 to 0.9996
-        (realistic) and from 0.9968 to 0.9974 (existing): dark astronomy photos and copies with a
+        turns it off. On the accuracy benchmarks (seed 0) 3 raised AP from 0.9973 to 0.9987
+        (realistic) and from 0.9968 to 0.9975 (existing): dark astronomy photos and copies with a
         bright watermark found their matches (benchmarks/RESULTS.md).
     contrast_tiles : int
         Tiles per side of that equalisation.
