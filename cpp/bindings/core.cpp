@@ -10,12 +10,12 @@
 #include <string>
 #include <thread>
 
+#include "dupscope/contrast.hpp"
 #include "dupscope/cpu_features.hpp"
 #include "dupscope/cuda_tiles.hpp"
 #include "dupscope/engine.hpp"
 #include "dupscope/grouping.hpp"
 #include "dupscope/hamming.hpp"
-#include "dupscope/contrast.hpp"
 #include "dupscope/keypoints.hpp"
 #include "dupscope/lowp.hpp"
 #include "dupscope/normalize.hpp"
@@ -331,14 +331,19 @@ py::dict build_info() {
 
 // Keypoints of a 2-D uint8 grey image: (points (K, 2) float32, descriptors (K, 32) uint8,
 // response (K,) float32, level (K,) int32).
-py::tuple keypoints_py(const py::array& grey, int features, int levels, float scale, int fast_threshold,
-                       const std::string& kernel) {
-  if (kernel != "auto" && kernel != "portable" && kernel != keypoint_kernel())
-    throw py::value_error("kernel must be 'auto', 'portable' or '" + std::string(keypoint_kernel()) + "'");
+// A 2-D uint8 grey image whose rows are contiguous (what the keypoint and contrast code read).
+void check_grey(const py::array& grey) {
   if (grey.ndim() != 2 || !has_dtype<uint8_t>(grey))
     throw py::type_error("grey must be a 2-D uint8 array");
   if (grey.strides(1) != 1 || grey.strides(0) < grey.shape(1))
     throw py::value_error("grey must have contiguous rows, try numpy.ascontiguousarray");
+}
+
+py::tuple keypoints_py(const py::array& grey, int features, int levels, float scale, int fast_threshold,
+                       const std::string& kernel) {
+  if (kernel != "auto" && kernel != "portable" && kernel != keypoint_kernel())
+    throw py::value_error("kernel must be 'auto', 'portable' or '" + std::string(keypoint_kernel()) + "'");
+  check_grey(grey);
   const int h = static_cast<int>(grey.shape(0)), w = static_cast<int>(grey.shape(1));
   const auto* px = static_cast<const uint8_t*>(grey.data());
   const int64_t stride = grey.strides(0);
@@ -358,11 +363,10 @@ py::tuple keypoints_py(const py::array& grey, int features, int levels, float sc
 }
 
 py::array_t<uint8_t> normalise_contrast_py(const py::array& grey, float clip_limit, int tiles) {
-  if (grey.ndim() != 2 || !has_dtype<uint8_t>(grey))
-    throw py::type_error("grey must be a 2-D uint8 array");
-  if (grey.shape(0) == 0 || grey.shape(1) == 0) throw py::value_error("grey's size must be positive");
-  if (grey.strides(1) != 1 || grey.strides(0) < grey.shape(1))
-    throw py::value_error("grey must have contiguous rows, try numpy.ascontiguousarray");
+  // An empty array first: numpy may give a zero-width one any stride.
+  if (grey.ndim() == 2 && (grey.shape(0) == 0 || grey.shape(1) == 0))
+    throw py::value_error("grey's size must be positive");
+  check_grey(grey);
   const int h = static_cast<int>(grey.shape(0)), w = static_cast<int>(grey.shape(1));
   py::array_t<uint8_t> out({static_cast<py::ssize_t>(h), static_cast<py::ssize_t>(w)});
   const auto* px = static_cast<const uint8_t*>(grey.data());
@@ -370,7 +374,7 @@ py::array_t<uint8_t> normalise_contrast_py(const py::array& grey, float clip_lim
   uint8_t* o = out.mutable_data();
   {
     py::gil_scoped_release release;
-    // An empty image or tiles < 1: std::invalid_argument, a ValueError here.
+    // tiles < 1: std::invalid_argument from the core, a ValueError here.
     normalise_contrast(px, w, h, stride, ContrastConfig{clip_limit, tiles}, o);
   }
   return out;

@@ -1,5 +1,5 @@
 // Global stretch and CLAHE in one pass over the pixels for the histograms and one for the output
-// (see contrast.hpp). About 0.3 ms for a 384 x 384 image on one core.
+// (see contrast.hpp). About 0.7 ms for a 384 x 384 image on one core (2-core Sapphire Rapids VM).
 #include "dupscope/contrast.hpp"
 
 #include <algorithm>
