@@ -449,6 +449,23 @@ def test_bf16_products_against_float64(kernel, m, n, d):
         np.testing.assert_array_equal(got.view(np.uint32), _core.bf16_products(a, b, "bf16-emulated").view(np.uint32))
 
 
+@pytest.mark.parametrize("m,n,d", [(1, 1, 1), (3, 31, 7), (5, 33, 191), (2, 64, 193), (4, 97, 320), (3, 150, 513)])
+def test_one_row_products_have_the_tile_kernels_bits(simd, m, n, d):
+    """The bf16 re-rank multiplies one row at a time (row_gemm, without the micro-tile's rows of
+    padding). Its float32 products must be the tile kernel's bits, or the re-ranked lists would
+    differ from the float32 path's; and both must match float64 within float32 summation. The
+    depths cross the kernels' depth blocks (192 and 256), the widths their strips."""
+    rng = fresh_rng()
+    a = random_embeddings(rng, m, d)
+    b = random_embeddings(rng, n, d)
+    whole = _core.float32_products(a, b, simd)
+    rows = _core.float32_products(a, b, simd, one_row=True)
+    np.testing.assert_array_equal(rows.view(np.uint32), whole.view(np.uint32))
+    ref = a.astype(np.float64) @ b.astype(np.float64).T
+    scale = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64).T
+    assert np.all(np.abs(rows - ref) <= d * 2.0**-23 * scale + 1e-30)
+
+
 @pytest.mark.parametrize("rows", ["random", "aligned"])
 @pytest.mark.parametrize("d", [7, 64, 320])
 def test_bf16_rows_bound_holds_and_is_tighter(rows, d):

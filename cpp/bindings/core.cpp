@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
+#include <limits>
 #include <memory>
 #include <string>
 #include <thread>
@@ -16,6 +18,7 @@
 #include "dupscope/engine.hpp"
 #include "dupscope/grouping.hpp"
 #include "dupscope/hamming.hpp"
+#include "dupscope/kernels.hpp"
 #include "dupscope/keypoints.hpp"
 #include "dupscope/lowp.hpp"
 #include "dupscope/normalize.hpp"
@@ -467,6 +470,42 @@ PYBIND11_MODULE(_core, m) {
     return out;
   }, py::arg("a"), py::arg("b"), py::arg("kernel") = "bf16-emulated",
         "Products of the rows of a and b rounded to bf16, as the bf16 tiles compute them: (m, n) float32");
+  m.def("float32_products", [](py::array_t<float, py::array::c_style | py::array::forcecast> a,
+                               py::array_t<float, py::array::c_style | py::array::forcecast> b, const std::string& simd,
+                               bool one_row) {
+    auto [m, d] = check_matrix(a, "a");
+    auto [n, d2] = check_matrix(b, "b");
+    if (d != d2) throw py::value_error("a and b must have the same number of columns");
+    const KernelSet& ks = kernels_for(simd.empty() ? simd_default() : parse_simd(simd));
+    py::array_t<float> out({m, n});
+    const float* pa = a.data();
+    const float* pb = b.data();
+    float* po = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      auto alloc = [](int64_t floats) {
+        return std::unique_ptr<float, decltype(&std::free)>(
+            static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((floats * 4 + 63) / 64 * 64))), &std::free);
+      };
+      auto a_pack = alloc(a_pack_floats(ks, m, d)), b_pack = alloc(b_pack_floats(ks, n));
+      const int64_t c_count = c_floats(ks, std::max(m, n));
+      auto c = alloc(c_count);
+      std::fill(c.get(), c.get() + c_count, std::numeric_limits<float>::quiet_NaN());  // nothing unwritten may pass
+      TileWorkspace ws;
+      ws.a_pack = a_pack.get();
+      ws.b_pack = b_pack.get();
+      ws.c = c.get();
+      if (!one_row) ks.gemm(pa, m, pb, n, d, ws);
+      for (int64_t r = 0; r < m; ++r) {
+        if (one_row) ks.row_gemm(pa + r * d, pb, n, d, ws);
+        const float* src = ws.c + (one_row ? 0 : r * ws.ldc);
+        std::copy(src, src + n, po + r * n);
+      }
+    }
+    return out;
+  }, py::arg("a"), py::arg("b"), py::arg("simd") = "", py::arg("one_row") = false,
+        "Float32 products of the rows of a and b by one SIMD level's tile kernel (default: the selected level), "
+        "whole or one row of a at a time as the bf16 re-rank computes them: (m, n) float32");
   m.def("bf16_error_bound", &bf16_error_bound, py::arg("d"),
         "Largest difference, in cosine units, between a bf16 tile product of unit vectors and the float32 one");
   m.def("bf16_rows_bound", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {

@@ -397,13 +397,11 @@ void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks) {
   const int64_t T = opt_.tile;
   const int64_t most = topk_.max_candidates();
   const int64_t width = std::max<int64_t>(most, T);
-  AlignedFloats a_pack(a_pack_floats(*kernels_, 1, d_)), b_pack(b_pack_floats(*kernels_, width));
-  AlignedFloats c(c_floats(*kernels_, width) + round_up(width, 16) * kernels_->mr);
+  AlignedFloats b_pack(b_pack_floats(*kernels_, width)), c(round_up(width, kernels_->nr));
   std::vector<float> gathered(static_cast<size_t>(most * d_));
   std::vector<uint8_t> ones(static_cast<size_t>(width), 1);
   std::vector<std::pair<float, int32_t>> cand, best;
   TileWorkspace ws;
-  ws.a_pack = a_pack.p;
   ws.b_pack = b_pack.p;
   ws.c = c.p;
   auto better = [](const std::pair<float, int32_t>& x, const std::pair<float, int32_t>& y) {
@@ -431,8 +429,7 @@ void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks) {
       for (int64_t t = 0; t < cnt; ++t)
         std::memcpy(gathered.data() + t * d_, emb_.data() + static_cast<int64_t>(cand[t].second) * d_,
                     d_ * sizeof(float));
-      ws.a_ready = false;
-      kernels_->gemm(emb_.data() + row * d_, 1, gathered.data(), cnt, d_, ws);
+      kernels_->row_gemm(emb_.data() + row * d_, gathered.data(), cnt, d_, ws);
       kernels_->epilogue(ws.c, ws.ldc, 1, cnt, ones.data(), ones.data(), false, nullptr, 0, nullptr, 0);
       for (int64_t t = 0; t < cnt; ++t) best.emplace_back(ws.c[t], cand[t].second);
       const int64_t keep = std::min<int64_t>(cnt, k);
@@ -443,8 +440,7 @@ void SimilarityJob::rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks) {
       ++fallbacks;
       for (int64_t j0 = 0; j0 < n_; j0 += T) {
         const int64_t nn = std::min(T, n_ - j0);
-        ws.a_ready = false;
-        kernels_->gemm(emb_.data() + row * d_, 1, emb_.data() + j0 * d_, nn, d_, ws);
+        kernels_->row_gemm(emb_.data() + row * d_, emb_.data() + j0 * d_, nn, d_, ws);
         kernels_->epilogue(ws.c, ws.ldc, 1, nn, ones.data(), ones.data(), false, nullptr, 0, nullptr, 0);
         for (int64_t s = 0; s < nn; ++s) {
           const int64_t j = j0 + s;

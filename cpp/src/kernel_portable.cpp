@@ -27,6 +27,19 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
     for (int j = 0; j < NR; ++j) c[i * ldc + j] = t[i][j];
 }
 
+void micro_row(int64_t kc, const float* a, const float* b, int64_t strips, float* c, bool acc) {
+  for (int64_t s = 0; s < strips; ++s) {
+    const float* p = b + s * kc * NR;
+    float t[NR];
+    for (int j = 0; j < NR; ++j) t[j] = acc ? c[s * NR + j] : 0.0f;
+    for (int64_t k = 0; k < kc; ++k) {
+      const float ak = a[k];
+      for (int j = 0; j < NR; ++j) t[j] += ak * p[k * NR + j];
+    }
+    for (int j = 0; j < NR; ++j) c[s * NR + j] = t[j];
+  }
+}
+
 void map_to_unit(float* c, int64_t n) {
   for (int64_t s = 0; s < n; ++s) {
     float v = 0.5f * c[s] + 0.5f;
@@ -48,12 +61,15 @@ inline bool any16(const float* c, float rthr, const float* cthr) {
 inline bool pack8(const float*, int64_t, int64_t, int, float*) { return false; }
 inline bool transpose8_half(const uint16_t*, int64_t, uint16_t*, int64_t) { return false; }
 
+constexpr bool kCompressHits = false;  // tile_scan walks the blocks any16 flags
+inline int compress16(const float*, float, const float*, int32_t, int32_t*) { return 0; }
+
 #include "tile_gemm.inc"
 
 }  // namespace
 
 const KernelSet& kernels_portable() {
-  static const KernelSet k{SimdLevel::Portable, MR, NR, KC, &tile_gemm, &tile_epilogue, &tile_scan,
+  static const KernelSet k{SimdLevel::Portable, MR, NR, KC, &tile_gemm, &row_gemm, &tile_epilogue, &tile_scan,
                            &tile_transpose_half};
   return k;
 }

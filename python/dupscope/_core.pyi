@@ -30,6 +30,9 @@ def cuda_benchmark(m: int, n: int, d: int, iters: int = 20) -> dict[str, Any]: .
 def bf16_products(
     a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], kernel: str = "bf16-emulated"
 ) -> npt.NDArray[np.float32]: ...
+def float32_products(
+    a: npt.NDArray[np.float32], b: npt.NDArray[np.float32], simd: str = "", one_row: bool = False
+) -> npt.NDArray[np.float32]: ...
 def bf16_error_bound(d: int) -> float: ...
 def merge_topk(
     index_a: npt.NDArray[np.int32], sim_a: npt.NDArray[np.float32], index_b: npt.NDArray[np.int32],

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <algorithm>
 #include <vector>
 #include <random>
 using namespace dupscope;
@@ -27,6 +29,17 @@ int main() {
     // keep raw dots for checking before the epilogue overwrites c
     std::vector<float> raw(m * n);
     for (int64_t r = 0; r < m; ++r) for (int64_t s = 0; s < n; ++s) raw[r * n + s] = ws.c[r * ws.ldc + s];
+    // One row at a time (the bf16 re-rank's products): the same bits as the tile's row.
+    for (int64_t r = 0; r < m; r += (m > 13 ? 37 : 1)) {
+      std::vector<float> keep(ws.c, ws.c + c_floats(ks, T));
+      for (int64_t t = 0; t < (n + 31) / 32 * 32; ++t) ws.c[t] = NAN;
+      ks.row_gemm(a.data() + r * d, b.data(), n, d, ws);
+      if (ws.ldc != (n + 31) / 32 * 32 || std::memcmp(ws.c, raw.data() + r * n, n * sizeof(float)) != 0) {
+        printf("row_gemm differs from gemm m%ld n%ld d%ld row %ld\n", m, n, d, r); return 1;
+      }
+      std::copy(keep.begin(), keep.end(), ws.c);
+      ws.ldc = (n + 31) / 32 * 32;
+    }
     ks.epilogue(ws.c, ws.ldc, m, n, rv.data(), cv.data(), false, out.data(), n, outt.data(), m);
     for (int64_t r = 0; r < m; ++r) for (int64_t s = 0; s < n; ++s) {
       double ref = 0; for (int64_t k = 0; k < d; ++k) ref += (double)a[r * d + k] * b[s * d + k];
@@ -39,13 +52,21 @@ int main() {
   }
   // The top-k's row filter: positions with c >= rthr or c >= cthr, NaN never, at awkward lengths.
   std::uniform_real_distribution<float> ud(0.f, 1.f);
-  for (int64_t n : {1, 15, 16, 17, 100, 256}) for (int with_cols = 0; with_cols < 2; ++with_cols) {
+  // Sparse rows (sparse > 0): a single hit, by row threshold or column threshold, anywhere in
+  // the blocks of 64 and 16 or the tail.
+  for (int sparse = 0; sparse < 3; ++sparse)
+  for (int64_t n : {1, 15, 16, 17, 63, 64, 65, 100, 129, 256}) for (int with_cols = 0; with_cols < 2; ++with_cols)
+  for (int64_t at = 0; at < (sparse ? n : 1); ++at) {
     std::vector<float> c(n), cthr(n);
-    for (auto& x : c) x = ud(rng);
+    for (auto& x : c) x = sparse ? 0.5f * ud(rng) : ud(rng);
     for (auto& x : cthr) x = ud(rng) < 0.5f ? 2.f : ud(rng);
+    if (sparse) {
+      for (auto& x : cthr) x = 0.95f;
+      c[at] = sparse == 2 ? 0.96f : 0.91f;  // sparse 2: above the column thresholds only
+    }
     if (n > 5) c[5] = NAN;
     std::vector<int32_t> hits(n, -7);
-    const float rthr = 0.9f;
+    const float rthr = sparse == 2 ? 0.99f : 0.9f;
     const int64_t h = ks.scan(c.data(), n, rthr, with_cols ? cthr.data() : nullptr, hits.data());
     int64_t w = 0;
     for (int64_t s = 0; s < n; ++s)

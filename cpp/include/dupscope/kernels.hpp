@@ -3,6 +3,8 @@
 // A tile is the block of similarities between rows [i0, i0+m) and [j0, j0+n) of the normalised
 // embedding matrix. Each kernel set provides:
 //   gemm:     c[r * ldc + s] = dot(a_r, b_s) in float32 (a, b row-major with row stride d).
+//   row_gemm: the same for a single row a, bit for bit what gemm gives with m = 1, without the
+//             micro-tile's other MR - 1 rows (zeros) being multiplied too.
 //   epilogue: maps c to the [0, 1] similarity (1 + c) / 2, clamps, writes it back into c (float32,
 //             for top-k) and as float16 into out (row-major, stride ldo) and, when out_t is not
 //             null, transposed into out_t (stride ldo_t). Rows/columns whose valid flag is 0
@@ -29,6 +31,7 @@ struct KernelSet {
   int mr, nr;  // micro-tile shape (rows of a, rows of b)
   int kc;      // depth of one packed block
   void (*gemm)(const float* a, int64_t m, const float* b, int64_t n, int64_t d, TileWorkspace& ws);
+  void (*row_gemm)(const float* a, const float* b, int64_t n, int64_t d, TileWorkspace& ws);
   void (*epilogue)(float* c, int64_t ldc, int64_t m, int64_t n, const uint8_t* row_valid,
                    const uint8_t* col_valid, bool diag, uint16_t* out, int64_t ldo,
                    uint16_t* out_t, int64_t ldo_t);

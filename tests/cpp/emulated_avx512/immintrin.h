@@ -27,6 +27,17 @@ inline __m256i _mm512_cvtps_ph(__m512 a, int) { __m256i r; for (int i = 0; i < 1
 inline void _mm256_storeu_si256(__m256i* p, __m256i a) { std::memcpy(p, a.v, 32); }
 inline void _mm256_mask_storeu_epi16(void* p, __mmask16 m, __m256i a) { for (int i = 0; i < 16; ++i) if (m >> i & 1) ((uint16_t*)p)[i] = a.v[i]; }
 inline __mmask16 _mm512_cmp_ps_mask(__m512 a, __m512 b, int op) { if (op != _CMP_GE_OQ) abort(); __mmask16 m = 0; for (int i = 0; i < 16; ++i) if (a.v[i] >= b.v[i]) m |= (__mmask16)(1u << i); return m; }
+// 32-bit integer lanes, for the top-k filter's compressed hit positions.
+struct __m512i { int32_t v[16]; };
+inline __m512i _mm512_set1_epi32(int32_t x) { __m512i r; for (auto& y : r.v) y = x; return r; }
+inline __m512i _mm512_setr_epi32(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t a4, int32_t a5, int32_t a6, int32_t a7,
+                                 int32_t a8, int32_t a9, int32_t a10, int32_t a11, int32_t a12, int32_t a13, int32_t a14, int32_t a15) {
+  return __m512i{{a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15}};
+}
+inline __m512i _mm512_add_epi32(__m512i a, __m512i b) { for (int i = 0; i < 16; ++i) a.v[i] += b.v[i]; return a; }
+// Selected lanes packed to the bottom in order, the rest zero.
+inline __m512i _mm512_maskz_compress_epi32(__mmask16 m, __m512i a) { __m512i r{}; int w = 0; for (int i = 0; i < 16; ++i) if (m >> i & 1) r.v[w++] = a.v[i]; return r; }
+inline void _mm512_storeu_si512(void* p, __m512i a) { std::memcpy(p, a.v, 64); }
 // The AVX2/SSE2 shuffles of cpp/src/avx2_shuffles.inc (pack8, transpose8_half), which the AVX-512
 // kernel shares with the AVX2 one.
 struct __m256 { float v[8]; };
