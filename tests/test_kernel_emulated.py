@@ -3,9 +3,10 @@
 The real AVX-512 and AMX paths are tested by test_engine.py only where the CPU has them. These
 tests compile the kernels against stand-in headers instead: cpp/src/kernel_avx512.cpp against
 tests/cpp/emulated_avx512/immintrin.h (packing, the micro-kernel and its one-row form, masked
-tails, the float16 epilogue, the mirrored half and the top-k filter's compressed hits), and cpp/src/lowp_amx.cpp against tests/cpp/emulated_amx/immintrin.h
-(the tile configuration, the bf16 pack as tiles, the 32 x 32 and 16 x 32 blocks, the rows left to
-the AVX512_BF16 kernel), each checked against a double-precision sum.
+tails, the float16 epilogue, the mirrored half and the top-k filter's compressed hits), and
+cpp/src/lowp_amx.cpp against tests/cpp/emulated_amx/immintrin.h (the tile configuration, the
+bf16 pack as tiles, the 32 x 32 and 16 x 32 blocks, the rows left to the AVX512_BF16 kernel),
+each checked against a double-precision sum.
 """
 
 from __future__ import annotations
