@@ -466,6 +466,34 @@ def test_one_row_products_have_the_tile_kernels_bits(simd, m, n, d):
     assert np.all(np.abs(rows - ref) <= d * 2.0**-23 * scale + 1e-30)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_topk_with_buffers_on_huge_pages(precision):
+    """Inputs of more than 4 MB live in buffers that ask for 2 MB pages (huge_pages.hpp): the
+    lists still match float64 (blocked numpy reference), and bf16 equals float32 where it runs."""
+    if precision == "bf16" and "bf16" not in _lowp_kernels():
+        pytest.skip("no hardware bf16 kernel here (the emulation would take minutes at this size)")
+    rng = fresh_rng()
+    n, d, k = 4500, 300, 6  # 5.4 MB of float32 rows
+    e = clustered_embeddings(rng, n, d)
+    idx, sim = dupscope.topk(e, k, device="cpu", precision=precision)
+    x = e.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for r0 in range(0, n, 900):
+        s = (1.0 + x[r0:r0 + 900] @ x.T) / 2.0
+        s[np.arange(len(s)), np.arange(r0, r0 + len(s))] = -np.inf
+        order = np.argsort(-s, axis=1, kind="stable")[:, : k + 1]
+        top = np.take_along_axis(s, order, 1)
+        np.testing.assert_allclose(sim[r0:r0 + 900].astype(np.float64), top[:, :k], atol=ERR)
+        above = np.c_[np.full(len(s), np.inf), top[:, :-1]]  # the value one rank better
+        clear = np.minimum(above - top, np.c_[top[:, :-1] - top[:, 1:], np.full(len(s), np.inf)])[:, :k] > 2 * ERR
+        assert clear.mean() > 0.5
+        np.testing.assert_array_equal(idx[r0:r0 + 900][clear], order[:, :k][clear])
+    if precision == "bf16":
+        want = dupscope.topk(e, k, device="cpu")
+        np.testing.assert_array_equal(idx, want[0])
+        np.testing.assert_array_equal(sim.view(np.uint16), want[1].view(np.uint16))
+
+
 @pytest.mark.parametrize("rows", ["random", "aligned"])
 @pytest.mark.parametrize("d", [7, 64, 320])
 def test_bf16_rows_bound_holds_and_is_tighter(rows, d):

@@ -192,7 +192,7 @@ namespace {
 // The rows' heaps sorted best first, handed to `put(row, rank, index, value)`; rank >= count
 // gets index -1.
 template <class Put>
-void sorted_rows(int64_t n, int k, const std::vector<float>& val, const std::vector<int32_t>& idx,
+void sorted_rows(int64_t n, int k, const HugeVector<float>& val, const HugeVector<int32_t>& idx,
                  const std::vector<int32_t>& count, Put put) {
   std::vector<int> order(static_cast<size_t>(k));
   for (int64_t row = 0; row < n; ++row) {

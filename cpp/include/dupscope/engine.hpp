@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "dupscope/cpu_features.hpp"
+#include "dupscope/huge_pages.hpp"
 #include "dupscope/kernels.hpp"
 #include "dupscope/lowp.hpp"
 #include "dupscope/topk.hpp"
@@ -108,15 +109,15 @@ class SimilarityJob {
   int64_t n_, d_;
   JobOptions opt_;
   const KernelSet* kernels_;
-  std::vector<float> emb_;
+  HugeVector<float> emb_;  // gathered out of order by the bf16 re-rank
   std::vector<uint8_t> valid_;
   int64_t blocks_, tiles_total_, chunks_total_;
   int64_t rect_width_ = 0;  // > 0: rectangle mode (tile t is row rect_row_begin + t / width)
   int threads_;
   TopK topk_;
   std::unique_ptr<cuda::TileContext> cuda_;
-  std::vector<uint16_t> emb16_;  // Precision::Bf16: the rows in bf16
-  std::vector<uint16_t> packed16_;  // and packed for the hardware kernel (tile a multiple of 32)
+  HugeVector<uint16_t> emb16_;  // Precision::Bf16: the rows in bf16
+  HugeVector<uint16_t> packed16_;  // and packed for the hardware kernel (tile a multiple of 32)
   int64_t dp_ = 0;
   std::vector<int32_t> final_index_;  // Precision::Bf16: the re-ranked lists
   std::vector<float> final_sim_;

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "dupscope/huge_pages.hpp"
+
 namespace dupscope {
 
 // A tile row filter (KernelSet::scan): positions s with c[s] >= rthr or c[s] >= cthr[s].
@@ -80,11 +82,11 @@ class TopK {
   int64_t block_;
   int spare_;
   float margin_;
-  std::vector<float> val_;
-  std::vector<int32_t> idx_;
+  HugeVector<float> val_;
+  HugeVector<int32_t> idx_;
   std::vector<int32_t> count_;
-  std::vector<float> spare_val_;
-  std::vector<int32_t> spare_idx_;
+  HugeVector<float> spare_val_;
+  HugeVector<int32_t> spare_idx_;
   std::vector<int32_t> spare_count_;
   std::vector<uint8_t> overflow_;
   std::unique_ptr<std::mutex[]> locks_;
