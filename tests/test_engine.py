@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -466,6 +468,23 @@ def test_one_row_products_have_the_tile_kernels_bits(simd, m, n, d):
     assert np.all(np.abs(rows - ref) <= d * 2.0**-23 * scale + 1e-30)
 
 
+def test_huge_pages_can_be_declined(monkeypatch):
+    """DUPSCOPE_HUGE_PAGES=0 (read once per process) stops the request; the lists do not change."""
+    import subprocess
+    import sys
+
+    code = ("import dupscope, numpy as np; e = np.random.default_rng(0).standard_normal((4500, 300)).astype(np.float32); "
+            "i, s = dupscope.topk(e, 4, device='cpu'); print(dupscope.build_info()['huge_pages'], int(i.sum()))")
+    out = {}
+    for value in ("0", "1"):
+        monkeypatch.setenv("DUPSCOPE_HUGE_PAGES", value)
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out[value] = r.stdout.split()
+    assert out["0"][0] == "False" and out["1"][0] == "True"
+    assert out["0"][1] == out["1"][1]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_topk_with_buffers_on_huge_pages(precision):
     """Inputs of more than 4 MB live in buffers that ask for 2 MB pages (huge_pages.hpp): the
@@ -488,6 +507,7 @@ def test_topk_with_buffers_on_huge_pages(precision):
         clear = np.minimum(above - top, np.c_[top[:, :-1] - top[:, 1:], np.full(len(s), np.inf)])[:, :k] > 2 * ERR
         assert clear.mean() > 0.5
         np.testing.assert_array_equal(idx[r0:r0 + 900][clear], order[:, :k][clear])
+    assert dupscope.build_info()["huge_pages"] is (os.environ.get("DUPSCOPE_HUGE_PAGES") != "0")
     if precision == "bf16":
         want = dupscope.topk(e, k, device="cpu")
         np.testing.assert_array_equal(idx, want[0])

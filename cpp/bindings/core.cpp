@@ -18,6 +18,7 @@
 #include "dupscope/engine.hpp"
 #include "dupscope/grouping.hpp"
 #include "dupscope/hamming.hpp"
+#include "dupscope/huge_pages.hpp"
 #include "dupscope/kernels.hpp"
 #include "dupscope/keypoints.hpp"
 #include "dupscope/lowp.hpp"
@@ -292,6 +293,7 @@ py::dict build_info() {
   py::list sup;
   for (auto l : simd_supported()) sup.append(simd_name(l));
   d["simd_supported"] = sup;
+  d["huge_pages"] = huge_pages_wanted();  // large buffers ask for 2 MB pages (DUPSCOPE_HUGE_PAGES=0: no)
   try {
     d["simd_selected"] = simd_name(simd_default());
   } catch (const std::exception& e) {

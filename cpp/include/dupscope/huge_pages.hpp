@@ -3,11 +3,14 @@
 // nearly every gathered row costs a TLB miss, a page walk that a virtual machine pays twice over;
 // 2 MB pages cover a million-row matrix with a few hundred TLB entries. Linux's default
 // transparent-huge-page mode on many distributions ("madvise") gives them only to memory that
-// asks for them, which this allocator does for buffers of 4 MB and more. Elsewhere, or when the
-// kernel declines, it is an ordinary aligned allocation.
+// asks for them, which this allocator does for buffers of 4 MB and more, unless the environment
+// sets DUPSCOPE_HUGE_PAGES=0 (with the "madvise" defrag setting a fault in such a buffer may make
+// the kernel compact memory first). Elsewhere, or when the kernel declines, it is an ordinary
+// aligned allocation.
 #pragma once
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <vector>
 
@@ -16,6 +19,15 @@
 #endif
 
 namespace dupscope {
+
+// Whether large buffers ask for huge pages: not when DUPSCOPE_HUGE_PAGES is "0" (read once).
+inline bool huge_pages_wanted() {
+  static const bool wanted = [] {
+    const char* env = std::getenv("DUPSCOPE_HUGE_PAGES");
+    return env == nullptr || std::strcmp(env, "0") != 0;
+  }();
+  return wanted;
+}
 
 template <class T>
 struct HugePageAllocator {
@@ -35,7 +47,7 @@ struct HugePageAllocator {
     void* p = std::aligned_alloc(kPage, rounded);
     if (p == nullptr) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(p, rounded, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
+    if (huge_pages_wanted()) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: a refusal leaves ordinary pages
 #endif
     return static_cast<T*>(p);
   }
