@@ -489,8 +489,12 @@ def verify_pairs(paths: Sequence[str], a: np.ndarray, b: np.ndarray, config: Ver
     step = max(64, 16 * workers)
     with ThreadPoolExecutor(workers) as pool:
         for s in range(0, len(order), step):
-            list(pool.map(one, order[s:s + step].tolist()))
-            done += len(order[s:s + step])
+            chunk = order[s:s + step]
+            # The chunk's images first, one per thread: the pairs come sorted by their first
+            # image, so threads taking pairs directly would wait on each other for its features.
+            list(pool.map(lambda i: cache.get(i, False), np.unique(np.r_[lo[chunk], hi[chunk]]).tolist()))
+            list(pool.map(one, chunk.tolist()))
+            done += len(chunk)
             if progress:
                 progress(done)
     return ev
