@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <string>
@@ -485,18 +484,14 @@ PYBIND11_MODULE(_core, m) {
     float* po = out.mutable_data();
     {
       py::gil_scoped_release release;
-      auto alloc = [](int64_t floats) {
-        return std::unique_ptr<float, decltype(&std::free)>(
-            static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((floats * 4 + 63) / 64 * 64))), &std::free);
-      };
-      auto a_pack = alloc(a_pack_floats(ks, m, d)), b_pack = alloc(b_pack_floats(ks, n));
+      AlignedFloats a_pack(a_pack_floats(ks, m, d)), b_pack(b_pack_floats(ks, n));
       const int64_t c_count = c_floats(ks, std::max(m, n));
-      auto c = alloc(c_count);
-      std::fill(c.get(), c.get() + c_count, std::numeric_limits<float>::quiet_NaN());  // nothing unwritten may pass
+      AlignedFloats c(c_count);
+      std::fill(c.p, c.p + c_count, std::numeric_limits<float>::quiet_NaN());  // nothing unwritten may pass
       TileWorkspace ws;
-      ws.a_pack = a_pack.get();
-      ws.b_pack = b_pack.get();
-      ws.c = c.get();
+      ws.a_pack = a_pack.p;
+      ws.b_pack = b_pack.p;
+      ws.c = c.p;
       if (!one_row) ks.gemm(pa, m, pb, n, d, ws);
       for (int64_t r = 0; r < m; ++r) {
         if (one_row) ks.row_gemm(pa + r * d, pb, n, d, ws);

@@ -14,18 +14,6 @@ namespace dupscope {
 
 namespace {
 
-struct AlignedFloats {
-  float* p = nullptr;
-  explicit AlignedFloats(int64_t count) {
-    const size_t bytes = static_cast<size_t>((count * 4 + 63) / 64 * 64);
-    p = static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64));
-    if (p == nullptr) throw std::bad_alloc();
-  }
-  ~AlignedFloats() { std::free(p); }
-  AlignedFloats(const AlignedFloats&) = delete;
-  AlignedFloats& operator=(const AlignedFloats&) = delete;
-};
-
 inline void prefetch(const char* p) {
 #if defined(__GNUC__) || defined(__clang__)
   __builtin_prefetch(p);

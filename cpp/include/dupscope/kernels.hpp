@@ -12,6 +12,8 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 
 #include "dupscope/cpu_features.hpp"
 
@@ -24,6 +26,19 @@ struct TileWorkspace {
   float* c = nullptr;       // at least c_floats(tile) floats
   int64_t ldc = 0;          // row stride of c, set by the kernel's padded_cols(n)
   uint16_t* b16 = nullptr;  // bf16 tiles (Precision::Bf16): bf16_pack_elems(tile, depth)
+};
+
+// A 64-byte aligned float buffer (the kernels' packed operands and tiles load it aligned).
+struct AlignedFloats {
+  float* p = nullptr;
+  explicit AlignedFloats(int64_t count) {
+    const size_t bytes = static_cast<size_t>((count * 4 + 63) / 64 * 64);
+    p = static_cast<float*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64));
+    if (p == nullptr) throw std::bad_alloc();
+  }
+  ~AlignedFloats() { std::free(p); }
+  AlignedFloats(const AlignedFloats&) = delete;
+  AlignedFloats& operator=(const AlignedFloats&) = delete;
 };
 
 struct KernelSet {
