@@ -55,40 +55,18 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
   }
 }
 
-// Two strips at a time: four independent FMA chains instead of micro's 12.
-void micro_row(int64_t kc, const float* a, const float* b, int64_t strips, float* c, bool acc) {
-  auto store = [acc](float* ci, __m256 r) {
-    _mm256_storeu_ps(ci, acc ? _mm256_add_ps(_mm256_loadu_ps(ci), r) : r);
-  };
-  int64_t s = 0;
-  for (; s + 2 <= strips; s += 2) {
-    const float* p = b + s * kc * NR;
-    const float* q = p + kc * NR;
-    __m256 r0 = _mm256_setzero_ps(), r1 = r0, r2 = r0, r3 = r0;
-    for (int64_t k = 0; k < kc; ++k) {
-      const __m256 x = _mm256_broadcast_ss(a + k);
-      r0 = _mm256_fmadd_ps(x, _mm256_load_ps(p + k * NR), r0);
-      r1 = _mm256_fmadd_ps(x, _mm256_load_ps(p + k * NR + 8), r1);
-      r2 = _mm256_fmadd_ps(x, _mm256_load_ps(q + k * NR), r2);
-      r3 = _mm256_fmadd_ps(x, _mm256_load_ps(q + k * NR + 8), r3);
-    }
-    store(c + s * NR, r0);
-    store(c + s * NR + 8, r1);
-    store(c + s * NR + NR, r2);
-    store(c + s * NR + NR + 8, r3);
-  }
-  if (s < strips) {
-    const float* p = b + s * kc * NR;
-    __m256 r0 = _mm256_setzero_ps(), r1 = r0;
-    for (int64_t k = 0; k < kc; ++k) {
-      const __m256 x = _mm256_broadcast_ss(a + k);
-      r0 = _mm256_fmadd_ps(x, _mm256_load_ps(p + k * NR), r0);
-      r1 = _mm256_fmadd_ps(x, _mm256_load_ps(p + k * NR + 8), r1);
-    }
-    store(c + s * NR, r0);
-    store(c + s * NR + 8, r1);
-  }
-}
+// One register's operations, for the one-row micro-kernel (micro_row.inc).
+struct Lanes {
+  using V = __m256;
+  static constexpr int W = 8;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float f) { return _mm256_broadcast_ss(&f); }
+  static V load(const float* p) { return _mm256_load_ps(p); }
+  static V fma(V x, V b, V r) { return _mm256_fmadd_ps(x, b, r); }
+  static void store(float* c, V r, bool acc) { _mm256_storeu_ps(c, acc ? _mm256_add_ps(_mm256_loadu_ps(c), r) : r); }
+};
+
+#include "micro_row.inc"
 
 void map_to_unit(float* c, int64_t n) {
   const __m256 half = _mm256_set1_ps(0.5f), zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);

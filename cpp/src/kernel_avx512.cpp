@@ -41,40 +41,18 @@ void micro(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bo
   }
 }
 
-// Two strips at a time: four independent FMA chains instead of micro's 24.
-void micro_row(int64_t kc, const float* a, const float* b, int64_t strips, float* c, bool acc) {
-  auto store = [acc](float* ci, __m512 r) {
-    _mm512_storeu_ps(ci, acc ? _mm512_add_ps(_mm512_loadu_ps(ci), r) : r);
-  };
-  int64_t s = 0;
-  for (; s + 2 <= strips; s += 2) {
-    const float* p = b + s * kc * NR;
-    const float* q = p + kc * NR;
-    __m512 r0 = _mm512_setzero_ps(), r1 = r0, r2 = r0, r3 = r0;
-    for (int64_t k = 0; k < kc; ++k) {
-      const __m512 x = _mm512_set1_ps(a[k]);
-      r0 = _mm512_fmadd_ps(x, _mm512_load_ps(p + k * NR), r0);
-      r1 = _mm512_fmadd_ps(x, _mm512_load_ps(p + k * NR + 16), r1);
-      r2 = _mm512_fmadd_ps(x, _mm512_load_ps(q + k * NR), r2);
-      r3 = _mm512_fmadd_ps(x, _mm512_load_ps(q + k * NR + 16), r3);
-    }
-    store(c + s * NR, r0);
-    store(c + s * NR + 16, r1);
-    store(c + s * NR + NR, r2);
-    store(c + s * NR + NR + 16, r3);
-  }
-  if (s < strips) {
-    const float* p = b + s * kc * NR;
-    __m512 r0 = _mm512_setzero_ps(), r1 = r0;
-    for (int64_t k = 0; k < kc; ++k) {
-      const __m512 x = _mm512_set1_ps(a[k]);
-      r0 = _mm512_fmadd_ps(x, _mm512_load_ps(p + k * NR), r0);
-      r1 = _mm512_fmadd_ps(x, _mm512_load_ps(p + k * NR + 16), r1);
-    }
-    store(c + s * NR, r0);
-    store(c + s * NR + 16, r1);
-  }
-}
+// One register's operations, for the one-row micro-kernel (micro_row.inc).
+struct Lanes {
+  using V = __m512;
+  static constexpr int W = 16;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float f) { return _mm512_set1_ps(f); }
+  static V load(const float* p) { return _mm512_load_ps(p); }
+  static V fma(V x, V b, V r) { return _mm512_fmadd_ps(x, b, r); }
+  static void store(float* c, V r, bool acc) { _mm512_storeu_ps(c, acc ? _mm512_add_ps(_mm512_loadu_ps(c), r) : r); }
+};
+
+#include "micro_row.inc"
 
 void map_to_unit(float* c, int64_t n) {
   const __m512 half = _mm512_set1_ps(0.5f), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
