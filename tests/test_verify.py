@@ -249,6 +249,73 @@ def test_score_neighbors_rank_cap_limits_candidates(images):
     assert row0[2] >= VERIFIED_INLIERS
 
 
+def _lists(sim: np.ndarray):
+    """Full neighbour lists (every other image, best first) of a symmetric similarity matrix."""
+    n = len(sim)
+    masked = np.where(np.eye(n, dtype=bool), -np.inf, sim)
+    index = np.argsort(-masked, axis=1, kind="stable")[:, :n - 1].astype(np.int32)
+    return index, np.take_along_axis(sim, index, 1).astype(np.float16)
+
+
+def test_second_chance_pairs_need_support_from_the_verified_copies():
+    from dupscope.pairs import neighbor_pairs
+    from dupscope.scoring import second_chance_pairs
+
+    # 0-3: one picture, verified pairwise. 4 is near (0.6) all four, 5 only two of them, 6 near
+    # three but under the second bar (0.57) to 3; 7 is near all four but its pair with 0 was
+    # checked already.
+    sim = np.full((8, 8), 0.5, np.float32)
+    sim[:4, :4] = 0.9
+    sim[4, :4] = sim[:4, 4] = 0.6
+    sim[5, 1:3] = sim[1:3, 5] = 0.6
+    sim[6, :3] = sim[:3, 6] = 0.6
+    sim[6, 3] = sim[3, 6] = 0.57
+    sim[7, :4] = sim[:4, 7] = 0.6
+    a, b, s = neighbor_pairs(*_lists(sim))
+    strong = [(x, y) for x in range(4) for y in range(x + 1, 4)]
+    sa, sb = np.array(strong).T
+    checked = np.sort(np.r_[sa * 8 + sb, [0 * 8 + 7]])
+    out_a, out_b = second_chance_pairs(a, b, s, 8, bar=0.65, low=0.58, strong_a=sa, strong_b=sb, checked=checked,
+                                       support=3)
+    got = set(zip(out_a.tolist(), out_b.tolist()))
+    # 6: each of 0, 1, 2 has copies {the others}, of which 6 is near only two: no support.
+    assert got == {(0, 4), (1, 4), (2, 4), (3, 4), (1, 7), (2, 7), (3, 7)}
+    assert (np.diff(out_a * 8 + out_b) > 0).all()
+    # Without verified copies there is nothing to support a pair.
+    none = second_chance_pairs(a, b, s, 8, bar=0.65, low=0.58, strong_a=sa[:0], strong_b=sb[:0], checked=checked)
+    assert len(none[0]) == 0
+    # With a support of 2, 6 gets its three pairs; 5 still gets none (1's copies are 0, 2 and 3,
+    # and 5 is near only 2 of them; 2's are 0, 1 and 3, and 5 is near only 1).
+    two = set(zip(*(x.tolist() for x in second_chance_pairs(a, b, s, 8, bar=0.65, low=0.58, strong_a=sa,
+                                                             strong_b=sb, checked=checked, support=2))))
+    assert {(0, 6), (1, 6), (2, 6)} <= two and not any(5 in p for p in two)
+
+
+def test_second_round_verifies_a_copy_the_engine_placed_far_from_its_picture(images):
+    """A copy listed only under the bar by a verified group of copies gets checked (and verifies);
+    a look-alike in the same position is checked and does not."""
+    paths = [images["orig"], images["crop"], images["rotated"], images["half_gray"], images["border_blur"],
+             images["other"]]
+    sim = np.full((6, 6), 0.5, np.float32)
+    sim[:4, :4] = 0.9
+    sim[4:, :4] = sim[:4, 4:] = 0.6
+    index, lists = _lists(sim)
+    raw = np.tile(np.array([[1, 0, 0]], np.float32), (6, 1))
+    plain = score_neighbors(index, lists, raw, paths, bar=0.65)
+    second = score_neighbors(index, lists, raw, paths, bar=0.65, second_bar=0.58)
+    assert plain.n_checked == 6 and second.n_checked == 6 + 8
+
+    def inliers(out, i, j):
+        return dict(zip(out.index[i].tolist(), out.inliers[i].tolist()))[j]
+
+    for j in range(4):
+        assert inliers(plain, 4, j) == -1
+        assert inliers(second, 4, j) >= VERIFIED_INLIERS
+        assert 0 <= inliers(second, 5, j) < VERIFIED_INLIERS
+    assert inliers(second, 4, 5) == -1  # 0.5: under the second bar
+    assert {(int(x), int(y)) for x, y in zip(second.pairs.a, second.pairs.b)} >= {(j, 4) for j in range(4)}
+
+
 def test_rows_with_padding_keep_their_neighbours_first(images):
     """Fewer neighbours than k: the -1 padding (NaN score) goes last, the real entries first."""
     paths = [images["orig"], images["crop"], images["other"]]

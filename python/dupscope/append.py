@@ -237,7 +237,7 @@ def embed_new(table, spec, verify: bool, *, device, batch_size, workers, threads
 
 
 def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verify: bool, *, console) -> dict:
-    from .scoring import VerifiedPairs, candidate_bar, layout_pairs, layout_valid, score_neighbors
+    from .scoring import VerifiedPairs, candidate_bar, layout_pairs, layout_valid, score_neighbors, second_chance_bar
 
     n0, m, k = old["n"], len(table), old["k"]
     ok_old, ok_new = old["ok"], result.ok
@@ -274,7 +274,8 @@ def _combine_and_write(target: Path, lock, old: dict, table, result, spec, verif
         resolved = list(old["resolved"]) + list(table.resolved)
         console.print("verifying the new candidate pairs", markup=False, highlight=False)
         scored = score_neighbors(e_index, e_sim, raw_union, resolved, bar=bar_value, rank=rank, columns=columns,
-                                 extra=layout_pairs(*lists), embeddings=emb_union, known=known, layout=layout)
+                                 extra=layout_pairs(*lists), embeddings=emb_union, known=known, layout=layout,
+                                 second_bar=second_chance_bar(spec.family))
         n_checked = scored.n_checked
     # Write the union beside the old file and rename it over it when complete.
     attrs = dict(old["attrs"])

@@ -404,10 +404,12 @@ def _verify_chunk(paths, a, b, config, layout):
 
 
 def verify_pairs(paths: Sequence[str], a: np.ndarray, b: np.ndarray, config=None, *, session: ray_session,
-                 progress: Callable[[int], None] | None = None, kept=None, layout: np.ndarray | None = None):
+                 progress: Callable[[int], None] | None = None, kept=None, layout: np.ndarray | None = None,
+                 features=None):
     """:func:`dupscope.verify.verify_pairs` on the cluster: the same :class:`~dupscope.verify.Evidence`,
-    from tasks of :attr:`RayOptions.pair_rows` pairs in order of their lower row (``kept`` is
-    ignored: the grey images phase 1 kept live in this process)."""
+    from tasks of :attr:`RayOptions.pair_rows` pairs in order of their lower row (``kept`` and
+    ``features`` are ignored: the grey images phase 1 kept and the feature cache live in this
+    process)."""
     from .verify import Evidence, VerifyConfig
 
     ray = _ray()

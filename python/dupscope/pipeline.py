@@ -491,7 +491,7 @@ def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar, *,
     """Verify the candidate pairs among the engine's neighbour lists ``(index, similarity)``, and
     those the layout descriptors propose, and store the final scores in the file being written;
     returns the number of pairs checked."""
-    from .scoring import candidate_bar, layout_lists, layout_pairs, score_neighbors
+    from .scoring import candidate_bar, layout_lists, layout_pairs, score_neighbors, second_chance_bar
 
     extra = None
     if result.layout is not None:
@@ -509,7 +509,7 @@ def _verify(writer, neighbours, raw: np.ndarray, paths, spec: ModelSpec, bar, *,
     bar_value, rank = candidate_bar(spec.family)
     scored = score_neighbors(
         *neighbours, raw, paths, bar=bar_value, rank=rank, columns=columns, extra=extra, embeddings=embeddings,
-        kept=kept, layout=result.layout, verifier=verifier, progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
+        kept=kept, layout=result.layout, verifier=verifier, second_bar=second_chance_bar(spec.family), progress=(lambda done, total: bar.update(task, completed=done, total=total)) if bar else None,
     )
     writer.write_scores(scored)
     return scored.n_checked

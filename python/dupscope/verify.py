@@ -57,7 +57,7 @@ import numpy as np
 from .defaults import usable_cpus
 from .errors import VerificationUnavailable
 
-__all__ = ["VerifyConfig", "Evidence", "Features", "KeptGreys", "image_features", "mirrored_features",
+__all__ = ["VerifyConfig", "Evidence", "FeatureCache", "Features", "KeptGreys", "image_features", "mirrored_features",
            "match_features", "mirror_plausible", "verifier_id", "verify_pairs",
            "VerificationUnavailable"]
 
@@ -338,9 +338,11 @@ def match_features(a: Features, b: Features, config: VerifyConfig = VerifyConfig
     return n, float(min(1.0, max(cov)))
 
 
-class _Cache:
-    """Features by (image, mirrored), least recently used evicted past a byte budget; each entry
-    computed once even when several threads ask at the same time."""
+class FeatureCache:
+    """Features by (image, mirrored), least recently used evicted past a byte budget
+    (:attr:`VerifyConfig.cache_bytes`); each entry computed once even when several threads ask at
+    the same time. One cache may serve several :func:`verify_pairs` calls over the same rows (a
+    second round of candidates then reuses the first round's features)."""
 
     def __init__(self, paths: Sequence[str], config: VerifyConfig, kept: KeptGreys | None = None) -> None:
         self.paths, self.config = paths, config
@@ -429,7 +431,7 @@ def mirror_plausible(layout: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nda
 
 def verify_pairs(paths: Sequence[str], a: np.ndarray, b: np.ndarray, config: VerifyConfig = VerifyConfig(), *,
                  progress: Callable[[int], None] | None = None, kept: KeptGreys | None = None,
-                 layout: np.ndarray | None = None) -> Evidence:
+                 layout: np.ndarray | None = None, features: FeatureCache | None = None) -> Evidence:
     """Check every pair ``(paths[a[p]], paths[b[p]])`` (see the module docstring).
 
     Parameters
@@ -448,6 +450,9 @@ def verify_pairs(paths: Sequence[str], a: np.ndarray, b: np.ndarray, config: Ver
         mirror image is tried only for pairs whose layouts agree at least as well mirrored as
         they do directly (:func:`mirror_plausible`); without them, for every pair that fails
         the direct check.
+    features : FeatureCache, optional
+        The feature cache to use (and fill) for ``paths`` and ``config``, e.g. one kept from an
+        earlier call; default a new one (with ``kept``).
 
     Returns
     -------
@@ -459,7 +464,7 @@ def verify_pairs(paths: Sequence[str], a: np.ndarray, b: np.ndarray, config: Ver
     ev = Evidence.empty(len(a))
     if not len(a):
         return ev
-    cache = _Cache(paths, config, kept)
+    cache = features if features is not None else FeatureCache(paths, config, kept)
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     try_mirror = mirror_plausible(layout, lo, hi) if layout is not None else np.ones(len(a), bool)
     order = np.lexsort((hi, lo))
