@@ -396,16 +396,25 @@ def test_mirror_check_needs_a_plausible_mirrored_layout(images):
 
 def test_greys_kept_by_phase_1_give_the_same_evidence(images, tmp_path):
     """Grey images the decode threads keep are the arrays verification would decode itself
-    (PNG, and a JPEG the model's draft did not reduce); a JPEG drafted below the full size is
-    not kept; the budget and keep_only bound what is held."""
-    from dupscope.images import load_image
+    (PNG; a JPEG the model's draft did not reduce, or reduced by the factor verification's own
+    draft uses); a JPEG decoded at another scale is not kept; the budget and keep_only bound
+    what is held."""
+    from dupscope.images import decode_image, grey_draft_scale, load_image
     from dupscope.verify import KeptGreys, _grey_resized
 
-    big = tmp_path / "big.jpg"
-    scene(7, (1600, 1200)).save(big, quality=92)
-    small = tmp_path / "small.jpg"
-    scene(7, (320, 240)).save(small, quality=92)
-    for path, kept in ((images["orig"], True), (images["half_gray"], True), (str(small), True), (str(big), False)):
+    cases = [(images["orig"], True), (images["half_gray"], True)]
+    # (size, kept): 1600 x 1200 and 1024 x 683 are drafted by 4 and 2 for the model (both sides
+    # >= 224) and for verification (the longer side >= 384); 3000 x 2000 by 8 and 4; 1000 x 400
+    # by 1 and 2; 320 x 240 by neither.
+    for size, kept in (((1600, 1200), True), ((1024, 683), True), ((3000, 2000), False), ((1000, 400), False),
+                       ((320, 240), True)):
+        path = tmp_path / f"{size[0]}x{size[1]}.jpg"
+        scene(7, size).save(path, quality=92)
+        img, w, h = decode_image(path, draft_longer=384)
+        assert img.info["draft_scale"] == grey_draft_scale(w, h, 384)
+        assert max(img.size) >= 384 or max(w, h) < 384
+        cases.append((str(path), kept))
+    for path, kept in cases:
         got = load_image(path, 224, grey_side=384)
         assert (got.grey is not None) == kept, path
         if kept:

@@ -45,6 +45,7 @@ __all__ = [
     "ImageLoadError",
     "LoadedImage",
     "feature_grey",
+    "grey_draft_scale",
     "decode_image",
     "failure_kind",
     "load_image",
@@ -234,6 +235,7 @@ def decode_image(
     *,
     colour: str = "rgb",
     draft_size: int | None = None,
+    draft_longer: int | None = None,
 ) -> tuple[Image.Image, int, int]:
     """Decode one image upright in 8-bit RGB or grey.
 
@@ -246,11 +248,15 @@ def decode_image(
     draft_size : int, optional
         For JPEG, let the decoder reduce the image by 1/2, 1/4 or 1/8 as long as both sides stay at
         least this large.
+    draft_longer : int, optional
+        For JPEG (instead of ``draft_size``), reduce as long as the longer side stays at least
+        this large (:func:`grey_draft_scale`).
 
     Returns
     -------
     image : PIL.Image.Image
-        The decoded image (possibly reduced by the draft).
+        The decoded image (possibly reduced by the draft). For a JPEG the decoder can reduce,
+        ``image.info["draft_scale"]`` is the factor it reduced by (1, 2, 4 or 8).
     width, height : int
         Size of the full-resolution upright image.
 
@@ -296,8 +302,15 @@ def decode_image(
                 orientation = 1
             if orientation in _SWAPPING_ORIENTATIONS:
                 width, height = height, width
-            if draft_size and img.format == "JPEG":
-                img.draft("RGB" if colour == "rgb" else "L", (draft_size, draft_size))
+            scale = None
+            if img.format == "JPEG" and len(img.tile) == 1:  # what Pillow's draft can reduce
+                raw_w, raw_h = img.size
+                scale = 1
+                request = ((draft_longer, 1) if raw_w >= raw_h else (1, draft_longer)) if draft_longer else \
+                    (draft_size, draft_size) if draft_size else None
+                drafted = img.draft("RGB" if colour == "rgb" else "L", request) if request is not None else None
+                if drafted is not None:
+                    scale = max(1, round(raw_w / drafted[1][2]))  # box = (0, 0, raw_w / scale, raw_h / scale)
             img.load()
             if orientation in range(2, 9):
                 try:
@@ -307,11 +320,21 @@ def decode_image(
             out = to_colour(img, colour)
             if out is img:
                 out = img.copy()  # detach from the file before it is closed
+            if scale is not None:
+                out.info["draft_scale"] = scale
             return out, width, height
     except ImageLoadError:
         raise
     except (Exception, Image.DecompressionBombWarning) as exc:
         raise _open_error(path, exc) from None
+
+
+def grey_draft_scale(width: int, height: int, side: int) -> int:
+    """The factor (1, 2, 4 or 8) by which :func:`decode_image` with ``draft_longer=side`` has a
+    JPEG of ``width`` x ``height`` decoded: the largest that keeps the longer side at least
+    ``side`` (Pillow's draft: the largest of 8, 4, 2, 1 not above the request's quotients)."""
+    room = min(max(width, height) // max(side, 1), min(width, height))
+    return next(s for s in (8, 4, 2, 1) if room >= s or s == 1)
 
 
 def feature_grey(img: Image.Image, side: int) -> np.ndarray:
@@ -423,9 +446,10 @@ def load_image(
         How the image is fitted to ``size`` (see the module docstring).
     grey_side : int, optional
         Also return :func:`feature_grey` of the decoded image at this side, so that verification
-        need not decode the file again; only for RGB and when the decoder did not reduce the
-        image (a JPEG drafted down to the model's size would give verification a smaller image
-        than its own decoding does). It keeps any frame (verification matches through it).
+        need not decode the file again; only for RGB and when the image was decoded at the scale
+        verification's own decoding uses (``draft_longer=grey_side``: a JPEG the model's draft
+        reduced by the same factor, or any image decoded at full size that verification would
+        not reduce either). It keeps any frame (verification matches through it).
     trim : bool
         Cut off a uniform frame before resizing (:func:`frame_box`).
 
@@ -437,7 +461,11 @@ def load_image(
     height, width = (size, size) if isinstance(size, int) else size
     try:
         img, w, h = decode_image(path, colour=colour, draft_size=max(height, width))
-        grey = feature_grey(img, grey_side) if grey_side and colour == "rgb" and img.size == (w, h) else None
+        grey = None
+        if grey_side and colour == "rgb":
+            scale = img.info.get("draft_scale")
+            same = img.size == (w, h) if scale is None else scale == grey_draft_scale(w, h, grey_side)
+            grey = feature_grey(img, grey_side) if same else None
         box = frame_box(img) if trim else None
         if box is not None:
             img = img.crop(box)

@@ -168,7 +168,7 @@ def verifier_id(config: VerifyConfig = VerifyConfig()) -> str:
     """The settings that decide a pair's evidence, as one string (stored in each verified file's
     ``attrs["verifier"]``): an append run reuses a file's evidence only when it was made by the
     same verifier, and checks the old pairs again otherwise."""
-    return (f"dupscope-keypoints-1 fast={config.fast_threshold} clahe={config.local_contrast}x{config.contrast_tiles} side={config.side} features={config.features} levels={config.levels}x{config.scale_factor} "
+    return (f"dupscope-keypoints-1 jpeg-draft-longer fast={config.fast_threshold} clahe={config.local_contrast}x{config.contrast_tiles} side={config.side} features={config.features} levels={config.levels}x{config.scale_factor} "
             f"ratio={config.ratio} ransac={config.ransac_px} scale<={config.max_scale} "
             f"rotation<={config.max_rotation} mirror<{config.enough_inliers}")
 
@@ -186,7 +186,7 @@ def _cv2():
 def _grey_resized(path: str, side: int) -> np.ndarray:
     from .images import decode_image, feature_grey
 
-    return feature_grey(decode_image(path, colour="rgb", draft_size=side)[0], side)
+    return feature_grey(decode_image(path, colour="rgb", draft_longer=side)[0], side)
 
 
 def _normalise(grey: np.ndarray, config: VerifyConfig) -> np.ndarray:
