@@ -419,10 +419,11 @@ def test_greys_kept_by_phase_1_give_the_same_evidence(images, tmp_path):
         assert (got.grey is not None) == kept, path
         if kept:
             np.testing.assert_array_equal(got.grey, _grey_resized(path, 384))
+    side = VerifyConfig().side
     paths = [images["orig"], images["crop"], images["mirror"], images["other"]]
-    store = KeptGreys(384, 10 << 20)
+    store = KeptGreys(side, 10 << 20)
     for i, p in enumerate(paths):
-        assert store.put(i, load_image(p, 224, grey_side=384).grey)
+        assert store.put(i, load_image(p, 224, grey_side=side).grey)
     a, b = np.array([0, 0, 0]), np.array([1, 2, 3])
     with_kept = verify_pairs(paths, a, b, kept=store)
     alone = verify_pairs(paths, a, b)
@@ -430,7 +431,7 @@ def test_greys_kept_by_phase_1_give_the_same_evidence(images, tmp_path):
         np.testing.assert_array_equal(getattr(with_kept, name), getattr(alone, name))
     assert len(store) == 0 and store.bytes == 0  # each taken once
     grey = load_image(images["orig"], 224, grey_side=384).grey
-    assert grey.shape == (288, 384)
+    assert grey.shape == (288, 384)  # the 320 x 240 picture, longer side to 384
     tiny = KeptGreys(384, int(1.5 * grey.nbytes))
     assert tiny.put(0, grey) and not tiny.put(1, grey)  # the second would pass the budget
     assert len(tiny) == 1 and tiny.bytes == grey.nbytes and tiny.has_room()
@@ -456,5 +457,5 @@ def test_faint_picture_matches_its_copy_with_a_bright_watermark(tmp_path):
     off = verify_pairs(paths, np.array([0]), np.array([1]), VerifyConfig(local_contrast=0))
     on = verify_pairs(paths, np.array([0]), np.array([1]))
     assert off.checked[0] and on.checked[0]
-    assert off.inliers[0] == 0
-    assert on.inliers[0] >= 8 and not on.mirrored[0], int(on.inliers[0])
+    assert off.inliers[0] < 8, int(off.inliers[0])
+    assert on.inliers[0] >= 2 * max(8, int(off.inliers[0])) and not on.mirrored[0], int(on.inliers[0])

@@ -71,7 +71,10 @@ class VerifyConfig:
     side : int
         Longer side, in pixels, each image is resized to before features are computed.
     features : int
-        Most keypoints kept per image (the strongest of each level).
+        Most keypoints kept per image (the strongest of each level). 320 px and 800 keypoints
+        instead of 384 and 1,000 cut the realistic benchmark's verification cost from 1.33x to
+        1.28x (2-core Sapphire Rapids VM) at the same accuracy within noise on both accuracy
+        benchmarks and both seeds (benchmarks/RESULTS.md).
     levels : int
         Pyramid levels.
     scale_factor : float
@@ -101,13 +104,13 @@ class VerifyConfig:
         Memory the feature cache may use.
     keep_bytes : int
         Memory the grey images kept from phase 1's decoding may use (:class:`KeptGreys`; about
-        7,000 images of 384 x 384 at the default); images past it are decoded again.
+        10,000 images of 320 x 320 at the default); images past it are decoded again.
     workers : int or None
         Threads computing features and matching (default: the usable cores).
     """
 
-    side: int = 384
-    features: int = 1000
+    side: int = 320
+    features: int = 800
     levels: int = 5
     scale_factor: float = 1.4
     ratio: float = 0.8
