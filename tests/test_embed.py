@@ -102,6 +102,59 @@ def test_preprocess_normalises_like_the_spec():
     assert grey.shape == (1, 1, 32, 32) and np.allclose(grey, 0.2)
 
 
+def _numpy_preprocess(pixels, spec):
+    """The model input as numpy computes it (stack, float32 multiply, subtract, transpose)."""
+    x = np.stack(pixels)
+    if x.ndim == 3:
+        x = x[..., None]
+    if spec.input_dtype != "uint8":
+        scale = (1.0 / (255.0 * np.asarray(spec.std, np.float32))).astype(np.float32)
+        shift = (np.asarray(spec.mean, np.float32) / np.asarray(spec.std, np.float32)).astype(np.float32)
+        x = x.astype(np.float32) * scale - shift
+    if spec.layout == "NCHW":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x, dtype=spec.input_dtype)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "uint8"])
+@pytest.mark.parametrize("shape,mean,std", [((37, 29, 3), None, None), ((9, 11), (0.5,), (0.25,)),
+                                            ((6, 5, 3), (0.5,), (0.2,)), ((6, 5), (0.1, 0.2, 0.3), (0.3, 0.2, 0.1)),
+                                            ((4, 3, 4), (0.1, 0.2, 0.3, 0.4), (0.5, 0.6, 0.7, 0.8))])
+def test_preprocess_gives_numpys_values_bit_for_bit(layout, dtype, shape, mean, std):
+    """The compiled one-pass input (``_core.model_input``) against numpy's own arithmetic, every
+    grey level in every channel, at awkward sizes, channel counts and layouts."""
+    import dataclasses
+
+    base = get_model("efficientnet-lite0")
+    spec = dataclasses.replace(base, layout=layout, input_dtype=dtype, mean=mean or base.mean, std=std or base.std)
+    rng = np.random.default_rng(7)
+    pixels = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(3)]
+    flat = pixels[0].reshape(-1)
+    flat[:] = np.arange(flat.size) % 256  # every grey level where the image is large enough
+    got, want = preprocess(pixels, spec), _numpy_preprocess(pixels, spec)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert got.tobytes() == want.tobytes()
+
+
+def test_model_input_rejects_bad_images():
+    from dupscope._core import model_input
+
+    one = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="at least one"):
+        model_input([], one, one)
+    with pytest.raises(TypeError, match="uint8"):
+        model_input([np.zeros((4, 4, 3), np.float32)], one, one)
+    with pytest.raises(ValueError, match="one shape"):
+        model_input([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)], one, one)
+    with pytest.raises(ValueError, match="per channel"):
+        model_input([np.zeros((4, 4, 3), np.uint8)], one[:2], one[:2])
+    # A view that is not contiguous is copied, not misread.
+    wide = np.arange(4 * 8 * 3, dtype=np.uint8).reshape(4, 8, 3)
+    out = model_input([wide[:, ::2]], one, np.zeros(3, np.float32), True)
+    np.testing.assert_array_equal(out[0], wide[:, ::2].transpose(2, 0, 1).astype(np.float32))
+
+
 def test_cuda_device_without_cuda_is_a_clear_error():
     import onnxruntime as ort
 

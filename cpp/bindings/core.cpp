@@ -21,6 +21,7 @@
 #include "dupscope/kernels.hpp"
 #include "dupscope/keypoints.hpp"
 #include "dupscope/lowp.hpp"
+#include "dupscope/model_input.hpp"
 #include "dupscope/normalize.hpp"
 
 namespace py = pybind11;
@@ -384,6 +385,40 @@ py::array_t<uint8_t> normalise_contrast_py(const py::array& grey, float clip_lim
   return out;
 }
 
+py::array_t<float> model_input_py(const py::list& images, const py::array_t<float, py::array::c_style | py::array::forcecast>& scale,
+                                  const py::array_t<float, py::array::c_style | py::array::forcecast>& shift, bool nchw) {
+  if (images.empty()) throw py::value_error("model_input needs at least one image");
+  std::vector<py::array> keep;
+  std::vector<const uint8_t*> ptrs;
+  py::ssize_t h = 0, w = 0, c = 0;
+  for (const auto& item : images) {
+    auto a = py::reinterpret_borrow<py::array>(item);
+    if (!has_dtype<uint8_t>(a) || (a.ndim() != 2 && a.ndim() != 3))
+      throw py::type_error("images must be uint8 arrays of shape (h, w) or (h, w, channels)");
+    const py::ssize_t ah = a.shape(0), aw = a.shape(1), ac = a.ndim() == 3 ? a.shape(2) : 1;
+    if (keep.empty()) {
+      h = ah, w = aw, c = ac;
+      if (h < 1 || w < 1 || c < 1) throw py::value_error("images must not be empty");
+    } else if (ah != h || aw != w || ac != c) {
+      throw py::value_error("images must all have one shape");
+    }
+    if (!(a.flags() & py::array::c_style)) a = py::array::ensure(a, py::array::c_style);
+    ptrs.push_back(static_cast<const uint8_t*>(a.data()));
+    keep.push_back(std::move(a));
+  }
+  if (scale.size() != c || shift.size() != c) throw py::value_error("scale and shift need one value per channel");
+  const auto n = static_cast<py::ssize_t>(ptrs.size());
+  std::vector<py::ssize_t> shape = nchw ? std::vector<py::ssize_t>{n, c, h, w} : std::vector<py::ssize_t>{n, h, w, c};
+  py::array_t<float> out(shape);
+  float* o = out.mutable_data();
+  const float *s = scale.data(), *t = shift.data();
+  {
+    py::gil_scoped_release release;
+    model_input(ptrs.data(), n, h, w, c, s, t, nchw, o);
+  }
+  return out;
+}
+
 py::array_t<uint8_t> mirror_descriptors_py(const py::array& desc) {
   auto [n, d] = check_matrix(desc, "descriptors");
   if (!has_dtype<uint8_t>(desc) || d != 32) throw py::type_error("descriptors must be uint8 rows of 32 bytes");
@@ -415,6 +450,10 @@ PYBIND11_MODULE(_core, m) {
         "A 2-D uint8 grey image stretched (1st and 99th percentiles to 0 and 255) and then equalised "
         "locally (CLAHE: tiles x tiles histograms clipped at clip_limit x their mean bin, bilinear "
         "between tile centres; clip_limit <= 0: the stretch only), as a new uint8 array");
+  m.def("model_input", &model_input_py, py::arg("images"), py::arg("scale"), py::arg("shift"), py::arg("nchw") = true,
+        "A list of uint8 images of one shape (h, w) or (h, w, channels) as a model's float32 input: "
+        "value * scale[c] - shift[c], rounded as numpy's float32 multiply then subtract, "
+        "(n, channels, h, w) or with nchw=False (n, h, w, channels)");
   m.def("mirror_descriptors", &mirror_descriptors_py, py::arg("descriptors"),
         "Descriptors of the same keypoints in the mirror image (the pattern's bit pairs swapped)");
   m.def("linkage_merges", &linkage_merges_py, py::arg("n"), py::arg("a"), py::arg("b"), py::arg("s"),
