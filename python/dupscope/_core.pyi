@@ -1,6 +1,6 @@
 """Types of the compiled module dupscope._core (see cpp/bindings/core.cpp)."""
 
-from typing import Any, Literal, Optional, Tuple, Union
+from typing import Any, List, Literal, Optional, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +15,9 @@ def keypoints(
     fast_threshold: int = 10, kernel: str = "auto",
 ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.int32]]: ...
 def normalise_contrast(grey: npt.NDArray[np.uint8], clip_limit: float = 3.0, tiles: int = 8) -> npt.NDArray[np.uint8]: ...
+def model_input(
+    images: List[npt.NDArray[np.uint8]], scale: npt.NDArray[np.float32], shift: npt.NDArray[np.float32], nchw: bool = True
+) -> npt.NDArray[np.float32]: ...
 def mirror_descriptors(descriptors: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]: ...
 def linkage_merges(
     n: int, a: npt.NDArray[np.int32], b: npt.NDArray[np.int32], s: npt.NDArray[np.float32],
