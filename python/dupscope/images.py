@@ -294,7 +294,10 @@ def decode_image(
             raise ImageLoadError(f"not a file: {path} is {kind}")
         if st is not None and st.st_size == 0:
             raise ImageLoadError("empty file: 0 bytes")
-        with Image.open(source) as img:
+        opened = Image.open(source)
+        out = None
+        try:
+            img = opened
             width, height = img.size
             try:
                 orientation = int(img.getexif().get(0x0112, 1))
@@ -318,11 +321,16 @@ def decode_image(
                 except Exception:
                     pass
             out = to_colour(img, colour)
-            if out is img:
-                out = img.copy()  # detach from the file before it is closed
+            if out is opened and getattr(opened, "fp", None) is not None:
+                # Still reading its file (a file of several frames): detach before closing it.
+                # A single-frame file is closed once loaded, and its pixels need no copy.
+                out = opened.copy()
             if scale is not None:
                 out.info["draft_scale"] = scale
             return out, width, height
+        finally:
+            if out is not opened:
+                opened.close()
     except ImageLoadError:
         raise
     except (Exception, Image.DecompressionBombWarning) as exc:
