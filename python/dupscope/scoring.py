@@ -230,14 +230,6 @@ def second_chance_pairs(a: np.ndarray, b: np.ndarray, s: np.ndarray, n: int, *, 
     near = s >= np.float32(low)
     if not len(strong_a) or not near.any():
         return empty
-    near_keys = np.sort(a[near] * n + b[near])
-    lower = near & (s < np.float32(bar))
-    qa, qb = a[lower], b[lower]
-    keys = qa * n + qb
-    if len(checked):
-        pos = np.clip(np.searchsorted(checked, keys), 0, len(checked) - 1)
-        fresh = checked[pos] != keys
-        qa, qb = qa[fresh], qb[fresh]
     # Each image's verified copies, as compressed rows.
     ends = np.r_[np.asarray(strong_a, np.int64), np.asarray(strong_b, np.int64)]
     other = np.r_[np.asarray(strong_b, np.int64), np.asarray(strong_a, np.int64)]
@@ -245,6 +237,18 @@ def second_chance_pairs(a: np.ndarray, b: np.ndarray, s: np.ndarray, n: int, *, 
     copies = other[order]
     start = np.searchsorted(ends[order], np.arange(n + 1))
     deg = np.diff(start)
+    # Only pairs touching an image with verified copies can count (most images have none, so
+    # this keeps the arrays small): as the pair looked at, one of its images needs `support`
+    # copies; as the (query, copy) pair looked up, the copy has one at least.
+    look_up = near & ((deg[a] > 0) | (deg[b] > 0))
+    near_keys = np.sort(a[look_up] * n + b[look_up])
+    lower = near & (s < np.float32(bar)) & ((deg[a] >= support) | (deg[b] >= support))
+    qa, qb = a[lower], b[lower]
+    keys = qa * n + qb
+    if len(checked):
+        pos = np.clip(np.searchsorted(checked, keys), 0, len(checked) - 1)
+        fresh = checked[pos] != keys
+        qa, qb = qa[fresh], qb[fresh]
     found = np.zeros(len(qa), bool)
     step = max(1, block // max(1, int(deg.max())))
     for query, anchor in ((qa, qb), (qb, qa)):
