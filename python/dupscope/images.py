@@ -309,8 +309,12 @@ def decode_image(
             if img.format == "JPEG" and len(img.tile) == 1:  # what Pillow's draft can reduce
                 raw_w, raw_h = img.size
                 scale = 1
-                request = ((draft_longer, 1) if raw_w >= raw_h else (1, draft_longer)) if draft_longer else \
-                    (draft_size, draft_size) if draft_size else None
+                if draft_longer:  # Pillow keeps both sides at least the request's: ask only the longer
+                    request = (draft_longer, 1) if raw_w >= raw_h else (1, draft_longer)
+                elif draft_size:
+                    request = (draft_size, draft_size)
+                else:
+                    request = None
                 drafted = img.draft("RGB" if colour == "rgb" else "L", request) if request is not None else None
                 if drafted is not None:
                     scale = max(1, round(raw_w / drafted[1][2]))  # box = (0, 0, raw_w / scale, raw_h / scale)
