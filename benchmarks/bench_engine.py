@@ -105,7 +105,8 @@ I, S = job.topk()
 dt = time.perf_counter() - t
 np.save(sys.argv[4], I)
 np.save(sys.argv[4] + ".sim.npy", S)
-print(dict(seconds=dt, fallback_rows=job.fallback_rows if precision != "fp32" else 0))
+print(dict(seconds=dt, fallback_rows=job.fallback_rows if precision != "fp32" else 0,
+           float32_tiles=job.float32_tiles, tiles=job.tiles_total))
 """
 
 
@@ -143,14 +144,16 @@ def bench_topk(n: int, d: int, k: int, repeat: int = 1, methods: str = "") -> No
     rounds, and the table shows each method's median time, the median over the rounds of its
     speed against fp32 in the same round, and the ratio of the best times (the shared VMs we
     measure on drift by tens of percent within minutes, so only runs side by side compare).
-    ``methods``: comma-separated precisions besides fp32 (default: every bf16 kernel here)."""
+    ``methods``: comma-separated precisions besides fp32 (default: every bf16 and int8 hardware
+    kernel here)."""
     import statistics
 
     import numpy as np
 
     import dupscope
 
-    lowp = [p for p in ("bf16-avx512", "bf16-amx") if p in dupscope.build_info().get("lowp_kernels", [])]
+    lowp = [p for p in ("bf16-avx512", "bf16-amx", "int8-vnni", "int8-amx")
+            if p in dupscope.build_info().get("lowp_kernels", [])]
     if methods:
         lowp = [p for p in methods.split(",") if p and p != "fp32"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -189,7 +192,9 @@ def bench_topk(n: int, d: int, k: int, repeat: int = 1, methods: str = "") -> No
                      f"{fa['seconds'] / r['seconds']:.2f}" if fa else "-",
                      f"{statistics.median(paired):.2f}",
                      f"{min(times['fp32']) / min(times[precision]):.2f}",
-                     f"{'same lists' if same else 'DIFFERENT lists'}; {r['fallback_rows']} rows searched again"])
+                     f"{'same lists' if same else 'DIFFERENT lists'}; "
+                     + (f"{r['float32_tiles']} of {r['tiles']} tiles computed again in float32"
+                        if precision.startswith("int8") else f"{r['fallback_rows']} rows searched again")])
     print(table(rows, ["method", "wall s (median)", "queries/s", "vs faiss", "vs fp32 (median of rounds)",
                        "vs fp32 (best times)", "lists"]))
     if repeat > 1:
@@ -210,7 +215,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1,
                     help="top-k: rounds of turns (each method once per round); the table shows medians")
     ap.add_argument("--methods", default="", help="top-k: precisions besides fp32, comma-separated "
-                    "(default: every bf16 kernel this CPU runs)")
+                    "(default: every bf16 and int8 hardware kernel this CPU runs)")
     a = ap.parse_args()
     print(describe_machine())
     parts = a.only.split(",")

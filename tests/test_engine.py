@@ -633,6 +633,161 @@ def test_auto_precision_picks_bf16_only_where_it_was_measured_faster(monkeypatch
     assert engine.resolve_precision("auto", "cpu", engine.BF16_MAX_DIM + 1) == "fp32"
 
 
+# ---- int8 tiles ---------------------------------------------------------------------------------
+
+INT8_KERNELS = ["int8-emulated", "int8-vnni", "int8-amx"]
+
+
+def _int8_kernels():
+    """The int8 kernels this CPU runs, and "int8" (the fastest of them) where it has one."""
+    have = [k for k in INT8_KERNELS if k in dupscope.build_info()["lowp_kernels"]]
+    return have + (["int8"] if len(have) > 1 else [])
+
+
+def _int8_reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The int8 tiles' products restated in numpy: per-row scale max|x| / 127 (float32), q the
+    nearest integer of x / s, the exact integer dot product, then float32(dot) * s_a * s_b in
+    float32, left to right."""
+    def quantise(x):
+        s = np.abs(x).max(axis=1).astype(np.float32) / np.float32(127)
+        q = np.rint(x.astype(np.float64) / np.where(s > 0, s, 1).astype(np.float64)[:, None])
+        return np.clip(q, -127, 127).astype(np.int64), s
+    qa, sa = quantise(a)
+    qb, sb = quantise(b)
+    dot = (qa @ qb.T).astype(np.float32)
+    return (dot * sa[:, None]) * sb[None, :]
+
+
+@pytest.mark.parametrize("kernel", INT8_KERNELS)
+@pytest.mark.parametrize("m,n,d", [(1, 1, 1), (13, 37, 33), (12, 32, 64), (17, 70, 320), (7, 3, 1024),
+                                   (50, 45, 100), (16, 33, 65), (83, 97, 257)])
+def test_int8_products_against_float64(kernel, m, n, d):
+    """Every int8 kernel gives the numpy restatement's bits (its sums are exact), and the products
+    are within the rows' stated bound of float64 products of the rows themselves. The sizes cover
+    the AMX kernel's 32- and 16-row blocks, the rows left to the VNNI kernel, depths padded to 4
+    and to 64, and the widest row taken; the output is poisoned with NaN first."""
+    if kernel not in _int8_kernels():
+        pytest.skip(f"this CPU cannot run {kernel} (tests/test_kernel_emulated.py covers its logic)")
+    rng = fresh_rng()
+    a = random_embeddings(rng, m, d)
+    b = random_embeddings(rng, n, d)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    got = _core.int8_products(a, b, kernel)
+    assert got.shape == (m, n) and np.isfinite(got).all()
+    np.testing.assert_array_equal(got.view(np.uint32), _int8_reference(a, b).view(np.uint32))
+    bound = _core.int8_rows_bound(np.vstack([a, b]))
+    err = np.max(np.abs(got - a.astype(np.float64) @ b.astype(np.float64).T))
+    assert err <= bound
+
+
+@pytest.mark.parametrize("rows", ["random", "aligned"])
+@pytest.mark.parametrize("d", [7, 64, 320])
+def test_int8_rows_bound_holds_and_is_not_loose_where_errors_add_up(rows, d):
+    """The bound covers every product between the rows; for rows whose rounding errors all point
+    the way of the row (each element half a step from its integer, with its sign), a row's product
+    with itself comes close to it."""
+    rng = fresh_rng()
+    x = random_embeddings(rng, 60, d)
+    if rows == "aligned":
+        q = rng.integers(20, 120, size=(60, d)) * rng.choice([-1, 1], size=(60, d))
+        q[:, 0] = 127  # the largest element sets the scale: exactly 127 steps
+        x = ((q + 0.49 * np.sign(q)) * (q[:, :1] != 0)).astype(np.float32)
+        x[:, 0] = 127
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    bound = _core.int8_rows_bound(x)
+    got = _core.int8_products(x, x, "int8-emulated")
+    err = np.abs(got - x.astype(np.float64) @ x.astype(np.float64).T)
+    assert err.max() <= bound
+    if rows == "aligned" and d > 7:
+        assert np.diag(err).max() > 0.5 * bound
+
+
+def _int8_job(e, k, tile, precision, **kw):
+    job = engine.SimilarityJob(e, k=k, tile=tile, device="cpu", output="none", precision=precision, **kw)
+    job.start().wait()
+    return job
+
+
+@pytest.mark.parametrize("kernel", INT8_KERNELS + ["int8"])
+@pytest.mark.parametrize("tile", [64, 48])
+@pytest.mark.parametrize("n,d,k,data", [(2000, 40, 4, "clustered"), (517, 33, 32, "clustered"), (40, 7, 50, "random"),
+                                        (300, 64, 5, "ties"), (900, 130, 8, "random")])
+def test_int8_topk_lists_equal_the_float32_lists(kernel, tile, n, d, k, data):
+    """int8 tiles filter, the float32 kernel decides: the lists are the float32 path's exactly
+    (indices and float16 values), with invalid rows and exact ties; with tiles of whole 32-column
+    strips (packed once) and without (packed per tile)."""
+    if kernel not in _int8_kernels():
+        pytest.skip(f"this CPU cannot run {kernel} (tests/test_kernel_emulated.py covers its logic)")
+    rng = fresh_rng()
+    e = clustered_embeddings(rng, n, d) if data == "clustered" else random_embeddings(rng, n, d)
+    if data == "ties":
+        e[1::3] = e[0::3][: len(e[1::3])]
+    valid = rng.random(n) > 0.05
+    want = dupscope.topk(e, k, device="cpu", tile=tile, valid=valid)
+    job = _int8_job(e, k, tile, kernel, valid=valid)
+    got = job.topk()
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1].view(np.uint16), want[1].view(np.uint16))
+    assert 0 <= job.float32_tiles <= job._job.tiles_total
+    np.testing.assert_array_equal(job.topk_values()[1], _int8_job(e, k, tile, "fp32", valid=valid).topk_values()[1])
+
+
+def test_int8_tiles_take_both_ways_and_the_filter_matters():
+    """On a larger set some tiles go whole to float32 (while the lists fill) and the others are
+    re-scored value by value; the lists still equal float32's. The int8 products alone would
+    pick other neighbours on these rows, so the float32 step is what makes them equal."""
+    rng = fresh_rng()
+    e = clustered_embeddings(rng, 3000, 48)
+    want = dupscope.topk(e, 6, device="cpu", tile=64)
+    job = _int8_job(e, 6, 64, "int8-emulated")
+    assert 0 < job.float32_tiles < job._job.tiles_total
+    got = job.topk()
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1].view(np.uint16), want[1].view(np.uint16))
+    x = e / np.linalg.norm(e, axis=1, keepdims=True)
+    approx = _core.int8_products(x, x, "int8-emulated")
+    np.fill_diagonal(approx, -np.inf)
+    order = np.argsort(-approx, axis=1, kind="stable")[:, :6]
+    assert (order != want[0]).any(axis=1).mean() > 0.05
+
+
+def test_int8_rectangles_of_tiles_equal_float32():
+    """A rectangle of tiles (a distributed run's task) with int8 tiles gives float32's lists: no
+    row is ever searched again, so rectangles are allowed."""
+    rng = fresh_rng()
+    e = random_embeddings(rng, 200, 24)
+    kw = dict(k=5, tile=32, device="cpu", output="none", rect=(0, 2, 3, 7))
+    want = engine.SimilarityJob(e, **kw)
+    want.start().wait()
+    got = engine.SimilarityJob(e, precision="int8-emulated", **kw)
+    got.start().wait()
+    np.testing.assert_array_equal(got.topk_values()[0], want.topk_values()[0])
+    np.testing.assert_array_equal(got.topk_values()[1], want.topk_values()[1])
+
+
+def test_int8_refusals():
+    e = np.eye(32, 8, dtype=np.float32)
+    with pytest.raises(ValueError, match="top-k lists only"):
+        engine.SimilarityJob(e, k=3, device="cpu", output="chunks", precision="int8-emulated")
+    with pytest.raises(ValueError, match="at most 1024"):
+        engine.SimilarityJob(np.ones((40, 1025), np.float32), k=3, device="cpu", precision="int8-emulated")
+    with pytest.raises(ValueError, match="at most 1024"):
+        _core.int8_products(np.ones((2, 1025), np.float32), np.ones((2, 1025), np.float32))
+    with pytest.raises(ValueError, match="kernel must be"):
+        _core.int8_products(e, e, "int8-fast")
+    if "int8" not in _int8_kernels():
+        with pytest.raises(ValueError, match="AVX512_VNNI"):
+            engine.SimilarityJob(e, k=3, device="cpu", precision="int8")
+    for kernel in ("int8-vnni", "int8-amx"):
+        if kernel not in _int8_kernels():
+            with pytest.raises(ValueError, match="AVX512_VNNI|AMX"):
+                engine.SimilarityJob(e, k=3, device="cpu", precision=kernel)
+            with pytest.raises(ValueError, match="cannot run"):
+                _core.int8_products(e, e, kernel)
+    assert engine.resolve_precision("auto", "cpu", 320) != "int8"  # measured slower: never the default
+
+
 # ---- the CUDA path's selection (candidate lists), run on the host -------------------------------
 
 @pytest.mark.parametrize("n,d,k,tile,data", [(517, 33, 10, 64, "random"), (300, 16, 5, 32, "ties"),

@@ -88,6 +88,20 @@ Bf16Kernel parse_bf16_kernel(const std::string& name, const char* what) {
   throw py::value_error(std::string(what) + " must be bf16, bf16-avx512, bf16-amx or bf16-emulated, got '" + name + "'");
 }
 
+// "int8" (the fastest hardware kernel here: AMX, else AVX512_VNNI), "int8-vnni", "int8-amx" or
+// "int8-emulated".
+Int8Kernel parse_int8_kernel(const std::string& name, const char* what) {
+  if (name == "int8-emulated") return Int8Kernel::Emulated;
+  if (name == "int8-vnni") return Int8Kernel::Vnni;
+  if (name == "int8-amx") return Int8Kernel::Amx;
+  if (name == "int8") {
+    const Int8Kernel k = best_int8_kernel();
+    if (k == Int8Kernel::Emulated) throw py::value_error("this CPU has no AVX512_VNNI (use int8-emulated or fp32)");
+    return k;
+  }
+  throw py::value_error(std::string(what) + " must be int8, int8-vnni, int8-amx or int8-emulated, got '" + name + "'");
+}
+
 class PyJob {
  public:
   PyJob(py::array_t<float, py::array::c_style> normalized, py::object valid, int64_t tile, int k,
@@ -103,8 +117,12 @@ class PyJob {
       opt.precision = Precision::Bf16;
       opt.bf16_kernel = parse_bf16_kernel(precision, "precision");
       opt.candidates = candidates;
+    } else if (precision.rfind("int8", 0) == 0) {
+      opt.precision = Precision::Int8;
+      opt.int8_kernel = parse_int8_kernel(precision, "precision");
     } else if (precision != "fp32") {
-      throw py::value_error("precision must be fp32, bf16, bf16-avx512, bf16-amx or bf16-emulated, got '" + precision + "'");
+      throw py::value_error("precision must be fp32, bf16, bf16-avx512, bf16-amx, bf16-emulated, int8, int8-vnni, "
+                            "int8-amx or int8-emulated, got '" + precision + "'");
     }
     opt.rect_row_begin = rect[0];
     opt.rect_row_end = rect[1];
@@ -310,6 +328,7 @@ py::dict build_info() {
   {
     py::list lk;
     for (const auto& k : lowp_kernels()) lk.append(k);
+    for (const auto& k : int8_kernels()) lk.append(k);
     d["lowp_kernels"] = lk;
   }
   {
@@ -510,6 +529,37 @@ PYBIND11_MODULE(_core, m) {
     return out;
   }, py::arg("a"), py::arg("b"), py::arg("kernel") = "bf16-emulated",
         "Products of the rows of a and b rounded to bf16, as the bf16 tiles compute them: (m, n) float32");
+  m.def("int8_products", [](py::array_t<float, py::array::c_style | py::array::forcecast> a,
+                            py::array_t<float, py::array::c_style | py::array::forcecast> b, const std::string& kernel) {
+    auto [m, d] = check_matrix(a, "a");
+    auto [n, d2] = check_matrix(b, "b");
+    if (d != d2) throw py::value_error("a and b must have the same number of columns");
+    if (d > kInt8MaxDepth) throw py::value_error("int8 tiles take rows of at most " + std::to_string(kInt8MaxDepth) + " values");
+    const Int8Kernel kern = parse_int8_kernel(kernel, "kernel");
+    if (!int8_kernel_available(kern)) throw py::value_error("this CPU cannot run the " + kernel + " kernel");
+    const int64_t dq = int8_depth_for(d, kern), ldc = (n + 31) / 32 * 32;
+    py::array_t<float> out({m, n});
+    const float* pa = a.data();
+    const float* pb = b.data();
+    float* po = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      const Int8Rows qa = quantize_int8(pa, m, d, dq), qb = quantize_int8(pb, n, d, dq);
+      std::vector<uint8_t> pack(static_cast<size_t>(int8_pack_bytes(n, dq)));
+      // Poisoned: every value the kernel should write is checked by the caller.
+      std::vector<float> c(static_cast<size_t>(((m + 15) / 16 * 16) * ldc), std::numeric_limits<float>::quiet_NaN());
+      gemm_int8(qa, 0, m, qb, 0, n, c.data(), ldc, pack.data(), kern);
+      for (int64_t r = 0; r < m; ++r) std::copy(c.begin() + r * ldc, c.begin() + r * ldc + n, po + r * n);
+    }
+    return out;
+  }, py::arg("a"), py::arg("b"), py::arg("kernel") = "int8-emulated",
+        "Products of the rows of a and b quantised to int8 (one scale per row), as the int8 tiles compute them: "
+        "(m, n) float32");
+  m.def("int8_rows_bound", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
+    if (x.ndim() != 2) throw py::value_error("int8_rows_bound needs an (n, d) array");
+    if (x.shape(1) > kInt8MaxDepth) throw py::value_error("int8 tiles take rows of at most " + std::to_string(kInt8MaxDepth) + " values");
+    return int8_rows_bound(x.data(), x.shape(0), x.shape(1));
+  }, py::arg("x"), "Largest difference, in cosine units, between an int8 tile product of these rows and the float32 one");
   m.def("float32_products", [](py::array_t<float, py::array::c_style | py::array::forcecast> a,
                                py::array_t<float, py::array::c_style | py::array::forcecast> b, const std::string& simd,
                                bool one_row) {
@@ -581,6 +631,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("rect") = std::array<int64_t, 4>{0, 0, 0, 0}, py::arg("precision") = "fp32",
            py::arg("candidates") = 0, py::arg("selection") = "tile")
       .def_property_readonly("fallback_rows", [](const PyJob& j) { return j.job_->fallback_rows(); })
+      .def_property_readonly("float32_tiles", [](const PyJob& j) { return j.job_->float32_tiles(); })
       .def("topk_values", &PyJob::topk_values)
       .def("start", &PyJob::start)
       .def("pop", &PyJob::pop, py::arg("timeout_ms") = 100)

@@ -1,7 +1,9 @@
 #include "dupscope/engine.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -13,6 +15,8 @@
 namespace dupscope {
 
 namespace {
+
+constexpr int64_t kInt8DenseRatio = 256;
 
 inline void prefetch(const char* p) {
 #if defined(__GNUC__) || defined(__clang__)
@@ -90,6 +94,27 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
       packed16_.resize(static_cast<size_t>(bf16_pack_elems(n, dp_)));
       pack_bf16(emb16_.data(), n, dp_, packed16_.data());
     }
+  }
+  if (opt.precision == Precision::Int8) {
+    if (opt.output != Output::None) throw std::invalid_argument("int8 tiles compute top-k lists only (output 'none')");
+    if (opt.use_cuda) throw std::invalid_argument("int8 tiles run on the CPU");
+    if (d > kInt8MaxDepth)
+      throw std::invalid_argument("int8 tiles take rows of at most " + std::to_string(kInt8MaxDepth) +
+                                  " values (use bf16 or float32)");
+    if (!int8_kernel_available(opt.int8_kernel))
+      throw std::invalid_argument(opt.int8_kernel == Int8Kernel::Amx
+                                      ? "this CPU or OS gives no AMX-INT8 (use int8, the emulation or float32)"
+                                      : "this CPU has no AVX512_VNNI (use the emulation or float32)");
+    rows8_ = quantize_int8(emb_.data(), n, d, int8_depth_for(d, opt.int8_kernel));
+    if (opt.int8_kernel != Int8Kernel::Emulated && opt.tile % 32 == 0) {  // every tile's columns start a strip
+      packed8_.resize(static_cast<size_t>(int8_pack_bytes(n, rows8_.dq)));
+      pack_int8(rows8_, 0, n, packed8_.data());
+    }
+    // The tile is filtered on its raw products against 2 t - 1 for a threshold t in [0, 1]: 2e-6
+    // covers the float32 roundings of that and of the map (1 + c) / 2 (a few 2^-24), rounded up.
+    const double slack = int8_rows_bound(emb_.data(), n, d) + 2e-6;
+    int8_slack_ = static_cast<float>(slack);
+    if (static_cast<double>(int8_slack_) < slack) int8_slack_ = std::nextafter(int8_slack_, 1.0f);
   }
   use_candidate_lists_ = opt.output == Output::None && opt.precision == Precision::Fp32 &&
                          (opt.candidate_lists || opt.use_cuda);
@@ -170,11 +195,16 @@ void SimilarityJob::worker(int slot) {
     // The bf16 kernel writes whole 12 x 32 micro-tiles.
     AlignedFloats c(std::max({c_floats(*kernels_, T), T * round_up(T, 16), round_up(T, 12) * round_up(T, 32)}));
     std::vector<uint16_t> b16(opt_.precision == Precision::Bf16 ? static_cast<size_t>(bf16_pack_elems(T, dp_)) : 0);
+    const bool int8 = opt_.precision == Precision::Int8;
+    std::vector<uint8_t> b8(int8 ? static_cast<size_t>(int8_pack_bytes(T, rows8_.dq)) : 0);
+    std::unique_ptr<Rescore> rescore;
+    if (int8) rescore = std::make_unique<Rescore>(*kernels_, T, d_);
     TileWorkspace ws;
     ws.a_pack = a_pack.p;
     ws.b_pack = b_pack.p;
     ws.c = c.p;
     ws.b16 = b16.data();
+    ws.b8 = b8.data();
     for (;;) {
       if (cancelled_) return;
       const int64_t t = next_tile_.fetch_add(1);
@@ -188,7 +218,7 @@ void SimilarityJob::worker(int slot) {
       }
       ws.a_ready = bi == a_block;  // consecutive tiles of one row reuse the packed rows
       a_block = bi;
-      run_tile(slot, bi, bj, ws);
+      run_tile(slot, bi, bj, ws, rescore.get());
       tiles_done_.fetch_add(1);
     }
   } catch (...) {
@@ -196,7 +226,23 @@ void SimilarityJob::worker(int slot) {
   }
 }
 
-void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws) {
+// A worker's buffers for computing an int8 tile's survivors again in float32 (row_gemm over the
+// gathered columns of one tile row).
+struct SimilarityJob::Rescore {
+  AlignedFloats b_pack, c;
+  std::vector<float> gathered;
+  std::vector<uint8_t> ones;
+  TileWorkspace ws;
+  int64_t packed_rows = -1;  // the first row of the float32 tile whose rows the tile workspace has packed
+  Rescore(const KernelSet& kernels, int64_t tile, int64_t d)
+      : b_pack(b_pack_floats(kernels, tile)), c(round_up(tile, kernels.nr)),
+        gathered(static_cast<size_t>(tile * d)), ones(static_cast<size_t>(tile), 1) {
+    ws.b_pack = b_pack.p;
+    ws.c = c.p;
+  }
+};
+
+void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws, Rescore* rescore) {
   const int64_t T = opt_.tile;
   const int64_t i0 = bi * T, j0 = bj * T;
   const int64_t m = std::min(T, n_ - i0), nn = std::min(T, n_ - j0);
@@ -217,11 +263,20 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
     else
       gemm_bf16(emb16_.data() + i0 * dp_, m, emb16_.data() + j0 * dp_, nn, dp_, ws.c, ws.ldc, ws.b16,
                 opt_.bf16_kernel);
+  } else if (opt_.precision == Precision::Int8) {
+    ws.ldc = round_up(nn, 32);
+    const bool packed = !packed8_.empty();
+    gemm_int8(rows8_, i0, m, rows8_, j0, nn, ws.c, ws.ldc, packed ? packed8_.data() + j0 * rows8_.dq : ws.b8,
+              opt_.int8_kernel, packed);
   } else {
     kernels_->gemm(emb_.data() + i0 * d_, m, emb_.data() + j0 * d_, nn, d_, ws);
   }
   const uint8_t* rv = valid_.data() + i0;
   const uint8_t* cv = valid_.data() + j0;
+  if (opt_.precision == Precision::Int8) {
+    offer_int8_tile(i0, m, j0, nn, diag, ws, *rescore);
+    return;
+  }
   if (use_candidate_lists_) {
     offer_candidate_lists(slot, i0, m, j0, nn, diag, ws);
     return;
@@ -269,6 +324,40 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
     kernels_->epilogue(ws.c, ws.ldc, m, nn, rv, cv, diag, nullptr, 0, nullptr, 0);
   }  // bf16 candidates are chosen on the raw products (the map is monotonic): see bf16_margin
   if (!device_half) topk_.offer_tile(ws.c, ws.ldc, i0, m, j0, nn, valid_.data(), diag, kernels_->scan);
+}
+
+// The int8 tile, mapped to [0, 1], filters; the float32 kernel decides. Every value within
+// int8_slack_ of a row's (or a column's) threshold of the moment is computed again with
+// row_gemm, the float32 path's own bits for the pair (see rerank_rows), and offered as that. A
+// value the filter drops is below the threshold in float32 too, as the slack covers the int8
+// error bound (int8_rows_bound), so no list misses anything the float32 path would keep: the
+// lists are the float32 path's, indices and values.
+void SimilarityJob::offer_int8_tile(int64_t i0, int64_t m, int64_t j0, int64_t nn, bool diag, TileWorkspace& ws,
+                                    Rescore& rs) {
+  auto exact = [&](int64_t r, const int32_t* hits, int64_t h, float* out) {
+    const float* cols = emb_.data() + j0 * d_;
+    if (h < nn) {  // hits are in increasing order: h == nn means every column, already in a row
+      for (int64_t q = 0; q < h; ++q)
+        std::memcpy(rs.gathered.data() + q * d_, emb_.data() + (j0 + hits[q]) * d_, d_ * sizeof(float));
+      cols = rs.gathered.data();
+    }
+    kernels_->row_gemm(emb_.data() + (i0 + r) * d_, cols, h, d_, rs.ws);
+    kernels_->epilogue(rs.ws.c, rs.ws.ldc, 1, h, rs.ones.data(), rs.ones.data(), false, nullptr, 0, nullptr, 0);
+    std::memcpy(out, rs.ws.c, static_cast<size_t>(h) * sizeof(float));
+  };
+  // A tile that lets through more than 1 / kInt8DenseRatio of its values goes whole to the
+  // float32 kernel instead: a tile row computed again costs a pack of its columns, about as much
+  // as a few hundred values of a whole tile (ratios 64 to 4096 measured, see RESULTS.md).
+  const int64_t max_hits = m * nn / kInt8DenseRatio;
+  if (topk_.offer_rescored(ws.c, ws.ldc, i0, m, j0, nn, valid_.data(), diag, kernels_->scan, int8_slack_, max_hits,
+                           exact))
+    return;
+  ++float32_tiles_;
+  ws.a_ready = rs.packed_rows == i0;  // a_pack holds the rows of this worker's last float32 tile only
+  rs.packed_rows = i0;
+  kernels_->gemm(emb_.data() + i0 * d_, m, emb_.data() + j0 * d_, nn, d_, ws);
+  kernels_->epilogue(ws.c, ws.ldc, m, nn, valid_.data() + i0, valid_.data() + j0, diag, nullptr, 0, nullptr, 0);
+  topk_.offer_tile(ws.c, ws.ldc, i0, m, j0, nn, valid_.data(), diag, kernels_->scan);
 }
 
 // The candidate-list selection: thresholds of the tile's rows and columns read first, the tile

@@ -3,6 +3,7 @@
 // floats to float16 per instruction, with round-to-nearest-even like the portable path.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "dupscope/kernels.hpp"

@@ -3,6 +3,7 @@
 // ports. Conversion to float16 uses the AVX-512F form of vcvtps2ph (16 lanes).
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "dupscope/kernels.hpp"

@@ -1,6 +1,7 @@
 // Portable kernel: plain C++ the compiler may vectorise for the baseline instruction set (SSE2
 // on x86-64, NEON on arm64). It is the reference for the SIMD kernels and the fallback on CPUs
 // without AVX2.
+#include <algorithm>
 #include <cstdint>
 
 #include "dupscope/half.hpp"

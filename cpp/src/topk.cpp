@@ -157,6 +157,50 @@ void TopK::offer_candidates(const TileCandidate* c, int64_t count, int64_t i0, i
   }
 }
 
+bool TopK::offer_rescored(const float* approx, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
+                          const uint8_t* valid, bool diag, ScanFn scan, float slack, int64_t max_hits,
+                          const Rescore& exact) {
+  if (k_ == 0) return true;
+  const auto held = lock_blocks(i0, j0);
+  thread_local std::vector<float> cthr, vals;
+  thread_local std::vector<int32_t> hits;
+  thread_local std::vector<int64_t> start;
+  cthr.resize(static_cast<size_t>(n));
+  vals.resize(static_cast<size_t>(n));
+  hits.resize(static_cast<size_t>(max_hits + n));
+  start.assign(static_cast<size_t>(m + 1), 0);
+  // A threshold t in [0, 1] in the raw products' units, 2 t - 1, lowered by the slack (-inf and
+  // +inf stay).
+  auto raw = [slack](float t) { return 2.0f * t - 1.0f - slack; };
+  if (!diag) {
+    thresholds_held(j0, n, valid, cthr.data());
+    for (int64_t s = 0; s < n; ++s) cthr[s] = raw(cthr[s]);
+  }
+  // First every row's positions at the thresholds of the moment: too many, and nothing is offered.
+  int64_t total = 0;
+  for (int64_t r = 0; r < m; ++r) {
+    start[r] = total;
+    if (valid[i0 + r])
+      total += scan(approx + r * ldc, n, raw(threshold(i0 + r)), diag ? nullptr : cthr.data(), hits.data() + total);
+    if (total > max_hits) return false;
+  }
+  start[m] = total;
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t i = i0 + r, h = start[r + 1] - start[r];
+    if (h == 0) continue;
+    const int32_t* hr = hits.data() + start[r];
+    exact(r, hr, h, vals.data());
+    for (int64_t q = 0; q < h; ++q) {
+      const int64_t j = j0 + hr[q];
+      const float v = vals[q];
+      if (j == i || !valid[j]) continue;
+      if (v >= threshold(i)) offer(i, v, static_cast<int32_t>(j));
+      if (!diag && v >= threshold(j)) offer(j, v, static_cast<int32_t>(i));
+    }
+  }
+  return true;
+}
+
 void TopK::thresholds(int64_t r0, int64_t n, const uint8_t* valid, float* out) const {
   std::lock_guard<std::mutex> lock(locks_[r0 / block_]);
   thresholds_held(r0, n, valid, out);

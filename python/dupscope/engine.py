@@ -115,7 +115,7 @@ def effective_tile(n: int, tile: Optional[int], device: str, precision: str = "f
     """The tile a job over ``n`` rows uses: ``tile`` (or the default for the device, or for bf16
     tiles :data:`dupscope.defaults.TILE_BF16`), capped at N rounded up to 16 (a larger tile would
     only pad)."""
-    if tile is None and precision.startswith("bf16"):
+    if tile is None and precision.startswith(("bf16", "int8")):
         tile = defaults.TILE_BF16
     return min(_check_tile(tile, device), -(-int(n) // 16) * 16)
 
@@ -238,6 +238,12 @@ class SimilarityJob:
         again in float32."""
         return self._job.fallback_rows
 
+    @property
+    def float32_tiles(self) -> int:
+        """int8 precision: tiles that let so many values through the int8 filter that the float32
+        kernel computed them whole (mostly while the lists fill)."""
+        return self._job.float32_tiles
+
     def topk_values(self) -> Tuple[np.ndarray, np.ndarray]:
         """As :meth:`topk`, with the float32 similarities (what :func:`merge_topk` merges)."""
         self._job.wait()
@@ -344,6 +350,15 @@ def topk(
     kernel's own products. Every column left out is then worth less in float32 than the k kept,
     so the lists equal ``precision="fp32"``'s exactly, indices and values; a row whose near
     misses did not fit is searched again in float32 (``SimilarityJob.fallback_rows``).
+
+    ``precision="int8"`` (CPUs with AVX512_VNNI; ``"int8-amx"`` with AMX-INT8, ``"int8-vnni"``,
+    ``"int8-emulated"``) computes the tiles from int8 rows (one scale per row, exact integer
+    sums). Each value within the int8 error bound of a row's (or column's) current k-th best is
+    computed again at once by the float32 kernel, and a tile that lets through more than 1 / 256
+    of its values is computed whole in float32 (``SimilarityJob.float32_tiles``); only float32
+    values enter the lists, so they equal ``precision="fp32"``'s exactly. Its bound is about six
+    times bf16's, so that many values go through float32 again that it was measured slower than
+    float32 on random rows (benchmarks/RESULTS.md); ``"auto"`` never picks it.
 
     Returns
     -------

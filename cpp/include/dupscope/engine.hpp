@@ -52,6 +52,10 @@ struct JobOptions {
   Precision precision = Precision::Fp32;
   int candidates = 0;
   Bf16Kernel bf16_kernel = Bf16Kernel::Avx512;
+  // Precision::Int8 (Output::None only): tiles from int8 rows (int8_kernel picks the kernel);
+  // what a tile lets through is computed again in float32 at once, so the lists are float32's
+  // (see run_tile). Rectangles of tiles are allowed: no row is ever searched again.
+  Int8Kernel int8_kernel = Int8Kernel::Emulated;
   // Output::None, float32: choose each tile's top-k candidates with thresholds read before the
   // tile, as a list of TileCandidate (what the CUDA path does on the device, so that only
   // candidates cross PCIe; always on for CUDA). On the CPU it runs the same selection on the host,
@@ -95,11 +99,15 @@ class SimilarityJob {
   // Precision::Bf16: rows whose candidates could not prove their list and were searched again
   // in float32 (after wait()).
   int64_t fallback_rows() const { return fallback_rows_; }
+  // Precision::Int8: tiles that let so much through that the float32 kernel computed them whole.
+  int64_t float32_tiles() const { return float32_tiles_.load(); }
 
  private:
   void worker(int slot);
   void tile_pair(int64_t t, int64_t& bi, int64_t& bj) const;
-  void run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws);
+  struct Rescore;  // a worker's buffers for the int8 tiles' float32 values
+  void run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws, Rescore* rescore);
+  void offer_int8_tile(int64_t i0, int64_t m, int64_t j0, int64_t nn, bool diag, TileWorkspace& ws, Rescore& rs);
   void fail(std::exception_ptr e);
   void rerank();  // Precision::Bf16, once after the workers are joined
   void rerank_rows(int64_t r0, int64_t r1, int64_t& fallbacks);
@@ -119,6 +127,10 @@ class SimilarityJob {
   HugeVector<uint16_t> emb16_;  // Precision::Bf16: the rows in bf16
   HugeVector<uint16_t> packed16_;  // and packed for the hardware kernel (tile a multiple of 32)
   int64_t dp_ = 0;
+  Int8Rows rows8_;                 // Precision::Int8: the rows in int8
+  HugeVector<uint8_t> packed8_;    // and packed for the hardware kernel (tile a multiple of 32)
+  float int8_slack_ = 0.0f;        // how far below a threshold an int8 value must still be looked at
+  std::atomic<int64_t> float32_tiles_{0};  // Precision::Int8: tiles computed whole in float32
   std::vector<int32_t> final_index_;  // Precision::Bf16: the re-ranked lists
   std::vector<float> final_sim_;
   int64_t fallback_rows_ = 0;

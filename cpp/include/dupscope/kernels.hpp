@@ -26,6 +26,7 @@ struct TileWorkspace {
   float* c = nullptr;       // at least c_floats(tile) floats
   int64_t ldc = 0;          // row stride of c, set by the kernel's padded_cols(n)
   uint16_t* b16 = nullptr;  // bf16 tiles (Precision::Bf16): bf16_pack_elems(tile, depth)
+  uint8_t* b8 = nullptr;    // int8 tiles (Precision::Int8): int8_pack_bytes(tile, depth)
 };
 
 // A 64-byte aligned float buffer (the kernels' packed operands and tiles load it aligned).

@@ -16,7 +16,7 @@
 
 namespace dupscope {
 
-enum class Precision { Fp32, Bf16 };
+enum class Precision { Fp32, Bf16, Int8 };
 
 // Which kernel computes bf16 tiles: the scalar statement of VDPBF16PS (always available, the
 // reference for the tests), the AVX512_BF16 kernel, or the AMX-BF16 one.
@@ -82,6 +82,71 @@ bool cpu_has_bf16();
 void gemm_bf16_amx(const uint16_t* a, int64_t m, int64_t n, int64_t dp, float* c, int64_t ldc,
                    const uint16_t* pack);
 bool cpu_has_amx_bf16();  // and the OS granted the tile state (asked once)
+// The int8 kernels' raw sums: c (as int32) = sum over the depth of a's unsigned bytes times the
+// packed columns' signed ones (VPDPBUSD's and TDPBUSD's operation).
+void gemm_u8s8_vnni(const uint8_t* a, int64_t m, int64_t n, int64_t dq, int32_t* c, int64_t ldc, const uint8_t* pack);
+bool cpu_has_vnni();
+void gemm_u8s8_amx(const uint8_t* a, int64_t m, int64_t n, int64_t dq, int32_t* c, int64_t ldc, const uint8_t* pack);
+bool cpu_has_amx_int8();  // and the OS granted the tile state (asked once)
 }  // namespace lowp_detail
+
+// ---- int8 tiles -------------------------------------------------------------------------------
+//
+// With Precision::Int8 each normalised row x is stored as q = round(x / s) in int8 with its own
+// scale s = max|x| / 127, and a tile's product of rows a and b is s_a s_b (q_a . q_b), the dot
+// product summed exactly in int32 (VPDPBUSD on AVX512_VNNI, four byte products per 32-bit lane;
+// or AMX's TDPBUSD, a 16 x 64 by 64 x 16 byte tile product per instruction). Both instructions
+// multiply unsigned bytes by signed ones, so the rows' side is stored as q + 128 and the
+// columns' sum of q, times 128, is taken off again: the sums are exact, so every kernel gives
+// the emulation's bits. The engine does not keep near misses for int8 (its error bound is about
+// six times bf16's, and the near misses would grow with it): each value that an int8 tile lets
+// through is computed again at once with the float32 kernel, from the tile's own rows, and only
+// float32 values enter the lists (see SimilarityJob::run_tile).
+
+enum class Int8Kernel { Emulated, Vnni, Amx };
+// "int8-emulated" (always), "int8-vnni" (compiled, and the CPU has AVX512_VNNI) and "int8-amx"
+// (compiled, the CPU has AMX-INT8 and the OS granted this process the tile state).
+std::vector<std::string> int8_kernels();
+bool int8_kernel_available(Int8Kernel kernel);
+// The fastest kernel this CPU runs (Amx, else Vnni), or Emulated where there is none.
+Int8Kernel best_int8_kernel();
+
+// The widest row the int8 path takes: q_a . q_b stays below 2^24 in magnitude (127^2 d), so its
+// conversion to float32 is exact.
+constexpr int64_t kInt8MaxDepth = 1024;
+// Bytes per int8 row: d rounded up to 4 (one VPDPBUSD group), or to 64 for the AMX kernel (one
+// tile row), zero padded.
+inline int64_t int8_depth_for(int64_t d, Int8Kernel kernel) {
+  return kernel == Int8Kernel::Amx ? (d + 63) / 64 * 64 : (d + 3) / 4 * 4;
+}
+
+// n rows quantised for the int8 tiles: q (signed, the emulation's and the packed columns'),
+// u = q + 128 (the rows' side of the hardware kernels), each row's scale and sum of q.
+struct Int8Rows {
+  int64_t n = 0, d = 0, dq = 0;
+  std::vector<int8_t> q;
+  std::vector<uint8_t> u;
+  std::vector<float> scale;
+  std::vector<int32_t> sum;
+};
+// Quantises n rows of d floats (d <= kInt8MaxDepth) into rows of dq >= d bytes.
+Int8Rows quantize_int8(const float* x, int64_t n, int64_t d, int64_t dq);
+
+// Bytes of the pack buffer gemm_int8 needs for n columns of depth dq.
+inline int64_t int8_pack_bytes(int64_t n, int64_t dq) { return (n + 31) / 32 * 32 * dq; }
+// Columns [j0, j0 + n) of `x` in the hardware kernels' layout: strips of 32 columns of byte
+// quads (quad p of column j at 32-bit word p * 32 + j, pack_bf16's layout for 4-byte groups).
+void pack_int8(const Int8Rows& x, int64_t j0, int64_t n, uint8_t* pack);
+// c[r * ldc + s] = products of rows i0 + r of `a` and j0 + s of `b` (both quantised with the same
+// dq): float(q_a . q_b) * s_a * s_b, in float32 (two roundings). ldc >= n rounded up to 32; c
+// needs m rounded up to 16 rows. `kernel` must be available here (int8_kernel_available). With `packed`, `pack` holds b's columns from j0 (pack_int8,
+// j0 a multiple of 32 in it) and is not written.
+void gemm_int8(const Int8Rows& a, int64_t i0, int64_t m, const Int8Rows& b, int64_t j0, int64_t n, float* c,
+               int64_t ldc, uint8_t* pack, Int8Kernel kernel, bool packed = false);
+// Largest difference, in cosine units, between gemm_int8's product of two of these rows and
+// the float32 kernel's: a.b - â.b̂ = â.δb + δa.b̂ + δa.δb with â = s_a q_a, so with R the largest
+// residual norm and A the largest quantised norm the products differ by at most 2AR + R², plus
+// the float32 sums of the float32 kernel (d 2^-24 |a||b|) and the two roundings of the scaling.
+double int8_rows_bound(const float* x, int64_t n, int64_t d);
 
 }  // namespace dupscope

@@ -87,3 +87,20 @@ inline void _tile_dpbf16ps(int dst, int a, int b) {
       std::memcpy(tiles[dst].data[m] + 4 * n, &acc, 4);
     }
 }
+// TDPBUSD as the SDM states it: dst.row[m].int32[n] += sum over k < a.colsb / 4 and i < 4 of
+// a.row[m].uint8[4k + i] * b.row[k].int8[4n + i] (wrapping int32 sums); shapes must agree.
+inline void _tile_dpbusd(int dst, int a, int b) {
+  using namespace amx_emulation;
+  const int m_rows = rows(dst), k_quads = tiles[a].colsb / 4, n_cols = tiles[dst].colsb / 4;
+  if (rows(a) != m_rows || rows(b) != k_quads || tiles[b].colsb != tiles[dst].colsb) abort();
+  for (int m = 0; m < m_rows; ++m)
+    for (int n = 0; n < n_cols; ++n) {
+      int32_t acc;
+      std::memcpy(&acc, tiles[dst].data[m] + 4 * n, 4);
+      for (int k = 0; k < k_quads; ++k)
+        for (int i = 0; i < 4; ++i)
+          acc += static_cast<int32_t>(tiles[a].data[m][4 * k + i]) *
+                 static_cast<int32_t>(static_cast<int8_t>(tiles[b].data[k][4 * n + i]));
+      std::memcpy(tiles[dst].data[m] + 4 * n, &acc, 4);
+    }
+}

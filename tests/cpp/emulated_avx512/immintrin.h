@@ -38,6 +38,19 @@ inline __m512i _mm512_add_epi32(__m512i a, __m512i b) { for (int i = 0; i < 16; 
 // Selected lanes packed to the bottom in order, the rest zero.
 inline __m512i _mm512_maskz_compress_epi32(__mmask16 m, __m512i a) { __m512i r{}; int w = 0; for (int i = 0; i < 16; ++i) if (m >> i & 1) r.v[w++] = a.v[i]; return r; }
 inline void _mm512_storeu_si512(void* p, __m512i a) { std::memcpy(p, a.v, 64); }
+inline __m512i _mm512_setzero_si512() { return __m512i{}; }
+inline __m512i _mm512_loadu_si512(const void* p) { __m512i r; std::memcpy(r.v, p, 64); return r; }
+// VPDPBUSD: each lane adds the four products of a's unsigned bytes and b's signed ones.
+inline __m512i _mm512_dpbusd_epi32(__m512i src, __m512i a, __m512i b) {
+  for (int i = 0; i < 16; ++i) {
+    uint8_t ua[4];
+    int8_t sb[4];
+    std::memcpy(ua, &a.v[i], 4);
+    std::memcpy(sb, &b.v[i], 4);
+    for (int t = 0; t < 4; ++t) src.v[i] += static_cast<int32_t>(ua[t]) * static_cast<int32_t>(sb[t]);
+  }
+  return src;
+}
 // The AVX2/SSE2 shuffles of cpp/src/avx2_shuffles.inc (pack8, transpose8_half), which the AVX-512
 // kernel shares with the AVX2 one.
 struct __m256 { float v[8]; };
