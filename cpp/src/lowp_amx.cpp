@@ -37,7 +37,6 @@ struct alignas(64) TileConfig {
 };
 
 constexpr int NR = 32;  // columns per strip (pack_bf16)
-constexpr int KS = 32;  // depth elements per tile step
 
 bool request_tile_state() {
 #if defined(__linux__)
@@ -60,67 +59,70 @@ void configure() {
   _tile_loadconfig(&cfg);
 }
 
-// A 32 x 32 block (two row tiles) or, with Two == false, a 16 x 32 one.
-template <bool Two>
-void block(const uint16_t* a, int64_t dp, const unsigned char* bp, float* c, int64_t ldc) {
-  const int64_t a_stride = dp * 2, c_stride = ldc * 4;
-  _tile_zero(0);
-  _tile_zero(1);
-  if (Two) {
-    _tile_zero(2);
-    _tile_zero(3);
-  }
-  for (int64_t k = 0; k < dp; k += KS) {
-    const unsigned char* b = bp + (k / 2) * NR * 4;
-    _tile_loadd(6, b, NR * 4);
-    _tile_loadd(7, b + 64, NR * 4);
-    _tile_loadd(4, a + k, a_stride);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    if (Two) {
-      _tile_loadd(5, a + 16 * dp + k, a_stride);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-  }
-  _tile_stored(0, c, c_stride);
-  _tile_stored(1, c + 16, c_stride);
-  if (Two) {
-    _tile_stored(2, c + 16 * ldc, c_stride);
-    _tile_stored(3, c + 16 * ldc + 16, c_stride);
-  }
-}
-
-// A 32 x 32 int8 block (two row tiles) or, with Two == false, a 16 x 32 one.
-template <bool Two>
-void block_int8(const uint8_t* a, int64_t dq, const unsigned char* bp, int32_t* c, int64_t ldc) {
-  constexpr int64_t KB = 64;  // depth bytes per tile step
+// A 32 x 32 block (two row tiles) or, with Two == false, a 16 x 32 one, of bf16 products
+// (TDPBF16PS) or, with Int8, of byte products (TDPBUSD). Both step through the depth 64 bytes at
+// a time (32 bf16 or 64 bytes); `row_bytes` is a's row stride and depth in bytes, and the pack's
+// 32-bit groups (pairs or quads) are 4 bytes either way.
+template <bool Two, bool Int8>
+void block(const unsigned char* a, int64_t row_bytes, const unsigned char* bp, void* c, int64_t ldc) {
+  constexpr int64_t KB = 64;
   const int64_t c_stride = ldc * 4;
+  auto* out = static_cast<unsigned char*>(c);
   _tile_zero(0);
   _tile_zero(1);
   if (Two) {
     _tile_zero(2);
     _tile_zero(3);
   }
-  for (int64_t k = 0; k < dq; k += KB) {
+  for (int64_t k = 0; k < row_bytes; k += KB) {
     const unsigned char* b = bp + (k / 4) * NR * 4;
     _tile_loadd(6, b, NR * 4);
     _tile_loadd(7, b + 64, NR * 4);
-    _tile_loadd(4, a + k, dq);
-    _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(1, 4, 7);
+    _tile_loadd(4, a + k, row_bytes);
+    if constexpr (Int8) {
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+    } else {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+    }
     if (Two) {
-      _tile_loadd(5, a + 16 * dq + k, dq);
-      _tile_dpbusd(2, 5, 6);
-      _tile_dpbusd(3, 5, 7);
+      _tile_loadd(5, a + 16 * row_bytes + k, row_bytes);
+      if constexpr (Int8) {
+        _tile_dpbusd(2, 5, 6);
+        _tile_dpbusd(3, 5, 7);
+      } else {
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
     }
   }
-  _tile_stored(0, c, c_stride);
-  _tile_stored(1, c + 16, c_stride);
+  _tile_stored(0, out, c_stride);
+  _tile_stored(1, out + 64, c_stride);
   if (Two) {
-    _tile_stored(2, c + 16 * ldc, c_stride);
-    _tile_stored(3, c + 16 * ldc + 16, c_stride);
+    _tile_stored(2, out + 16 * c_stride, c_stride);
+    _tile_stored(3, out + 16 * c_stride + 64, c_stride);
   }
+}
+
+// The whole 16-row groups of m rows of a (row_bytes each) against n packed columns; returns how
+// many rows it did, for the caller's vector kernel to finish.
+template <bool Int8>
+int64_t gemm_tiles(const unsigned char* a, int64_t m, int64_t n, int64_t row_bytes, void* c, int64_t ldc,
+                   const unsigned char* pack) {
+  const int64_t whole = m / 16 * 16;
+  if (whole == 0) return 0;
+  configure();
+  auto* out = static_cast<unsigned char*>(c);
+  for (int64_t s0 = 0; s0 < n; s0 += NR) {
+    const unsigned char* bp = pack + s0 * row_bytes;
+    int64_t r = 0;
+    for (; r + 32 <= whole; r += 32)
+      block<true, Int8>(a + r * row_bytes, row_bytes, bp, out + (r * ldc + s0) * 4, ldc);
+    if (r < whole) block<false, Int8>(a + r * row_bytes, row_bytes, bp, out + (r * ldc + s0) * 4, ldc);
+  }
+  _tile_release();
+  return whole;
 }
 
 // CPUID leaf 7, EDX: bit 24 AMX-TILE, bit 22 AMX-BF16, bit 25 AMX-INT8 (read directly: not every
@@ -143,33 +145,14 @@ bool cpu_has_amx_int8() { return cpuid_amx(25) && cpu_has_vnni() && tile_state_g
 
 void gemm_u8s8_amx(const uint8_t* a, int64_t m, int64_t n, int64_t dq, int32_t* c, int64_t ldc,
                    const uint8_t* pack) {
-  const int64_t whole = m / 16 * 16;
-  if (whole > 0) {
-    configure();
-    for (int64_t s0 = 0; s0 < n; s0 += NR) {
-      const auto* bp = pack + s0 * dq;
-      int64_t r = 0;
-      for (; r + 32 <= whole; r += 32) block_int8<true>(a + r * dq, dq, bp, c + r * ldc + s0, ldc);
-      if (r < whole) block_int8<false>(a + r * dq, dq, bp, c + r * ldc + s0, ldc);
-    }
-    _tile_release();
-  }
+  const int64_t whole = gemm_tiles<true>(a, m, n, dq, c, ldc, pack);
   if (whole < m) gemm_u8s8_vnni(a + whole * dq, m - whole, n, dq, c + whole * ldc, ldc, pack);
 }
 
 void gemm_bf16_amx(const uint16_t* a, int64_t m, int64_t n, int64_t dp, float* c, int64_t ldc,
                    const uint16_t* pack) {
-  const int64_t whole = m / 16 * 16;
-  if (whole > 0) {
-    configure();
-    for (int64_t s0 = 0; s0 < n; s0 += NR) {
-      const auto* bp = reinterpret_cast<const unsigned char*>(pack + s0 * dp);
-      int64_t r = 0;
-      for (; r + 32 <= whole; r += 32) block<true>(a + r * dp, dp, bp, c + r * ldc + s0, ldc);
-      if (r < whole) block<false>(a + r * dp, dp, bp, c + r * ldc + s0, ldc);
-    }
-    _tile_release();
-  }
+  const int64_t whole = gemm_tiles<false>(reinterpret_cast<const unsigned char*>(a), m, n, dp * 2, c, ldc,
+                                          reinterpret_cast<const unsigned char*>(pack));
   if (whole < m) gemm_bf16_avx512(a + whole * dp, m - whole, n, dp, c + whole * ldc, ldc, pack);
 }
 
