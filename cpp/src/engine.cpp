@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <functional>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -326,7 +326,7 @@ void SimilarityJob::run_tile(int slot, int64_t bi, int64_t bj, TileWorkspace& ws
   if (!device_half) topk_.offer_tile(ws.c, ws.ldc, i0, m, j0, nn, valid_.data(), diag, kernels_->scan);
 }
 
-// The int8 tile, mapped to [0, 1], filters; the float32 kernel decides. Every value within
+// The int8 tile's raw products filter; the float32 kernel decides. Every value within
 // int8_slack_ of a row's (or a column's) threshold of the moment is computed again with
 // row_gemm, the float32 path's own bits for the pair (see rerank_rows), and offered as that. A
 // value the filter drops is below the threshold in float32 too, as the slack covers the int8
