@@ -729,7 +729,7 @@ def test_int8_topk_lists_equal_the_float32_lists(kernel, tile, n, d, k, data):
     got = job.topk()
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1].view(np.uint16), want[1].view(np.uint16))
-    assert 0 <= job.float32_tiles <= job._job.tiles_total
+    assert 0 <= job.float32_tiles <= job.tiles_total
     np.testing.assert_array_equal(job.topk_values()[1], _int8_job(e, k, tile, "fp32", valid=valid).topk_values()[1])
 
 
@@ -741,7 +741,7 @@ def test_int8_tiles_take_both_ways_and_the_filter_matters():
     e = clustered_embeddings(rng, 3000, 48)
     want = dupscope.topk(e, 6, device="cpu", tile=64)
     job = _int8_job(e, 6, 64, "int8-emulated")
-    assert 0 < job.float32_tiles < job._job.tiles_total
+    assert 0 < job.float32_tiles < job.tiles_total
     got = job.topk()
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1].view(np.uint16), want[1].view(np.uint16))

@@ -534,7 +534,6 @@ PYBIND11_MODULE(_core, m) {
     auto [m, d] = check_matrix(a, "a");
     auto [n, d2] = check_matrix(b, "b");
     if (d != d2) throw py::value_error("a and b must have the same number of columns");
-    if (d > kInt8MaxDepth) throw py::value_error("int8 tiles take rows of at most " + std::to_string(kInt8MaxDepth) + " values");
     const Int8Kernel kern = parse_int8_kernel(kernel, "kernel");
     if (!int8_kernel_available(kern)) throw py::value_error("this CPU cannot run the " + kernel + " kernel");
     const int64_t dq = int8_depth_for(d, kern), ldc = (n + 31) / 32 * 32;
@@ -557,8 +556,8 @@ PYBIND11_MODULE(_core, m) {
         "(m, n) float32");
   m.def("int8_rows_bound", [](py::array_t<float, py::array::c_style | py::array::forcecast> x) {
     if (x.ndim() != 2) throw py::value_error("int8_rows_bound needs an (n, d) array");
-    if (x.shape(1) > kInt8MaxDepth) throw py::value_error("int8 tiles take rows of at most " + std::to_string(kInt8MaxDepth) + " values");
-    return int8_rows_bound(x.data(), x.shape(0), x.shape(1));
+    const int64_t d = x.shape(1);
+    return int8_rows_bound(x.data(), quantize_int8(x.data(), x.shape(0), d, d));
   }, py::arg("x"), "Largest difference, in cosine units, between an int8 tile product of these rows and the float32 one");
   m.def("float32_products", [](py::array_t<float, py::array::c_style | py::array::forcecast> a,
                                py::array_t<float, py::array::c_style | py::array::forcecast> b, const std::string& simd,

@@ -98,9 +98,6 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
   if (opt.precision == Precision::Int8) {
     if (opt.output != Output::None) throw std::invalid_argument("int8 tiles compute top-k lists only (output 'none')");
     if (opt.use_cuda) throw std::invalid_argument("int8 tiles run on the CPU");
-    if (d > kInt8MaxDepth)
-      throw std::invalid_argument("int8 tiles take rows of at most " + std::to_string(kInt8MaxDepth) +
-                                  " values (use bf16 or float32)");
     if (!int8_kernel_available(opt.int8_kernel))
       throw std::invalid_argument(opt.int8_kernel == Int8Kernel::Amx
                                       ? "this CPU or OS gives no AMX-INT8 (use int8, the emulation or float32)"
@@ -112,7 +109,7 @@ SimilarityJob::SimilarityJob(const float* normalized, int64_t n, int64_t d, cons
     }
     // The tile is filtered on its raw products against 2 t - 1 for a threshold t in [0, 1]: 2e-6
     // covers the float32 roundings of that and of the map (1 + c) / 2 (a few 2^-24), rounded up.
-    const double slack = int8_rows_bound(emb_.data(), n, d) + 2e-6;
+    const double slack = int8_rows_bound(emb_.data(), rows8_) + 2e-6;
     int8_slack_ = static_cast<float>(slack);
     if (static_cast<double>(int8_slack_) < slack) int8_slack_ = std::nextafter(int8_slack_, 1.0f);
   }

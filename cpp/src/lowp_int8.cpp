@@ -55,10 +55,9 @@ std::vector<std::string> int8_kernels() {
 Int8Rows quantize_int8(const float* x, int64_t n, int64_t d, int64_t dq) {
   if (d > kInt8MaxDepth)
     throw std::invalid_argument("int8 tiles take rows of at most " + std::to_string(kInt8MaxDepth) +
-                                " values, got " + std::to_string(d));
+                                " values, got " + std::to_string(d) + " (use bf16 or float32)");
   if (dq < d) throw std::invalid_argument("the int8 depth must hold the row");
   Int8Rows out;
-  out.n = n;
   out.d = d;
   out.dq = dq;
   out.q.assign(static_cast<size_t>(n * dq), 0);
@@ -70,11 +69,8 @@ Int8Rows quantize_int8(const float* x, int64_t n, int64_t d, int64_t dq) {
     float top = 0.0f;
     for (int64_t t = 0; t < d; ++t) top = std::max(top, std::fabs(xr[t]));
     const float s = top / 127.0f;
+    if (!(s > 0.0f) || !std::isfinite(s)) continue;  // a zero (or broken) row keeps scale 0: products 0
     out.scale[r] = s;
-    if (!(s > 0.0f) || !std::isfinite(s)) {  // a zero (or broken) row multiplies to 0
-      out.scale[r] = 0.0f;
-      continue;
-    }
     int32_t sum = 0;
     for (int64_t t = 0; t < d; ++t) {
       const double v = std::nearbyint(static_cast<double>(xr[t]) / static_cast<double>(s));
@@ -148,15 +144,15 @@ void gemm_int8(const Int8Rows& a, int64_t i0, int64_t m, const Int8Rows& b, int6
   }
 }
 
-double int8_rows_bound(const float* x, int64_t n, int64_t d) {
-  const Int8Rows q = quantize_int8(x, n, d, d);
+double int8_rows_bound(const float* x, const Int8Rows& rows) {
+  const int64_t n = static_cast<int64_t>(rows.scale.size()), d = rows.d, dq = rows.dq;
   double max_res = 0.0, max_q = 0.0, max_norm = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = x + i * d;
-    const double s = q.scale[i];
+    const double s = rows.scale[i];
     double res = 0.0, qn = 0.0, norm = 0.0;
     for (int64_t t = 0; t < d; ++t) {
-      const double r = s * static_cast<double>(q.q[i * d + t]);
+      const double r = s * static_cast<double>(rows.q[i * dq + t]);
       const double e = static_cast<double>(xi[t]) - r;
       res += e * e;
       qn += r * r;

@@ -113,7 +113,7 @@ def _valid_mask(valid: Optional[np.ndarray], n: int) -> Optional[np.ndarray]:
 
 def effective_tile(n: int, tile: Optional[int], device: str, precision: str = "fp32") -> int:
     """The tile a job over ``n`` rows uses: ``tile`` (or the default for the device, or for bf16
-    tiles :data:`dupscope.defaults.TILE_BF16`), capped at N rounded up to 16 (a larger tile would
+    and int8 tiles :data:`dupscope.defaults.TILE_BF16`), capped at N rounded up to 16 (a larger tile would
     only pad)."""
     if tile is None and precision.startswith(("bf16", "int8")):
         tile = defaults.TILE_BF16

@@ -54,7 +54,7 @@ struct JobOptions {
   Bf16Kernel bf16_kernel = Bf16Kernel::Avx512;
   // Precision::Int8 (Output::None only): tiles from int8 rows (int8_kernel picks the kernel);
   // what a tile lets through is computed again in float32 at once, so the lists are float32's
-  // (see run_tile). Rectangles of tiles are allowed: no row is ever searched again.
+  // (see offer_int8_tile). Rectangles of tiles are allowed: no row is ever searched again.
   Int8Kernel int8_kernel = Int8Kernel::Emulated;
   // Output::None, float32: choose each tile's top-k candidates with thresholds read before the
   // tile, as a list of TileCandidate (what the CUDA path does on the device, so that only

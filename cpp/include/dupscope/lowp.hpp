@@ -101,7 +101,7 @@ bool cpu_has_amx_int8();  // and the OS granted the tile state (asked once)
 // the emulation's bits. The engine does not keep near misses for int8 (its error bound is about
 // six times bf16's, and the near misses would grow with it): each value that an int8 tile lets
 // through is computed again at once with the float32 kernel, from the tile's own rows, and only
-// float32 values enter the lists (see SimilarityJob::run_tile).
+// float32 values enter the lists (see SimilarityJob::offer_int8_tile).
 
 enum class Int8Kernel { Emulated, Vnni, Amx };
 // "int8-emulated" (always), "int8-vnni" (compiled, and the CPU has AVX512_VNNI) and "int8-amx"
@@ -123,13 +123,13 @@ inline int64_t int8_depth_for(int64_t d, Int8Kernel kernel) {
 // n rows quantised for the int8 tiles: q (signed, the emulation's and the packed columns'),
 // u = q + 128 (the rows' side of the hardware kernels), each row's scale and sum of q.
 struct Int8Rows {
-  int64_t n = 0, d = 0, dq = 0;
+  int64_t d = 0, dq = 0;
   std::vector<int8_t> q;
   std::vector<uint8_t> u;
   std::vector<float> scale;
   std::vector<int32_t> sum;
 };
-// Quantises n rows of d floats (d <= kInt8MaxDepth) into rows of dq >= d bytes.
+// Quantises n rows of d floats into rows of dq >= d bytes (d > kInt8MaxDepth: invalid_argument).
 Int8Rows quantize_int8(const float* x, int64_t n, int64_t d, int64_t dq);
 
 // Bytes of the pack buffer gemm_int8 needs for n columns of depth dq.
@@ -139,14 +139,15 @@ inline int64_t int8_pack_bytes(int64_t n, int64_t dq) { return (n + 31) / 32 * 3
 void pack_int8(const Int8Rows& x, int64_t j0, int64_t n, uint8_t* pack);
 // c[r * ldc + s] = products of rows i0 + r of `a` and j0 + s of `b` (both quantised with the same
 // dq): float(q_a . q_b) * s_a * s_b, in float32 (two roundings). ldc >= n rounded up to 32; c
-// needs m rounded up to 16 rows. `kernel` must be available here (int8_kernel_available). With `packed`, `pack` holds b's columns from j0 (pack_int8,
-// j0 a multiple of 32 in it) and is not written.
+// needs m rounded up to 16 rows. `kernel` must be available here (int8_kernel_available). With
+// `packed`, `pack` holds b's columns from j0 (pack_int8, j0 a multiple of 32 in it) and is not
+// written.
 void gemm_int8(const Int8Rows& a, int64_t i0, int64_t m, const Int8Rows& b, int64_t j0, int64_t n, float* c,
                int64_t ldc, uint8_t* pack, Int8Kernel kernel, bool packed = false);
-// Largest difference, in cosine units, between gemm_int8's product of two of these rows and
-// the float32 kernel's: a.b - â.b̂ = â.δb + δa.b̂ + δa.δb with â = s_a q_a, so with R the largest
+// Largest difference, in cosine units, between gemm_int8's product of two of the rows x (row
+// stride rows.d), quantised as `rows`, and the float32 kernel's: a.b - â.b̂ = â.δb + δa.b̂ + δa.δb with â = s_a q_a, so with R the largest
 // residual norm and A the largest quantised norm the products differ by at most 2AR + R², plus
 // the float32 sums of the float32 kernel (d 2^-24 |a||b|) and the two roundings of the scaling.
-double int8_rows_bound(const float* x, int64_t n, int64_t d);
+double int8_rows_bound(const float* x, const Int8Rows& rows);
 
 }  // namespace dupscope

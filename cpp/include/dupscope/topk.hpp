@@ -54,10 +54,10 @@ class TopK {
                         const uint8_t* valid, bool diag);
   // The same for a tile of approximate raw products c (the int8 tiles, before the map to
   // (1 + c) / 2): each tile row is filtered at `slack` below the thresholds of the moment, in
-  // the products' units, and `exact(r, hits, h, out)` gives the exact
-  // values of the h positions of tile row r that passed, which are offered instead (each against
-  // the current thresholds), so rows hold only exact values. Returns false, having offered
-  // nothing, when more than max_hits positions pass (then the caller offers the exact tile).
+  // the products' units, and `exact(r, hits, h, out)` gives the exact values of the h positions
+  // of tile row r that passed, which are offered instead (each against the current thresholds),
+  // so rows hold only exact values. Returns false, having offered nothing, when more than
+  // max_hits positions pass (then the caller offers the exact tile).
   using Rescore = std::function<void(int64_t r, const int32_t* hits, int64_t h, float* out)>;
   bool offer_rescored(const float* approx, int64_t ldc, int64_t i0, int64_t m, int64_t j0, int64_t n,
                       const uint8_t* valid, bool diag, ScanFn scan, float slack, int64_t max_hits,
